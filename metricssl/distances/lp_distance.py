@@ -1,0 +1,43 @@
+"""LpDistance: the L_p distance between embeddings (Euclidean by default)."""
+
+from __future__ import annotations
+
+import torch
+
+from .base_distance import BaseDistance
+
+
+class LpDistance(BaseDistance):
+    """L_p distance, by default between L2-normalised embeddings.
+
+    Example:
+        >>> import torch
+        >>> from metricssl.distances import LpDistance
+        >>> d = LpDistance(normalize_embeddings=False)
+        >>> d(torch.tensor([[0.0, 0.0]]), torch.tensor([[3.0, 4.0]]))
+        tensor([[5.]])
+    """
+
+    def __init__(
+        self,
+        normalize_embeddings: bool = True,
+        p: float = 2,
+        power: float = 1,
+        collect_stats: bool | None = None,
+    ):
+        super().__init__(
+            normalize_embeddings=normalize_embeddings,
+            p=p,
+            power=power,
+            is_inverted=False,
+            collect_stats=collect_stats,
+        )
+
+    def compute_mat(self, query_emb, ref_emb):
+        if query_emb.dtype in (torch.float16, torch.bfloat16):
+            # cdist has no half kernels everywhere: compute in fp32, hand back the input dtype.
+            return torch.cdist(query_emb.float(), ref_emb.float(), p=self.p).to(query_emb.dtype)
+        return torch.cdist(query_emb, ref_emb, p=self.p)
+
+    def pairwise_distance(self, query_emb, ref_emb):
+        return torch.nn.functional.pairwise_distance(query_emb, ref_emb, p=self.p)

@@ -1,0 +1,73 @@
+"""BaseMiner: picks informative pairs or triplets from a batch (PML's interface)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..utils import common_functions as c_f
+from ..utils.module_with_records_and_reducer import ModuleWithRecordsAndDistance
+from ..utils.validation import check_embeddings, check_labels, check_same_device, check_same_width
+
+
+class BaseMiner(ModuleWithRecordsAndDistance):
+    """Base of every miner: ``miner(embeddings, labels, ref_emb=None, ref_labels=None)``.
+
+    Subclasses implement :meth:`mine`, returning PML's tuple formats: ``(a, p, n)`` for
+    triplets or ``(a1, p, a2, n)`` for pairs, with indices into ``embeddings`` (anchors) and
+    ``ref_emb`` (positives, negatives). After each call ``num_triplets`` or
+    ``num_pos_pairs``/``num_neg_pairs`` hold the counts.
+
+    Args:
+        distance: a :class:`~metricssl.distances.BaseDistance` (LpDistance by default).
+        collect_stats: record per-call statistics.
+    """
+
+    def __init__(self, distance=None, collect_stats: bool | None = None, **kwargs):
+        super().__init__(distance=distance, collect_stats=collect_stats, **kwargs)
+        self.add_to_recordable_attributes(
+            list_of_names=["num_pos_pairs", "num_neg_pairs", "num_triplets"], is_stat=True
+        )
+
+    def mine(self, embeddings, labels, ref_emb, ref_labels):
+        raise NotImplementedError
+
+    def output_assertion(self, output):
+        if not isinstance(output, (tuple, list)) or len(output) not in (3, 4):
+            raise TypeError(f"{type(self).__name__}.mine must return a tuple of 3 or 4 tensors")
+        if len(output) == 3:
+            self.num_triplets = len(output[0])
+            if not self.num_triplets == len(output[1]) == len(output[2]):
+                raise ValueError("mined anchors, positives and negatives differ in length")
+        else:
+            self.num_pos_pairs = len(output[0])
+            self.num_neg_pairs = len(output[2])
+            if self.num_pos_pairs != len(output[1]) or self.num_neg_pairs != len(output[3]):
+                raise ValueError("mined pair indices differ in length")
+
+    def forward(self, embeddings, labels, ref_emb=None, ref_labels=None):
+        self.reset_stats()
+        with torch.no_grad():
+            embeddings, labels, ref_emb, ref_labels = self.check_inputs(
+                embeddings, labels, ref_emb, ref_labels
+            )
+            mining_output = self.mine(embeddings, labels, ref_emb, ref_labels)
+        self.output_assertion(mining_output)
+        return mining_output
+
+    def check_inputs(self, embeddings, labels, ref_emb, ref_labels):
+        check_embeddings(embeddings)
+        if labels is None:
+            raise ValueError(f"{type(self).__name__} needs labels")
+        check_labels(labels, embeddings.shape[0])
+        labels = c_f.to_device(labels, embeddings)
+        if ref_emb is None:
+            if ref_labels is not None:
+                raise ValueError("ref_labels was given without ref_emb")
+            return embeddings, labels, embeddings, labels
+        check_embeddings(ref_emb, "ref_emb")
+        check_same_device(embeddings, ref_emb, "embeddings", "ref_emb")
+        check_same_width(embeddings, ref_emb, "embeddings", "ref_emb")
+        if ref_labels is None:
+            raise ValueError(f"{type(self).__name__}: ref_labels is required when ref_emb is given")
+        check_labels(ref_labels, ref_emb.shape[0], "ref_labels", "ref_emb")
+        return embeddings, labels, ref_emb, c_f.to_device(ref_labels, ref_emb)

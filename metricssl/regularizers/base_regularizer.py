@@ -1,0 +1,19 @@
+"""BaseRegularizer: a penalty on a batch of embeddings or weights, reduced like a loss."""
+
+from __future__ import annotations
+
+from ..utils import common_functions as c_f
+from ..utils.module_with_records_and_reducer import ModuleWithRecordsReducerAndDistance
+from ..utils.validation import check_embeddings
+
+
+class BaseRegularizer(ModuleWithRecordsReducerAndDistance):
+    """Subclasses implement ``compute_loss(x)`` returning a loss dictionary over the rows of x."""
+
+    def compute_loss(self, x):
+        raise NotImplementedError
+
+    def forward(self, x):
+        self.reset_stats()
+        check_embeddings(x, "x")
+        return self.reducer(self.compute_loss(x), x, c_f.torch_arange_from_size(x))

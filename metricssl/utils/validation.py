@@ -1,0 +1,150 @@
+"""Argument checks that turn bad input into a clear ``ValueError``/``TypeError``.
+
+Every message names the argument, so the user sees what to fix instead of a shape error
+from deep inside torch.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+
+import torch
+
+_INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool)
+
+
+def check_embeddings(x, name: str = "embeddings", allow_empty: bool = False) -> None:
+    if not torch.is_tensor(x):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 2:
+        raise ValueError(
+            f"{name} must be a 2D tensor of shape (batch_size, embedding_size), "
+            f"got shape {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    if not allow_empty and x.shape[0] == 0:
+        raise ValueError(f"{name} is empty: a batch needs at least one embedding")
+
+
+def check_labels(labels, n: int, name: str = "labels", embeddings_name: str = "embeddings"):
+    if labels is None:
+        return
+    if not torch.is_tensor(labels):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.ndim != 1:
+        raise ValueError(
+            f"{name} must be a 1D tensor of shape (batch_size,), got shape {tuple(labels.shape)}"
+        )
+    if labels.dtype not in _INTEGER_DTYPES:
+        raise TypeError(f"{name} must be an integer tensor (class ids), got {labels.dtype}")
+    if labels.shape[0] != n:
+        raise ValueError(
+            f"{name} has length {labels.shape[0]} but {embeddings_name} has {n} rows"
+        )
+
+
+def check_same_device(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
+    if a.device != b.device:
+        raise ValueError(f"{name_a} is on {a.device} but {name_b} is on {b.device}")
+
+
+def check_same_width(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"{name_a} has embedding size {a.shape[1]} but {name_b} has {b.shape[1]}"
+        )
+
+
+def check_indices_tuple(indices_tuple, n_query: int, n_ref: int, name: str = "indices_tuple"):
+    """A miner's output: (anchors, positives, negatives) or (a1, p, a2, n), in range."""
+    if indices_tuple is None:
+        return
+    if not isinstance(indices_tuple, (tuple, list)) or len(indices_tuple) not in (3, 4):
+        raise TypeError(
+            f"{name} must be a tuple of 3 (anchors, positives, negatives) or 4 "
+            f"(anchors1, positives, anchors2, negatives) tensors"
+        )
+    for i, t in enumerate(indices_tuple):
+        if not torch.is_tensor(t) or t.ndim != 1:
+            raise TypeError(f"{name}[{i}] must be a 1D tensor of indices")
+        if t.numel() and t.dtype not in _INTEGER_DTYPES[:-1]:
+            raise TypeError(f"{name}[{i}] must hold integer indices, got {t.dtype}")
+    if len(indices_tuple) == 3:
+        sizes = {len(t) for t in indices_tuple}
+        if len(sizes) != 1:
+            raise ValueError(f"{name}: anchors, positives and negatives differ in length")
+    elif len(indices_tuple[0]) != len(indices_tuple[1]) or len(indices_tuple[2]) != len(
+        indices_tuple[3]
+    ):
+        raise ValueError(f"{name}: a1/p and a2/n must have matching lengths")
+    bounds = [n_query, n_ref, n_ref] if len(indices_tuple) == 3 else [n_query, n_ref] * 2
+    nonempty = [(t, b, i) for i, (t, b) in enumerate(zip(indices_tuple, bounds)) if t.numel()]
+    if not nonempty:
+        return
+    # One host round-trip for all the range checks.
+    lo_hi = torch.stack(
+        [torch.stack([t.min(), t.max()]).to(torch.int64).cpu() for t, _, _ in nonempty]
+    )
+    for (_, bound, i), (lo, hi) in zip(nonempty, lo_hi.tolist()):
+        if lo < 0 or hi >= bound:
+            raise ValueError(f"{name}[{i}] has indices in [{lo}, {hi}], outside [0, {bound})")
+
+
+def check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {sorted(map(str, choices))}, got {value!r}")
+
+
+def check_number(
+    name: str,
+    value,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+    integer: bool = False,
+    allow_none: bool = False,
+) -> None:
+    if value is None and allow_none:
+        return
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise TypeError(f"{name} must be {'an int' if integer else 'a number'}, got {value!r}")
+    if not integer and math.isnan(value):
+        raise ValueError(f"{name} must not be NaN")
+    if low is not None and (value < low or (value == low and not low_inclusive)):
+        op = ">=" if low_inclusive else ">"
+        raise ValueError(f"{name} must be {op} {low}, got {value}")
+    if high is not None and (value > high or (value == high and not high_inclusive)):
+        op = "<=" if high_inclusive else "<"
+        raise ValueError(f"{name} must be {op} {high}, got {value}")
+
+
+def nonfinite_flag(*tensors: torch.Tensor | None) -> torch.Tensor:
+    """A 0-d bool tensor, on the tensors' device, that is True when any entry is NaN/Inf.
+
+    It stays on the device: no host synchronisation is added on CUDA.
+    """
+    flags = [~torch.isfinite(t).all() for t in tensors if t is not None]
+    flag = flags[0]
+    for f in flags[1:]:
+        flag = flag | f
+    return flag
+
+
+def apply_nonfinite_policy(value: torch.Tensor, flag: torch.Tensor, what: str) -> torch.Tensor:
+    """The package-wide NaN/Inf policy for losses.
+
+    Non-finite embeddings never give a finite, plausible-looking loss: the result is NaN.
+    A ``RuntimeWarning`` is emitted where checking is free (CPU tensors); on CUDA the NaN is
+    returned without a warning, because finding out would cost a device synchronisation.
+    """
+    if value.device.type == "cpu" and bool(flag):
+        warnings.warn(
+            f"{what}: embeddings contain NaN or Inf; the loss is NaN", RuntimeWarning, stacklevel=3
+        )
+    return torch.where(flag, torch.full_like(value, float("nan")), value)

@@ -1,0 +1,90 @@
+"""Run a metricssl module and its PML counterpart on the same inputs; compare values and grads."""
+
+from __future__ import annotations
+
+import torch
+
+# float64 gets tight tolerances; float32 the issue's 1e-4 relative; half types are compared
+# against PML run in float32 (PML itself is not accurate in half precision).
+TOLERANCES = {
+    torch.float64: dict(rtol=1e-7, atol=1e-9),
+    torch.float32: dict(rtol=1e-4, atol=1e-5),
+    torch.bfloat16: dict(rtol=3e-2, atol=3e-2),
+    torch.float16: dict(rtol=1e-2, atol=1e-2),
+}
+
+
+def random_embeddings(n, d, dtype=torch.float32, seed=0, requires_grad=False):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64).to(dtype)
+    return x.requires_grad_(requires_grad)
+
+
+def random_labels(n, num_classes, seed=0):
+    g = torch.Generator().manual_seed(seed + 1)
+    return torch.randint(0, num_classes, (n,), generator=g)
+
+
+def _leaf(x, dtype=None):
+    if x is None:
+        return None
+    y = x.detach().clone()
+    if dtype is not None:
+        y = y.to(dtype)
+    return y.requires_grad_(True)
+
+
+def loss_parity(
+    ours,
+    theirs,
+    embeddings,
+    labels=None,
+    indices_tuple=None,
+    ref_emb=None,
+    ref_labels=None,
+    reference_dtype=None,
+    seed=None,
+    **tol,
+):
+    """Assert ours(...) == theirs(...) in value and in gradient w.r.t. embeddings and ref_emb.
+
+    ``reference_dtype`` runs PML in another dtype (float32 for half inputs). ``seed`` reseeds
+    torch before each call, for losses that sample. Returns (our value, PML value).
+    """
+    dtype = embeddings.dtype
+    tol = {**TOLERANCES[dtype], **tol}
+    e1, r1 = _leaf(embeddings), _leaf(ref_emb)
+    e2, r2 = _leaf(embeddings, reference_dtype), _leaf(ref_emb, reference_dtype)
+    if seed is not None:
+        torch.manual_seed(seed)
+    v1 = ours(e1, labels, indices_tuple, r1, ref_labels)
+    if seed is not None:
+        torch.manual_seed(seed)
+    v2 = theirs(e2, labels, indices_tuple, r2, ref_labels)
+    torch.testing.assert_close(v1.detach().double(), v2.detach().double(), **tol)
+    leaves = [(e1, e2)] + ([(r1, r2)] if ref_emb is not None else [])
+    if v1.requires_grad or v2.requires_grad:
+        grads1 = torch.autograd.grad(v1, [a for a, _ in leaves], allow_unused=True)
+        grads2 = torch.autograd.grad(v2, [b for _, b in leaves], allow_unused=True)
+        for g1, g2, (a, _) in zip(grads1, grads2, leaves):
+            g1 = torch.zeros_like(a) if g1 is None else g1
+            g2 = torch.zeros_like(a) if g2 is None else g2
+            torch.testing.assert_close(g1.double(), g2.double(), **tol)
+    return v1, v2
+
+
+def same_indices(ours, theirs):
+    """Assert two index tuples hold the same pairs/triplets (as multisets, any order)."""
+    assert len(ours) == len(theirs)
+    a = torch.stack([x.long().cpu() for x in ours], dim=1)
+    b = torch.stack([x.long().cpu() for x in theirs], dim=1) if len(theirs[0]) else a[:0]
+    if len(ours) == 4:
+        # pairs: compare positive and negative halves separately
+        pa = sorted(map(tuple, torch.stack([ours[0], ours[1]], 1).tolist()))
+        pb = sorted(map(tuple, torch.stack([theirs[0], theirs[1]], 1).tolist()))
+        na = sorted(map(tuple, torch.stack([ours[2], ours[3]], 1).tolist()))
+        nb = sorted(map(tuple, torch.stack([theirs[2], theirs[3]], 1).tolist()))
+        assert pa == pb, "positive pairs differ"
+        assert na == nb, "negative pairs differ"
+        return
+    assert sorted(map(tuple, a.tolist())) == sorted(map(tuple, b.tolist())), "triplets differ"
