@@ -1,0 +1,165 @@
+"""The on-disk container of a saved index: JSON header + FAISS payload + SHA-256 checksum.
+
+Layout (all integers little-endian unsigned 64-bit)::
+
+    MAGIC (16 bytes) | header length | header (UTF-8 JSON object)
+    | payload (FAISS's own binary format, ``faiss.write_index``)
+    | payload length | SHA-256 of header + payload (32 bytes) | END_MAGIC (8 bytes)
+
+Why this shape:
+
+- the magic strings and the exact length arithmetic turn a foreign or truncated file into
+  a clear ``ValueError`` before FAISS reads a byte (FAISS may crash or allocate wildly on a
+  damaged stream), and the checksum catches corruption in the middle;
+- the payload is streamed through FAISS's callback writer/reader and hashed on the fly, so
+  saving or loading a large index never holds a second serialized copy in memory;
+- nothing is unpickled: the header is JSON and the payload is FAISS's binary format;
+- writes are atomic: a temporary file in the target directory, fsync, then ``os.replace``,
+  so a crash leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import struct
+
+import faiss
+
+MAGIC = b"METRICSSL-INDEX\n"
+END_MAGIC = b"\nMSSLEND"
+FORMAT_VERSION = 1
+_U64 = struct.Struct("<Q")
+_DIGEST_BYTES = 32
+_TRAILER_BYTES = _U64.size + _DIGEST_BYTES + len(END_MAGIC)
+_MIN_FILE_BYTES = len(MAGIC) + _U64.size + _TRAILER_BYTES
+_MAX_HEADER_BYTES = 1 << 20
+_READ_BLOCK = 1 << 20
+
+
+def write_index_file(path: str | os.PathLike, header: dict, index: faiss.Index) -> None:
+    """Atomically write ``header`` and the CPU FAISS ``index`` to ``path``."""
+    header = {"format_version": FORMAT_VERSION, **header}
+    header_bytes = json.dumps(header, sort_keys=True).encode("utf-8")
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp_path = os.path.join(
+        directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    )
+    # os.open with 0o666 lets the umask decide permissions, like a plain open() would.
+    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            digest = hashlib.sha256(header_bytes)
+            payload_bytes = 0
+
+            def write_payload(data: bytes) -> None:
+                nonlocal payload_bytes
+                digest.update(data)
+                payload_bytes += len(data)
+                f.write(data)
+
+            f.write(MAGIC + _U64.pack(len(header_bytes)) + header_bytes)
+            faiss.write_index(index, faiss.PyCallbackIOWriter(write_payload))
+            f.write(_U64.pack(payload_bytes) + digest.digest() + END_MAGIC)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.unlink(tmp_path)
+        raise
+    _fsync_directory(directory)
+
+
+def read_index_file(path: str | os.PathLike) -> tuple[dict, faiss.Index]:
+    """Check and read a file written by :func:`write_index_file`: (header, CPU FAISS index).
+
+    Raises ``ValueError`` for a file that is not a metricssl index, is truncated or damaged,
+    or has an unsupported format version.
+    """
+    path = os.fspath(path)
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        if size < len(MAGIC) or f.read(len(MAGIC)) != MAGIC:
+            raise ValueError(f"{path} is not a metricssl index file (wrong magic bytes)")
+        if size < _MIN_FILE_BYTES:
+            raise ValueError(f"{path} is truncated: {size} bytes is too short for an index")
+        (header_len,) = _U64.unpack(f.read(_U64.size))
+        f.seek(size - _TRAILER_BYTES)
+        trailer = f.read(_TRAILER_BYTES)
+        (payload_len,) = _U64.unpack(trailer[: _U64.size])
+        expected_digest = trailer[_U64.size : _U64.size + _DIGEST_BYTES]
+        header_start = len(MAGIC) + _U64.size
+        if (
+            trailer[-len(END_MAGIC) :] != END_MAGIC
+            or header_len > _MAX_HEADER_BYTES
+            or header_start + header_len + payload_len + _TRAILER_BYTES != size
+        ):
+            raise ValueError(f"{path} is truncated or damaged (its lengths do not add up)")
+
+        f.seek(header_start)
+        digest = hashlib.sha256()
+        for block in _read_blocks(f, header_len + payload_len):
+            digest.update(block)
+        if digest.digest() != expected_digest:
+            raise ValueError(f"{path} is corrupted: checksum mismatch")
+
+        f.seek(header_start)
+        header = _parse_header(f.read(header_len), path)
+        remaining = payload_len
+
+        def read_payload(n: int) -> bytes:
+            nonlocal remaining
+            data = f.read(min(n, remaining))
+            remaining -= len(data)
+            return data
+
+        try:
+            index = faiss.read_index(faiss.PyCallbackIOReader(read_payload, _READ_BLOCK))
+        except RuntimeError as err:
+            raise ValueError(f"{path}: FAISS could not read the index payload: {err}") from None
+        if remaining:
+            raise ValueError(f"{path}: the index payload has {remaining} unread trailing bytes")
+    return header, index
+
+
+def _parse_header(raw: bytes, path: str) -> dict:
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: the index header is not valid JSON: {err}") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: the index header must be a JSON object")
+    version = header.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: unsupported index format_version {version!r} "
+            f"(this metricssl reads version {FORMAT_VERSION})"
+        )
+    return header
+
+
+def _read_blocks(f, n_bytes: int):
+    while n_bytes > 0:
+        block = f.read(min(_READ_BLOCK, n_bytes))
+        if not block:
+            raise ValueError(f"{f.name} is truncated")
+        n_bytes -= len(block)
+        yield block
+
+
+def _fsync_directory(directory: str) -> None:
+    # Makes the rename itself durable; not every platform can open a directory.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,508 @@
+import faiss
+import numpy as np
+import pytest
+import torch
+
+from metricssl.index import index_kinds
+from metricssl.index.embedding_index import EmbeddingIndex
+from metricssl.index.faiss_gpu import faiss_gpu_count
+from metricssl.index.index_file import write_index_file
+
+DIM = 32
+APPROXIMATE = {
+    "ivf_flat": dict(nlist=16),
+    "hnsw": dict(),
+    "ivf_pq": dict(nlist=16, m=8, nbits=6),
+}
+ALL_KINDS = {"flat": dict(), **APPROXIMATE}
+
+
+def blobs(n=2000, dim=DIM, centers=20, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(centers, dim, generator=g) * 4
+    return means[torch.randint(0, centers, (n,), generator=g)] + torch.randn(n, dim, generator=g)
+
+
+def build(kind, metric="l2", data=None, **kwargs):
+    data = blobs(500) if data is None else data
+    index = EmbeddingIndex(DIM, kind, metric, **{**ALL_KINDS[kind], **kwargs})
+    index.train(data)
+    index.add(data)
+    return index
+
+
+def brute_force(database, queries, k, metric):
+    x, q = database.double(), queries.double()
+    if metric == "cosine":
+        x, q = torch.nn.functional.normalize(x, dim=1), torch.nn.functional.normalize(q, dim=1)
+    if metric == "l2":
+        return torch.cdist(q, x).pow(2).topk(k, dim=1, largest=False)
+    return (q @ x.T).topk(k, dim=1)
+
+
+def assert_same_neighbours(d, i, ref_d, ref_i, rtol=1e-4, atol=1e-4):
+    d, i, ref_d, ref_i = (torch.as_tensor(np.asarray(t)) for t in (d, i, ref_d, ref_i))
+    torch.testing.assert_close(d.double(), ref_d.double(), rtol=rtol, atol=atol)
+    # Ids may only differ where two candidates are tied in distance.
+    tied = torch.isclose(d.double(), ref_d.double(), rtol=rtol, atol=atol)
+    assert bool(((i == ref_i) | tied).all())
+
+
+def recall_at(found, exact):
+    return np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found.tolist(), exact.tolist())])
+
+
+# ---------------------------------------------------------------- exact search
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+def test_exact_search_matches_brute_force(metric, backend):
+    x, q = blobs(400), blobs(30, seed=1)
+    index = EmbeddingIndex(DIM, "flat", metric, backend=backend)
+    index.add(x)
+    d, i = index.search(q, 7)
+    ref_d, ref_i = brute_force(x, q, 7, metric)
+    assert_same_neighbours(d, i, ref_d, ref_i)
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
+def test_torch_path_agrees_with_faiss_including_padding(metric):
+    x, q = blobs(50), blobs(40, seed=2)
+    ids = np.arange(50) * 7 + 3
+    results = {}
+    for backend in ("faiss", "torch"):
+        index = EmbeddingIndex(DIM, "flat", metric, backend=backend)
+        index.add(x, ids=ids)
+        results[backend] = index.search(q.numpy(), 60)
+    assert_same_neighbours(*results["torch"], *results["faiss"])
+    d, i = results["torch"]
+    assert (i[:, 50:] == -1).all() and np.isin(i[:, :50], ids).all()
+    assert np.all(d[:, 50:] == (np.inf if metric == "l2" else -np.inf))
+
+
+def test_torch_path_sees_later_adds_and_removes():
+    x = blobs(100)
+    index = EmbeddingIndex(DIM, "flat", backend="torch")
+    index.add(x[:50])
+    assert index.search(x[60:61], 1)[1].item() != 60
+    index.add(x[50:])  # consecutive ids: row r gets id r
+    assert index.search(x[60:61], 1)[1].item() == 60
+    index.remove([60])
+    assert index.search(x[60:61], 1)[1].item() != 60
+
+
+@pytest.mark.parametrize("kind", list(ALL_KINDS))
+def test_k_larger_than_ntotal_is_padded(kind):
+    x = blobs(300)
+    index = build(kind, "ip", data=x)
+    d, i = index.search(x[:3], 310)
+    assert d.shape == (3, 310) and i.dtype == torch.int64 and d.dtype == torch.float32
+    missing = i == -1
+    assert missing[:, 300:].all()
+    assert torch.isneginf(d[missing]).all() and torch.isfinite(d[~missing]).all()
+
+
+def test_search_of_empty_index_is_all_padding():
+    index = EmbeddingIndex(DIM, "hnsw")
+    d, i = index.search(np.zeros((2, DIM), np.float32), 3)
+    assert (i == -1).all() and np.isposinf(d).all()
+
+
+def test_cosine_handles_zero_vectors():
+    index = EmbeddingIndex(DIM, "flat", "cosine")
+    index.add(torch.cat([torch.zeros(1, DIM), blobs(10)]))
+    for backend in ("faiss", "torch"):
+        index._backend = backend
+        d, _ = index.search(torch.zeros(1, DIM), 3)
+        assert torch.isfinite(d).all()
+
+
+# ---------------------------------------------------------------- approximate kinds
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+@pytest.mark.parametrize("kind", list(APPROXIMATE))
+def test_approximate_kinds_reach_high_recall(kind, metric):
+    x = blobs(2000)
+    q = x[:200] + 0.1 * blobs(200, seed=3)
+    exact = EmbeddingIndex(DIM, "flat", metric)
+    exact.add(x)
+    _, truth = exact.search(q, 10)
+    _, found = build(kind, metric, data=x).search(q, 10)
+    if kind == "ivf_pq":
+        # PQ codes blur distances between close neighbours: the standard measure for
+        # compressed indexes is whether the true nearest neighbour is in the top 10.
+        assert (found == truth[:, :1]).any(dim=1).float().mean() >= 0.6
+        assert recall_at(found, truth) >= 0.25
+    else:
+        assert recall_at(found, truth) >= 0.95
+
+
+def test_nprobe_and_ef_search_are_applied():
+    x = blobs(1000)
+    ivf = build("ivf_flat", data=x, nprobe=1)
+    exact = build("flat", data=x)
+    _, truth = exact.search(x[:100], 10)
+    low = recall_at(ivf.search(x[:100], 10)[1], truth)
+    ivf.nprobe = 16  # every list: IVF-Flat becomes exact
+    assert recall_at(ivf.search(x[:100], 10)[1], truth) == 1.0 > low
+    hnsw = build("hnsw", data=x, ef_search=12)
+    hnsw.search(x[:1], 10)
+    assert index_kinds.hnsw_of(hnsw.faiss_index).efSearch == 12
+    with pytest.raises(ValueError, match="nprobe"):
+        ivf.nprobe = 0
+
+
+def test_factory_string_index():
+    x = blobs(1000)
+    index = EmbeddingIndex(DIM, factory="PCA16,IVF8,SQ8", metric="l2")
+    assert index.kind == "factory" and not index.is_trained
+    index.train(x)
+    ids = index.add(x.numpy())
+    assert isinstance(ids, np.ndarray) and len(index) == 1000
+    d, i = index.search(x[:5].numpy(), 5)
+    assert i.shape == (5, 5) and (i >= 0).all()
+
+
+# ---------------------------------------------------------------- save / load
+
+
+@pytest.mark.parametrize(
+    "kind,metric", [("flat", "l2"), ("ivf_flat", "ip"), ("hnsw", "cosine"), ("ivf_pq", "l2")]
+)
+def test_save_load_round_trip(tmp_path, kind, metric):
+    x = blobs(600)
+    index = build(kind, metric, data=x, nprobe=3, ef_search=20)
+    index.remove([5, 6])
+    before = index.search(x[:20], 8)
+    path = tmp_path / "vectors.index"
+    index.save(path)
+    loaded = EmbeddingIndex.load(path)
+    assert (loaded.kind, loaded.metric, loaded.dim, loaded.factory) == (
+        kind,
+        metric,
+        DIM,
+        index.factory,
+    )
+    assert (loaded.nprobe, loaded.ef_search, len(loaded)) == (3, 20, 598)
+    after = loaded.search(x[:20], 8)
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
+    # Default ids keep counting where the saved index stopped.
+    assert loaded.add(x[:1]).tolist() == [600]
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+
+
+def test_save_load_factory_index(tmp_path):
+    index = EmbeddingIndex(DIM, factory="HNSW8", metric="ip")
+    index.add(blobs(100), ids=np.arange(100) + 1000)
+    index.save(tmp_path / "f.index")
+    loaded = EmbeddingIndex.load(tmp_path / "f.index", backend="faiss")
+    assert loaded.kind == "factory" and loaded.factory == "HNSW8"
+    q = blobs(5, seed=4)
+    torch.testing.assert_close(loaded.search(q, 4), index.search(q, 4), rtol=0, atol=0)
+
+
+def test_save_overwrites_atomically(tmp_path):
+    path = tmp_path / "v.index"
+    build("flat", data=blobs(10)).save(path)
+    build("flat", data=blobs(20)).save(path)
+    assert len(EmbeddingIndex.load(path)) == 20
+
+
+def test_load_rejects_truncated_and_foreign_files(tmp_path):
+    path = tmp_path / "v.index"
+    build("ivf_flat", data=blobs(300)).save(path)
+    data = path.read_bytes()
+    for cut in (10, 40, len(data) // 2, len(data) - 1):
+        bad = tmp_path / f"cut{cut}.index"
+        bad.write_bytes(data[:cut])
+        with pytest.raises(ValueError, match="truncated|not a metricssl"):
+            EmbeddingIndex.load(bad)
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0xFF
+    (tmp_path / "flipped.index").write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match="checksum"):
+        EmbeddingIndex.load(tmp_path / "flipped.index")
+    foreign = tmp_path / "foreign.index"
+    faiss.write_index(faiss.IndexFlatL2(DIM), str(foreign))
+    with pytest.raises(ValueError, match="not a metricssl index"):
+        EmbeddingIndex.load(foreign)
+    (tmp_path / "empty").write_bytes(b"")
+    with pytest.raises(ValueError, match="not a metricssl index"):
+        EmbeddingIndex.load(tmp_path / "empty")
+
+
+def test_load_rejects_header_that_disagrees_with_payload(tmp_path):
+    index = build("flat", data=blobs(10))
+    good = {"kind": "flat", "metric": "l2", "dim": DIM, "factory": "Flat", "next_id": 10}
+    good.update(nlist=100, m=8, nbits=8, hnsw_m=32, ef_construction=40, nprobe=8, ef_search=64)
+    good["ntotal"] = 10
+    cases = {
+        "dim": {**good, "dim": DIM + 1},
+        "ntotal": {**good, "ntotal": 11},
+        "metric": {**good, "metric": "ip"},
+        "lacks the field": {k: v for k, v in good.items() if k != "next_id"},
+        "invalid": {**good, "kind": "annoy"},
+        "factory": {**good, "factory": "HNSW32,Flat"},
+    }
+    for match, header in cases.items():
+        path = tmp_path / "h.index"
+        write_index_file(path, header, index.faiss_index)
+        with pytest.raises(ValueError, match=match):
+            EmbeddingIndex.load(path)
+    write_index_file(tmp_path / "ok.index", good, index.faiss_index)
+    assert len(EmbeddingIndex.load(tmp_path / "ok.index")) == 10
+
+
+# ---------------------------------------------------------------- ids and remove
+
+
+@pytest.mark.parametrize("kind", list(ALL_KINDS))
+def test_remove(kind):
+    x = blobs(400)
+    index = EmbeddingIndex(DIM, kind, "l2", **ALL_KINDS[kind])
+    index.train(x)
+    ids = np.arange(400, dtype=np.int64) * 10
+    index.add(x, ids=torch.from_numpy(ids))
+    gone = ids[:100]
+    assert index.remove(torch.from_numpy(gone)) == 100
+    assert index.remove(gone) == 0 and index.remove([]) == 0
+    assert len(index) == 300
+    _, found = index.search(x, 20)
+    assert not np.isin(found.numpy(), gone).any()
+    if kind != "ivf_pq":  # exact storage: every remaining vector finds itself
+        _, nearest = index.search(x[100:], 1)
+        assert nearest[:, 0].tolist() == ids[100:].tolist()
+
+
+def test_hnsw_remove_keeps_settings():
+    x = blobs(300)
+    index = build("hnsw", "cosine", data=x, ef_construction=30)
+    index.remove(range(0, 300, 2))
+    hnsw = index_kinds.hnsw_of(index.faiss_index)
+    assert hnsw.efConstruction == 30 and len(index) == 150
+    d, i = index.search(x[1::2], 1)
+    assert i[:, 0].tolist() == list(range(1, 300, 2))
+    torch.testing.assert_close(d[:, 0], torch.ones(150), rtol=0, atol=1e-5)
+
+
+def test_ids_default_explicit_and_returned_in_kind():
+    index = EmbeddingIndex(DIM)
+    assert index.add(blobs(3).numpy()).tolist() == [0, 1, 2]
+    returned = index.add(blobs(2), ids=[50, 40])
+    assert torch.is_tensor(returned) and returned.tolist() == [50, 40]
+    assert index.add(blobs(2).double()).tolist() == [51, 52]
+    index.remove([52])
+    assert index.add(blobs(1)).tolist() == [53]  # removed ids are not reused
+    assert index.add(blobs(0)).tolist() == [] and len(index) == 7
+
+
+@pytest.mark.parametrize(
+    "ids,error,match",
+    [
+        (np.arange(4, dtype=np.float32), TypeError, "integers"),
+        (torch.ones(4, dtype=torch.bool), TypeError, "integer"),
+        (np.arange(3), ValueError, "length 3"),
+        (np.arange(8).reshape(2, 4), ValueError, "1D"),
+        ([0, 1, 2, -5], ValueError, ">= 0"),
+        ([7, 7, 8, 9], ValueError, "distinct"),
+        ([100, 101, 102, 1], ValueError, "already in the index"),
+        ("abcd", TypeError, "integers"),
+    ],
+)
+def test_bad_ids(ids, error, match):
+    for kind in ("flat", "ivf_flat"):
+        index = build(kind, data=blobs(100))
+        with pytest.raises(error, match=match):
+            index.add(blobs(4), ids=ids)
+        assert len(index) == 100
+
+
+# ---------------------------------------------------------------- types, chunks, progress
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf_flat"])
+def test_types_are_preserved(kind):
+    x = blobs(200)
+    index = build(kind, data=x)
+    for q in (x[:5].numpy(), x[:5].double().numpy()):
+        d, i = index.search(q, 3)
+        assert isinstance(d, np.ndarray) and d.dtype == np.float32 and i.dtype == np.int64
+    reference = index.search(x[:5], 3)
+    for q in (x[:5], x[:5].half(), x[:5].bfloat16(), x[:5].double(), x.T.contiguous().T[:5]):
+        d, i = index.search(q.requires_grad_(q.dtype == torch.float32), 3)
+        assert torch.is_tensor(d) and d.dtype == torch.float32 and i.dtype == torch.int64
+        assert d.device == q.device
+        torch.testing.assert_close(i[:, 0], reference[1][:, 0])
+
+
+@pytest.mark.parametrize(
+    "kind,backend", [("flat", "faiss"), ("flat", "torch"), ("hnsw", "auto"), ("ivf_pq", "auto")]
+)
+def test_chunked_add_and_search_equal_one_shot(kind, backend):
+    x = blobs(500)
+    one = build(kind, data=x, backend=backend)
+    chunked = build(kind, data=x, backend=backend, chunk_size=37)
+    chunked_search = chunked.search(x[::3], 9)
+    torch.testing.assert_close(chunked_search, one.search(x[::3], 9), rtol=0, atol=0)
+    # The chunked index and the one-shot one hold the same data in the same order.
+    if kind == "flat":
+        np.testing.assert_array_equal(
+            faiss.rev_swig_ptr(faiss.downcast_index(chunked.faiss_index.index).get_xb(), 10),
+            faiss.rev_swig_ptr(faiss.downcast_index(one.faiss_index.index).get_xb(), 10),
+        )
+
+
+def test_progress_bar_only_when_asked_or_chunked(capsys):
+    x = blobs(100)
+    EmbeddingIndex(DIM, chunk_size=10, progress=True).add(x)
+    assert "EmbeddingIndex.add" in capsys.readouterr().err
+    EmbeddingIndex(DIM, progress=None).add(x)  # one chunk: no bar
+    EmbeddingIndex(DIM, chunk_size=10, progress=False).add(x)
+    assert capsys.readouterr().err == ""
+
+
+# ---------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (dict(dim=0), ValueError, "dim"),
+        (dict(dim=3.0), TypeError, "dim"),
+        (dict(kind="annoy"), ValueError, "kind"),
+        (dict(metric="manhattan"), ValueError, "metric"),
+        (dict(kind="flat", factory="Flat"), ValueError, "either kind or factory"),
+        (dict(factory=""), ValueError, "factory"),
+        (dict(factory="Bogus12"), ValueError, "could not parse"),
+        (dict(kind="ivf_pq", m=5), ValueError, "m=5 must divide"),
+        (dict(kind="ivf_pq", m=0), ValueError, "m must be"),
+        (dict(nbits=17), ValueError, "nbits"),
+        (dict(nlist=0), ValueError, "nlist"),
+        (dict(nprobe=0), ValueError, "nprobe"),
+        (dict(hnsw_m=1), ValueError, "hnsw_m"),
+        (dict(ef_construction=0), ValueError, "ef_construction"),
+        (dict(ef_search=-1), ValueError, "ef_search"),
+        (dict(device="tpu"), ValueError, "device"),
+        (dict(gpu_ids=[-1]), ValueError, "gpu_ids"),
+        (dict(gpu_ids=0), TypeError, "gpu_ids"),
+        (dict(shard="yes"), TypeError, "shard"),
+        (dict(backend="numpy"), ValueError, "backend"),
+        (dict(kind="hnsw", backend="torch"), ValueError, "backend='torch'"),
+        (dict(chunk_size=0), ValueError, "chunk_size"),
+        (dict(progress="yes"), TypeError, "progress"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, error, match):
+    kwargs = {"dim": DIM, **kwargs}
+    with pytest.raises(error, match=match):
+        EmbeddingIndex(**kwargs)
+
+
+@pytest.mark.skipif(faiss_gpu_count() > 0, reason="this FAISS has GPU support")
+def test_device_cuda_needs_faiss_gpu():
+    with pytest.raises(ValueError, match="device='cuda'"):
+        EmbeddingIndex(DIM, device="cuda")
+
+
+def test_bad_search_inputs():
+    index = build("flat", data=blobs(50))
+    q = blobs(2)
+    cases = [
+        (lambda: index.search(q, 0), ValueError, "k must be >= 1"),
+        (lambda: index.search(q, 2.5), TypeError, "k must be an int"),
+        (lambda: index.search(q[:, :5], 1), ValueError, "dimension 5 but the index has dim=32"),
+        (lambda: index.search(q[0], 1), ValueError, r"queries\[None\]"),
+        (lambda: index.search(q.tolist(), 1), TypeError, "torch.Tensor or numpy"),
+        (lambda: index.search(q.long(), 1), TypeError, "floating-point"),
+        (lambda: index.search(q.numpy().astype(np.int32), 1), TypeError, "floating-point"),
+    ]
+    for bad in (float("nan"), float("inf")):
+        poisoned = q.clone()
+        poisoned[1, 3] = bad
+        cases.append((lambda p=poisoned: index.search(p, 1), ValueError, "NaN or Inf"))
+        cases.append((lambda p=poisoned: index.search(p.numpy(), 1), ValueError, "NaN or Inf"))
+    huge = q.double()
+    huge[0, 0] = 1e39  # finite in float64, inf in float32
+    cases.append((lambda: index.search(huge, 1), ValueError, "float32 range"))
+    for call, error, match in cases:
+        with pytest.raises(error, match=match):
+            call()
+    index._backend = "torch"
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        index.search(torch.full((1, DIM), float("nan")), 1)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf_pq"])
+def test_nonfinite_vectors_are_refused_and_nothing_is_added(kind):
+    x = blobs(300)
+    index = build(kind, data=x, chunk_size=50)
+    poisoned = x.clone()
+    poisoned[250, 0] = float("nan")
+    with pytest.raises(ValueError, match="vectors contains NaN"):
+        index.add(poisoned)
+    assert len(index) == 300
+    fresh = EmbeddingIndex(DIM, kind, **ALL_KINDS[kind])
+    if kind != "flat":
+        with pytest.raises(ValueError, match="vectors contains NaN"):
+            fresh.train(poisoned)
+
+
+@pytest.mark.parametrize("kind", ["ivf_flat", "ivf_pq"])
+def test_untrained_index_errors(kind):
+    index = EmbeddingIndex(DIM, kind, **ALL_KINDS[kind])
+    x = blobs(300)
+    with pytest.raises(ValueError, match="not trained.*before search"):
+        index.search(x, 1)
+    with pytest.raises(ValueError, match="not trained.*before add"):
+        index.add(x)
+    with pytest.raises(ValueError, match="needs at least"):
+        index.train(x[:10])
+    index.train(x)
+    index.add(x)
+    with pytest.raises(ValueError, match="must come before add"):
+        index.train(x)
+
+
+def test_training_samples_at_most_256_points_per_centroid():
+    index = EmbeddingIndex(DIM, "ivf_flat", nlist=2)
+    x = blobs(2000)
+    index.train(x)  # 2000 > 256 * 2: trains on a sample, still a valid index
+    index.add(x)
+    assert index.is_trained and len(index) == 2000
+
+
+def test_remove_of_an_index_without_removal_is_a_clear_error():
+    index = EmbeddingIndex(DIM, factory="Flat,RFlat")  # IndexRefineFlat cannot remove
+    index.add(blobs(10))
+    with pytest.raises(ValueError, match="does not support remove"):
+        index.remove([1])
+
+
+# ---------------------------------------------------------------- GPU (skipped without one)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
+def test_cuda_queries_use_the_torch_path_and_stay_on_gpu(metric):
+    x = blobs(3000)
+    index = build("flat", metric, data=x)
+    q = x[:64].cuda()
+    d, i = index.search(q, 10)
+    assert d.device == q.device and i.device == q.device
+    ref_d, ref_i = index.search(x[:64].numpy(), 10)
+    assert_same_neighbours(d.cpu(), i.cpu(), ref_d, ref_i)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(faiss_gpu_count() == 0, reason="needs a FAISS GPU build and CUDA")
+@pytest.mark.parametrize("kind", ["flat", "ivf_flat", "ivf_pq"])
+def test_faiss_gpu_copy_matches_cpu(kind):
+    x = blobs(2000)
+    gpu = build(kind, data=x, device="cuda", backend="faiss", nprobe=16)
+    cpu = build(kind, data=x, device="cpu", backend="faiss", nprobe=16)
+    _, truth = cpu.search(x[:100].numpy(), 10)
+    _, found = gpu.search(x[:100].numpy(), 10)
+    assert recall_at(found, truth) >= 0.95

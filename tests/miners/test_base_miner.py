@@ -1,0 +1,164 @@
+"""BaseMiner: the call a user's own miner inherits, checked against the same subclass of PML's."""
+
+import pytest
+import torch
+from pytorch_metric_learning import distances as pml_distances
+from pytorch_metric_learning import miners as pml_miners
+from pytorch_metric_learning.utils import loss_and_miner_utils as pml_lmu
+
+from metricssl.distances.cosine_similarity import CosineSimilarity
+from metricssl.distances.lp_distance import LpDistance
+from metricssl.miners.base_miner import BaseMiner
+from metricssl.utils import loss_and_miner_utils as lmu
+from tests.parity import random_embeddings, random_labels
+
+
+class _TripletBody:
+    """Every triplet whose negative is within ``margin`` of the positive."""
+
+    lmu_module = None
+
+    def __init__(self, margin=0.3, **kwargs):
+        super().__init__(**kwargs)
+        self.margin = margin
+
+    def mine(self, embeddings, labels, ref_emb, ref_labels):
+        self.saw = (torch.is_grad_enabled(), ref_emb is embeddings, ref_labels is labels)
+        mat = self.distance(embeddings, ref_emb)
+        a, p, n = self.lmu_module.get_all_triplets_indices(labels, ref_labels)
+        keep = self.distance.margin(mat[a, p], mat[a, n]) > -self.margin
+        return a[keep], p[keep], n[keep]
+
+
+class _PairBody:
+    """Positive pairs farther than 0.5 and negative pairs closer than 1.0."""
+
+    lmu_module = None
+
+    def mine(self, embeddings, labels, ref_emb, ref_labels):
+        mat = self.distance(embeddings, ref_emb)
+        a1, p, a2, n = self.lmu_module.get_all_pairs_indices(labels, ref_labels)
+        pk = self.distance.margin(mat[a1, p], 0.5) > 0
+        nk = self.distance.margin(1.0, mat[a2, n]) > 0
+        return a1[pk], p[pk], a2[nk], n[nk]
+
+
+class OurTriplets(_TripletBody, BaseMiner):
+    lmu_module = lmu
+
+
+class PmlTriplets(_TripletBody, pml_miners.BaseMiner):
+    lmu_module = pml_lmu
+
+
+class OurPairs(_PairBody, BaseMiner):
+    lmu_module = lmu
+
+
+class PmlPairs(_PairBody, pml_miners.BaseMiner):
+    lmu_module = pml_lmu
+
+
+def assert_same(ours, theirs):
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("n, classes", [(1, 1), (8, 1), (8, 8), (16, 4)])
+@pytest.mark.parametrize("with_ref", [False, True])
+@pytest.mark.parametrize("cosine", [False, True])
+def test_subclasses_match_pml(n, classes, with_ref, cosine):
+    emb = random_embeddings(n, 5, seed=n)
+    labels = random_labels(n, classes, seed=n)
+    ref, ref_labels = (
+        (random_embeddings(7, 5, seed=1), random_labels(7, classes, seed=2))
+        if with_ref
+        else (None, None)
+    )
+    for ours_cls, pml_cls in [(OurTriplets, PmlTriplets), (OurPairs, PmlPairs)]:
+        ours = ours_cls(distance=CosineSimilarity() if cosine else None, collect_stats=True)
+        theirs = pml_cls(
+            distance=pml_distances.CosineSimilarity() if cosine else None, collect_stats=True
+        )
+        out1, out2 = ours(emb, labels, ref, ref_labels), theirs(emb, labels, ref, ref_labels)
+        assert_same(out1, out2)
+        for name in ["num_triplets", "num_pos_pairs", "num_neg_pairs"]:
+            assert getattr(ours, name) == getattr(theirs, name), name
+
+
+def test_counts_and_reset_between_calls():
+    miner = OurPairs(collect_stats=True)
+    labels = torch.tensor([0, 0, 1, 1])
+    a1, p, a2, n = miner(random_embeddings(4, 3), labels)
+    assert (miner.num_pos_pairs, miner.num_neg_pairs) == (len(a1), len(a2))
+    triplets = OurTriplets(collect_stats=True)
+    a, _, _ = triplets(random_embeddings(4, 3), labels)
+    assert triplets.num_triplets == len(a)
+    assert triplets.num_pos_pairs == 0  # a stat, reset on every call
+
+
+def test_mines_without_grad_and_with_the_query_as_reference():
+    miner = OurTriplets()
+    emb = random_embeddings(6, 3, requires_grad=True)
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    out = miner(emb, labels)
+    assert miner.saw == (False, True, True)
+    assert not any(t.requires_grad for t in out)
+    assert all(t.dtype == torch.long for t in out)
+    miner(emb, labels, emb.detach().clone(), labels.clone())
+    assert miner.saw == (False, False, False)
+
+
+def test_default_distance_and_errors_in_the_constructor():
+    assert isinstance(OurTriplets().distance, LpDistance)
+    with pytest.raises(TypeError, match="distance"):
+        OurTriplets(distance="cosine")
+
+
+EMB, LABELS = random_embeddings(6, 4), torch.tensor([0, 0, 1, 1, 2, 2])
+
+
+@pytest.mark.parametrize(
+    "call, exc, pattern",
+    [
+        (lambda m: m(EMB, None), ValueError, "needs labels"),
+        (lambda m: m(EMB[0], LABELS), ValueError, "embeddings must be a 2D"),
+        (lambda m: m(EMB, LABELS[:4]), ValueError, "labels has length 4 but embeddings has 6"),
+        (lambda m: m(EMB, LABELS.float()), TypeError, "labels must be an integer"),
+        (lambda m: m(EMB, LABELS, ref_labels=LABELS), ValueError, "ref_labels.*without ref_emb"),
+        (lambda m: m(EMB, LABELS, torch.randn(3, 4)), ValueError, "ref_labels is required"),
+        (lambda m: m(EMB, LABELS, torch.randn(3, 2), LABELS[:3]), ValueError, "ref_emb has 2"),
+        (
+            lambda m: m(EMB, LABELS, torch.randn(3, 4), LABELS),
+            ValueError,
+            "ref_labels has length 6",
+        ),
+    ],
+)
+def test_bad_inputs_name_the_argument(call, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        call(OurTriplets())
+
+
+def test_bad_mine_output_is_reported():
+    class NotATuple(BaseMiner):
+        def mine(self, *args):
+            return torch.tensor([0, 1])
+
+    class Ragged(BaseMiner):
+        def mine(self, *args):
+            return torch.tensor([0, 1]), torch.tensor([1]), torch.tensor([2, 3])
+
+    class RaggedPairs(BaseMiner):
+        def mine(self, *args):
+            return torch.tensor([0]), torch.tensor([1]), torch.tensor([2]), torch.tensor([3, 4])
+
+    with pytest.raises(TypeError, match="NotATuple.mine must return a tuple"):
+        NotATuple()(EMB, LABELS)
+    with pytest.raises(ValueError, match="differ in length"):
+        Ragged()(EMB, LABELS)
+    with pytest.raises(ValueError, match="differ in length"):
+        RaggedPairs()(EMB, LABELS)
+    with pytest.raises(NotImplementedError):
+        BaseMiner()(EMB, LABELS)
