@@ -2,10 +2,35 @@
 
 Drop-in for pytorch-metric-learning: ``from metricssl import distances, losses, miners,
 reducers`` gives the same classes, arguments and values, faster and with bounded memory.
+``metricssl.index`` (FAISS), ``metricssl.eval``, ``metricssl.viz`` and ``metricssl.data`` are
+imported on first use, so ``import metricssl`` stays light.
 """
+
+import importlib
 
 __version__ = "0.1.0"
 
 from . import distances, losses, miners, reducers, regularizers, utils  # noqa: E402
 
-__all__ = ["distances", "losses", "miners", "reducers", "regularizers", "utils", "__version__"]
+_LAZY = {"data", "eval", "index", "viz"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'metricssl' has no attribute {name!r}")
+
+
+__all__ = [
+    "data",
+    "distances",
+    "eval",
+    "index",
+    "losses",
+    "miners",
+    "reducers",
+    "regularizers",
+    "utils",
+    "viz",
+    "__version__",
+]

@@ -9,13 +9,13 @@ from ..reducers import DivisorReducer, FusedReduction, MultipleReducers
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.pair_masks import pos_neg_masks
-from ..utils.validation import check_number
+from ..utils.validation import check_bool, check_number
 from .base_metric_loss_function import (
     BaseMetricLossFunction,
     require_labels_or_indices_tuple,
     require_ref_labels,
 )
-from .triplet_margin_loss import check_bool, check_triplets_per_anchor
+from .triplet_margin_loss import check_triplets_per_anchor
 
 # How a sub-loss is reduced on the fast path: PML's divisor, or a fused rule.
 _DIVISOR = "divisor"

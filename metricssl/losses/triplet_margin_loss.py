@@ -11,7 +11,7 @@ from ..utils import chunking
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.pair_masks import pos_neg_masks
-from ..utils.validation import check_number
+from ..utils.validation import check_bool, check_number
 from .base_metric_loss_function import (
     BaseMetricLossFunction,
     require_labels_or_indices_tuple,
@@ -26,11 +26,6 @@ def check_triplets_per_anchor(value) -> None:
             raise ValueError(f'triplets_per_anchor must be "all" or a positive int, got {value!r}')
         return
     check_number("triplets_per_anchor", value, low=1, integer=True)
-
-
-def check_bool(name: str, value) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
 
 
 class TripletMarginLoss(BaseMetricLossFunction):

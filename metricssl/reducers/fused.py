@@ -38,7 +38,7 @@ class FusedReduction:
             keep = valid if keep is None else keep & valid
         if keep is None:
             return losses.sum(), torch.tensor(losses.numel(), device=losses.device)
-        return torch.where(keep, losses, torch.zeros_like(losses)).sum(), keep.sum()
+        return torch.where(keep, losses, 0).sum(), keep.sum()
 
     def finish(self, total: torch.Tensor, count: torch.Tensor, embeddings: torch.Tensor):
         """The reduced loss, or a zero that still back-propagates when nothing was kept."""

@@ -98,6 +98,12 @@ def check_choice(name: str, value, choices) -> None:
         raise ValueError(f"{name} must be one of {sorted(map(str, choices))}, got {value!r}")
 
 
+def check_bool(name: str, value) -> None:
+    # numpy's bool_ is not a bool subclass but is what config files and argparse often give.
+    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+
+
 def check_number(
     name: str,
     value,

@@ -1,0 +1,100 @@
+"""SupConLoss: supervised contrastive loss, one value per anchor."""
+
+from __future__ import annotations
+
+from ..distances import BaseDistance, CosineSimilarity
+from ..reducers import AvgNonZeroReducer, BaseReducer
+from ..utils import common_functions as c_f
+from ..utils import loss_and_miner_utils as lmu
+from ..utils.pair_masks import pos_neg_masks
+from ..utils.validation import check_number
+from .base_metric_loss_function import require_ref_labels
+from .generic_pair_loss import GenericPairLoss
+
+
+class SupConLoss(GenericPairLoss):
+    """Supervised contrastive loss (PML's ``SupConLoss``).
+
+    Khosla, Teterwak, Wang, Sarna, Tian, Isola, Maschinot, Liu and Krishnan, "Supervised
+    Contrastive Learning", NeurIPS 2020. For anchor ``i`` with similarities ``s`` and
+    temperature ``T``, over its positives ``P(i)`` and all its other pairs ``A(i)``
+    (positives and negatives; never ``i`` itself)::
+
+        loss(i) = -1/|P(i)| * sum_{p in P(i)} log( exp(s_ip/T) / sum_{a in A(i)} exp(s_ia/T) )
+
+    For a distance (not inverted) the negated distance is the similarity, as in PML. Anchors
+    without positives get 0, and the default AvgNonZeroReducer leaves them out of the mean.
+    The log-softmax is taken row by row over the query-by-reference matrix (O(N^2) memory),
+    in float32 for half-precision inputs; the loss comes back in the input dtype.
+
+    Args:
+        temperature: the softmax temperature ``T`` (> 0).
+        distance: CosineSimilarity by default.
+        reducer: AvgNonZeroReducer by default (over anchors).
+        embedding_regularizer, embedding_reg_weight, collect_stats: as in every loss.
+
+    Example:
+        >>> import torch
+        >>> from metricssl.losses.supcon_loss import SupConLoss
+        >>> loss_fn = SupConLoss(temperature=0.1)
+        >>> loss = loss_fn(torch.randn(8, 16), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        distance: BaseDistance | None = None,
+        reducer: BaseReducer | None = None,
+        embedding_regularizer=None,
+        embedding_reg_weight: float = 1,
+        collect_stats: bool | None = None,
+    ):
+        check_number("temperature", temperature, low=0, low_inclusive=False)
+        super().__init__(
+            mat_based_loss=True,
+            distance=distance,
+            reducer=reducer,
+            embedding_regularizer=embedding_regularizer,
+            embedding_reg_weight=embedding_reg_weight,
+            collect_stats=collect_stats,
+        )
+        self.temperature = temperature
+        self.add_to_recordable_attributes(list_of_names=["temperature"], is_stat=False)
+
+    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
+        if indices_tuple is not None or labels is None:
+            return super().compute_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+        # From labels, the bool masks go straight in (GenericPairLoss would make float copies).
+        require_ref_labels(labels, embeddings, ref_emb, ref_labels, None, type(self).__name__)
+        if not self._has_pairs(labels, ref_labels):
+            return self.zero_losses()
+        pos, neg = pos_neg_masks(labels, ref_labels)
+        return self._supcon(self.distance(embeddings, ref_emb), pos, neg)
+
+    def _compute_loss(self, mat, pos_mask, neg_mask):
+        return self._supcon(mat, pos_mask.bool(), neg_mask.bool())
+
+    def _supcon(self, mat, pos, neg):
+        # PML gives a zero loss unless the batch has at least one positive and one negative.
+        if not (bool(pos.any()) and bool(neg.any())):
+            return self.zero_losses()
+        x = mat.to(c_f.accumulation_dtype(mat.dtype))
+        x = x / (self.temperature if self.distance.is_inverted else -self.temperature)
+        log_denominator = lmu.logsumexp(x, keep_mask=pos | neg, add_one=False, dim=1)
+        log_prob = x - log_denominator
+        log_prob.masked_fill_(~pos, 0)  # in place: one N x M buffer less
+        num_pos = pos.sum(dim=1)
+        mean_log_prob_pos = log_prob.sum(dim=1) / num_pos.clamp(min=1).to(x.dtype)
+        return {
+            "loss": {
+                "losses": (-mean_log_prob_pos).to(mat.dtype),
+                "indices": c_f.torch_arange_from_size(mat),
+                "reduction_type": "element",
+            }
+        }
+
+    def get_default_reducer(self) -> BaseReducer:
+        return AvgNonZeroReducer()
+
+    def get_default_distance(self) -> BaseDistance:
+        return CosineSimilarity()
