@@ -16,7 +16,6 @@ from ..utils import loss_and_miner_utils as lmu
 from ..utils.pair_masks import pos_neg_masks
 from .base_metric_loss_function import require_labels_or_indices_tuple, require_ref_labels
 from .generic_pair_loss import GenericPairLoss
-from .masked_logsumexp import masked_logsumexp
 
 
 def pair_counts(rows: torch.Tensor, cols: torch.Tensor, shape, dtype: torch.dtype) -> torch.Tensor:
@@ -42,7 +41,7 @@ def anchor_logsumexp(x: torch.Tensor, weight: torch.Tensor):
         keep = weight > 0
         # A pair listed k times adds k exp(x) = exp(x + log k).
         x = x + torch.log(torch.where(keep, weight, torch.ones_like(weight))).to(x.dtype)
-    return masked_logsumexp(x, keep), keep.any(dim=1, keepdim=True)
+    return lmu.masked_logsumexp(x, keep), keep.any(dim=1, keepdim=True)
 
 
 class NegativeRowsPairLoss(GenericPairLoss):

@@ -142,5 +142,10 @@ def require_labels_or_indices_tuple(labels, indices_tuple, what: str) -> None:
 
 def require_ref_labels(labels, embeddings, ref_emb, ref_labels, indices_tuple, what: str) -> None:
     """With a separate ref_emb, pairs are defined by ref_labels unless a miner gave indices."""
-    if indices_tuple is None and ref_emb is not embeddings and labels is not None and ref_labels is None:
+    if (
+        indices_tuple is None
+        and ref_emb is not embeddings
+        and labels is not None
+        and ref_labels is None
+    ):
         raise ValueError(f"{what}: ref_labels is required when ref_emb is given with labels")

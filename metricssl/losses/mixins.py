@@ -43,7 +43,9 @@ class WeightMixin:
     def __init__(self, weight_init_func=None, **kwargs):
         super().__init__(**kwargs)
         self.weight_init_func = (
-            c_f.TorchInitWrapper(torch.nn.init.normal_) if weight_init_func is None else weight_init_func
+            c_f.TorchInitWrapper(torch.nn.init.normal_)
+            if weight_init_func is None
+            else weight_init_func
         )
 
     def get_default_weight_init_func(self):

@@ -5,9 +5,9 @@ from __future__ import annotations
 from ..distances import BaseDistance, CosineSimilarity
 from ..reducers import BaseReducer
 from ..utils import common_functions as c_f
+from ..utils.loss_and_miner_utils import masked_logsumexp
 from ..utils.validation import check_number
 from .generic_pair_loss import GenericPairLoss
-from .masked_logsumexp import masked_logsumexp
 
 
 class MultiSimilarityLoss(GenericPairLoss):

@@ -15,21 +15,36 @@ from . import common_functions as c_f
 from .pair_masks import is_self_reference, pos_neg_masks
 
 
-def logsumexp(x, keep_mask=None, add_one=True, dim=1):
-    """Log-sum-exp over ``dim`` of the kept entries; with ``add_one`` a 0 joins each row.
+def masked_logsumexp(x: torch.Tensor, keep: torch.Tensor, add_one: bool = False) -> torch.Tensor:
+    """``log(sum_{j kept} exp(x_ij) [+ 1])`` per row of a 2D ``x``, shape (rows, 1).
 
-    Rows with nothing kept give 0 (not -inf), as in PML.
+    Rows with nothing kept give 0 (without ``add_one``), with no NaN in the gradient. One
+    ``exp`` per entry: no (rows x cols+1) concatenation, and backward reuses the forward
+    ``exp`` instead of recomputing it as ``torch.logsumexp`` does — about twice as fast.
+    Half-precision inputs are summed in float32 and the result is cast back.
     """
-    if keep_mask is not None:
-        x = x.masked_fill(~keep_mask, c_f.neg_inf(x.dtype))
+    dtype = x.dtype
+    x = x.to(c_f.accumulation_dtype(dtype)).masked_fill(~keep, float("-inf"))
+    # The shift is a constant for autograd; the result does not depend on it.
+    shift = x.detach().amax(dim=1, keepdim=True)
     if add_one:
-        shape = list(x.shape)
-        shape[dim] = 1
-        x = torch.cat([x, x.new_zeros(shape)], dim=dim)
-    out = torch.logsumexp(x, dim=dim, keepdim=True)
-    if keep_mask is not None:
-        out = out.masked_fill(~keep_mask.any(dim=dim, keepdim=True), 0)
-    return out
+        shift = shift.clamp(min=0)
+    shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+    total = torch.exp(x - shift).sum(dim=1, keepdim=True)
+    if add_one:
+        total = total + torch.exp(-shift)
+    out = shift + torch.log(torch.where(total > 0, total, torch.ones_like(total)))
+    return out.to(dtype)
+
+
+def logsumexp(x, keep_mask=None, add_one=True, dim=1):
+    """PML's helper: log-sum-exp over ``dim`` of a 2D ``x``'s kept entries; with ``add_one``
+    a 0 joins each row. Rows with nothing kept give 0 (not -inf), as in PML.
+    """
+    keep = torch.ones_like(x, dtype=torch.bool) if keep_mask is None else keep_mask.bool()
+    if dim in (0, -2):
+        return masked_logsumexp(x.t(), keep.t(), add_one).t()
+    return masked_logsumexp(x, keep, add_one)
 
 
 def meshgrid_from_sizes(x, y, dim=0):
@@ -220,6 +235,7 @@ def remove_self_comparisons(indices_tuple, curr_batch_idx, ref_size, ref_is_subs
 
 __all__ = [
     "logsumexp",
+    "masked_logsumexp",
     "meshgrid_from_sizes",
     "get_matches_and_diffs",
     "get_all_pairs_indices",
