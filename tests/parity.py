@@ -73,18 +73,23 @@ def loss_parity(
     return v1, v2
 
 
+def _sorted_keys(columns) -> torch.Tensor:
+    """Each tuple as one int64 key (20 bits per index), sorted: equal multisets, equal keys."""
+    key = torch.zeros(len(columns[0]), dtype=torch.long)
+    for col in columns:
+        key = key * (1 << 20) + col.long().cpu()
+    return torch.sort(key).values
+
+
 def same_indices(ours, theirs):
-    """Assert two index tuples hold the same pairs/triplets (as multisets, any order)."""
+    """Assert two index tuples hold the same pairs/triplets as multisets (any order).
+
+    Pair tuples (a1, p, a2, n) are compared half by half: positives and negatives.
+    """
     assert len(ours) == len(theirs)
-    a = torch.stack([x.long().cpu() for x in ours], dim=1)
-    b = torch.stack([x.long().cpu() for x in theirs], dim=1) if len(theirs[0]) else a[:0]
-    if len(ours) == 4:
-        # pairs: compare positive and negative halves separately
-        pa = sorted(map(tuple, torch.stack([ours[0], ours[1]], 1).tolist()))
-        pb = sorted(map(tuple, torch.stack([theirs[0], theirs[1]], 1).tolist()))
-        na = sorted(map(tuple, torch.stack([ours[2], ours[3]], 1).tolist()))
-        nb = sorted(map(tuple, torch.stack([theirs[2], theirs[3]], 1).tolist()))
-        assert pa == pb, "positive pairs differ"
-        assert na == nb, "negative pairs differ"
-        return
-    assert sorted(map(tuple, a.tolist())) == sorted(map(tuple, b.tolist())), "triplets differ"
+    halves = (
+        [(ours[:2], theirs[:2]), (ours[2:], theirs[2:])] if len(ours) == 4 else [(ours, theirs)]
+    )
+    for mine, expected, what in [(m, e, w) for (m, e), w in zip(halves, ["first", "second"])]:
+        assert len(mine[0]) == len(expected[0]), f"{what} half: different numbers of tuples"
+        assert torch.equal(_sorted_keys(mine), _sorted_keys(expected)), f"{what} half differs"
