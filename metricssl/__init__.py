@@ -2,7 +2,8 @@
 
 Drop-in for pytorch-metric-learning: ``from metricssl import distances, losses, miners,
 reducers`` gives the same classes, arguments and values, faster and with bounded memory.
-``metricssl.index`` (FAISS), ``metricssl.eval``, ``metricssl.viz`` and ``metricssl.data`` are
+``metricssl.index`` (FAISS), ``metricssl.eval``, ``metricssl.viz``, ``metricssl.data`` and
+``metricssl.augment`` are
 imported on first use, so ``import metricssl`` stays light.
 """
 
@@ -12,7 +13,7 @@ __version__ = "0.1.0"
 
 from . import distances, losses, miners, reducers, regularizers, utils  # noqa: E402
 
-_LAZY = {"data", "eval", "index", "viz"}
+_LAZY = {"augment", "data", "eval", "index", "viz"}
 
 
 def __getattr__(name):
@@ -22,6 +23,7 @@ def __getattr__(name):
 
 
 __all__ = [
+    "augment",
     "data",
     "distances",
     "eval",
