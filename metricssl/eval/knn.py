@@ -1,0 +1,378 @@
+"""Exact k-nearest-neighbour search over query chunks: the one search every retrieval metric reads.
+
+Neighbours come in the order FAISS's flat index (and so PML's ``FaissKNN``) gives them:
+nearest first, equal distances by ascending reference index. That order is made exact, not
+approximate, by sorting 64-bit keys ``(order-preserving bits of the distance) * 2**32 + index``:
+keys are unique, so "the k smallest keys" is well defined even when many distances tie (for
+example duplicated embeddings), and a plain value sort gives the (distance, index) order.
+
+Per query chunk:
+
+1. one BLAS matmul gives the chunk's distances to every reference (squared L2 as FAISS computes
+   it, ``|q|^2 + |r|^2 - 2 q.r`` clamped at 0, or negated cosine similarity);
+2. ``torch.topk`` picks the k+1 smallest; when the k-th and (k+1)-th distances differ, the k
+   smallest are exactly determined and only their keys are sorted; the rare rows where they tie
+   are redone exactly from the keys of the whole row;
+3. when k covers (nearly) every reference, the keys of the whole row are sorted instead; then
+   one bit of per-pair data (the caller's "is this reference relevant to this query") can ride
+   in the key below the index, so the sorted keys directly give it in rank order.
+
+Chunks are sized by the package memory budget (:mod:`metricssl.utils.chunking`), so memory is
+O(chunk x references), never O(queries x references). On CPU the key sort uses NumPy's
+vectorised sort on several threads; on CUDA everything stays in torch on the device.
+
+Self-matches (``exclude_self=True``: query row i is reference row i) are left out, which gives
+the same neighbours as PML's "search k+1 and drop the query itself".
+
+Distances are float32 BLAS results, like FAISS's: their last bits can differ from FAISS's (and
+between chunk sizes), so two references whose distances differ by about one rounding error may
+come out in either order; exact ties are always ordered by index.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..utils.chunking import row_chunks, rows_per_chunk
+from ..utils.validation import check_choice, check_number
+from .inputs import as_embeddings, resolve_device
+
+METRICS = ("l2", "cosine")
+
+_LOW_BITS = 32
+_LOW_MASK = (1 << _LOW_BITS) - 1
+# The low 32 bits of a key hold the column, or (column * 2 + tag) when a tag bit rides along.
+_MAX_REFERENCES = 1 << (_LOW_BITS - 1)
+# Progress bars only for searches that take a noticeable time (queries x references).
+_PROGRESS_MIN_WORK = 200_000_000
+
+
+def sortable_keys(
+    values: torch.Tensor, low_bits: torch.Tensor, nonnegative: bool = False
+) -> torch.Tensor:
+    """int64 keys that sort like ``(values, low_bits)`` lexicographically.
+
+    ``values`` is float32, ``low_bits`` int64 in [0, 2**32) (the column index). The float's bit
+    pattern is mapped to an int32 with the same order (negative floats have their magnitude
+    bits flipped) and shifted above ``low_bits``. ``nonnegative=True`` (values known to be
+    >= +0.0, e.g. clamped squared distances) skips the sign handling: those bits are in order.
+    """
+    if nonnegative:
+        bits = values.view(torch.int32)
+    else:
+        bits = (values + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0, which FAISS ties
+        bits = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+    return bits.to(torch.int64).mul_(1 << _LOW_BITS).add_(low_bits)
+
+
+def key_columns(keys: torch.Tensor) -> torch.Tensor:
+    """The column indices stored in the low bits of :func:`sortable_keys`."""
+    return keys & _LOW_MASK
+
+
+def sort_rows_(keys: torch.Tensor) -> torch.Tensor:
+    """Sort each row of an int64 tensor ascending, in place when possible; returns the result.
+
+    On CPU NumPy's sort (SIMD-accelerated for integers, and it releases the GIL) runs on row
+    blocks in parallel threads; elsewhere ``torch.sort``.
+    """
+    if keys.device.type != "cpu" or keys.shape[1] < 2:
+        return torch.sort(keys, dim=1).values if keys.shape[1] > 1 else keys
+    keys = keys.contiguous()
+    arr = keys.numpy()
+    n_threads = max(1, min(torch.get_num_threads(), os.cpu_count() or 1, keys.shape[0]))
+    if n_threads == 1 or keys.numel() < 1 << 16:
+        arr.sort(axis=1)
+        return keys
+    bounds = [round(i * keys.shape[0] / n_threads) for i in range(n_threads + 1)]
+    blocks = [arr[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    with ThreadPoolExecutor(n_threads) as pool:
+        list(pool.map(lambda block: block.sort(axis=1), blocks))
+    return keys
+
+
+def squared_norms(x: torch.Tensor, name: str) -> torch.Tensor:
+    """Row-wise squared L2 norms, in row chunks (no full-size temporary).
+
+    Raises ``ValueError`` when a norm is not finite: distances built from it would be NaN/Inf.
+    """
+    per_row = x.shape[1] * x.element_size()
+    norms = torch.cat([x[rows].pow(2).sum(dim=1) for rows in row_chunks(x.shape[0], per_row)])
+    # Distances reach |q|^2 + |r|^2 <= 2 max|x|^2, which must stay finite in float32.
+    if not bool(torch.isfinite(2 * norms.max())):
+        raise ValueError(
+            f"{name} values are too large: squared distances overflow float32 (or NaN/Inf)"
+        )
+    return norms
+
+
+class ReferenceSet:
+    """References prepared once for repeated distance blocks.
+
+    Args:
+        reference: (n, d) float32 tensor on the device where the search runs.
+        metric: ``"l2"`` (squared Euclidean, as ``faiss.IndexFlatL2``) or ``"cosine"`` (the
+            block holds negated cosine similarities, so that smaller is closer for both).
+    """
+
+    def __init__(self, reference: torch.Tensor, metric: str = "l2"):
+        check_choice("metric", metric, METRICS)
+        if reference.shape[0] >= _MAX_REFERENCES:
+            raise ValueError(f"at most {_MAX_REFERENCES - 1} references are supported")
+        self.metric = metric
+        self.vectors = reference
+        self.sq_norms = squared_norms(reference, "reference")
+        # Cosine: the block's columns are scaled by -1/|r| rather than normalising a copy of
+        # the references, so the preparation costs one float per reference.
+        self._neg_inv_norms = (
+            -1 / self.sq_norms.sqrt().clamp(min=1e-12) if metric == "cosine" else None
+        )
+
+    @property
+    def size(self) -> int:
+        return self.vectors.shape[0]
+
+    def distances(self, queries: torch.Tensor) -> torch.Tensor:
+        """(len(queries), size) float32 block; smaller means closer."""
+        if self.metric == "l2":
+            # FAISS's formula and order of operations: (|q|^2 + |r|^2) - 2 q.r, then clamp at 0
+            # (identical vectors can round to a tiny negative value).
+            block = squared_norms(queries, "query")[:, None] + self.sq_norms[None, :]
+            return block.addmm_(queries, self.vectors.T, alpha=-2).clamp_(min=0)
+        q = F.normalize(queries, dim=1)
+        return torch.mm(q, self.vectors.T).mul_(self._neg_inv_norms[None, :])
+
+    def similarities_from(self, block_values: torch.Tensor) -> torch.Tensor:
+        """Cosine similarities from this metric's block values (cosine metric only)."""
+        if self.metric != "cosine":
+            raise ValueError("similarities are only defined for the cosine metric")
+        return -block_values
+
+
+class Neighbors(NamedTuple):
+    """The selected neighbours of a chunk of queries, nearest first (fields may be None)."""
+
+    columns: torch.Tensor | None  # (rows, k) int64 reference indices
+    values: torch.Tensor | None  # (rows, k) float32 block values
+    tags: torch.Tensor | None  # (rows, k) bool tags, when the tagger was used
+
+
+def nearest(
+    block: torch.Tensor,
+    k: int,
+    self_columns: torch.Tensor | None = None,
+    nonnegative: bool = False,
+    tagger: Callable[[], torch.Tensor] | None = None,
+    want_values: bool = False,
+) -> Neighbors:
+    """The ``k`` smallest entries of each row, in (value, column) order.
+
+    Args:
+        block: (rows, n) float32 distances; overwritten at ``self_columns``.
+        k: neighbours per row, 1 <= k <= n - (1 if self_columns is given else 0).
+        self_columns: (rows,) column of each row's own entry, to leave out.
+        nonnegative: every value is >= +0.0 (enables a cheaper key construction).
+        tagger: when (nearly) whole rows are sorted, called for a (rows, n) bool tensor whose
+            entries travel with the sort in the keys' lowest bit; ``tags`` then holds them in
+            neighbour order, and ``columns`` is None. This saves gathering per-neighbour data
+            (e.g. relevance) through the columns. Ignored otherwise (``tags`` is None).
+        want_values: also return the selected block values.
+
+    Returns:
+        :class:`Neighbors`.
+    """
+    rows, n = block.shape
+    if self_columns is not None:
+        # +inf sorts after every finite distance (inputs are checked finite), so the self
+        # match is never among the k <= n - 1 selected.
+        block[torch.arange(rows, device=block.device), self_columns] = float("inf")
+    if k + 1 >= n:
+        if tagger is not None and not want_values:
+            low = torch.arange(0, 2 * n, 2, device=block.device)
+            keys = sort_rows_(sortable_keys(block, low, nonnegative).add_(tagger()))
+            return Neighbors(None, None, (keys[:, :k] & 1).bool())
+        columns = _smallest_by_full_sort(block, k, nonnegative)
+    else:
+        values, cols = block.topk(k + 1, dim=1, largest=False, sorted=False)
+        # The (k+1)-th smallest value: if the k-th ties with it, which tied entries make the
+        # cut depends on the column order, so those rows are redone from whole-row keys.
+        cut = values.max(dim=1, keepdim=True).values
+        ambiguous = (values == cut).sum(dim=1) > 1
+        columns = key_columns(sort_rows_(sortable_keys(values, cols, nonnegative)))[:, :k]
+        if bool(ambiguous.any()):
+            redo = ambiguous.nonzero().squeeze(1)
+            columns[redo] = _smallest_by_full_sort(block[redo], k, nonnegative)
+    return Neighbors(columns, block.gather(1, columns) if want_values else None, None)
+
+
+def _smallest_by_full_sort(block: torch.Tensor, k: int, nonnegative: bool) -> torch.Tensor:
+    cols = torch.arange(block.shape[1], device=block.device)
+    return key_columns(sort_rows_(sortable_keys(block, cols, nonnegative))[:, :k])
+
+
+@dataclass(frozen=True)
+class Search:
+    """One search run on every chunk.
+
+    Args:
+        reference: the prepared references (and so the metric).
+        k: neighbours kept per query.
+        want_values: return the block values of the neighbours.
+        tagger: ``tagger(rows) -> (len(rows), n) bool`` for :func:`nearest`'s ``tagger``.
+    """
+
+    reference: ReferenceSet
+    k: int
+    want_values: bool = False
+    tagger: Callable[[slice], torch.Tensor] | None = None
+
+
+def search_bytes_per_row(n_ref: int, k: int) -> int:
+    """Scratch bytes one query row needs in :func:`nearest` (distances, keys, top-k)."""
+    full = k + 1 >= n_ref
+    return 4 * n_ref + (16 * n_ref if full else 40 * (k + 1))
+
+
+def balanced_chunks(n_rows: int, max_rows: int) -> list[slice]:
+    """Consecutive slices of at most ``max_rows`` rows, all of nearly equal size."""
+    n_chunks = -(-n_rows // max(1, max_rows))
+    bounds = [round(i * n_rows / n_chunks) for i in range(n_chunks + 1)]
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def iter_neighbors(
+    query: torch.Tensor,
+    searches: Sequence[Search],
+    exclude_self: bool = False,
+    extra_bytes_per_row: int = 0,
+    progress: bool | None = None,
+    desc: str = "k-NN search",
+) -> Iterator[tuple[slice, list[Neighbors]]]:
+    """Run ``searches`` chunk by chunk over ``query``.
+
+    Yields ``(rows, [Neighbors of each search])``. ``extra_bytes_per_row`` is what the caller
+    allocates per query row while it consumes a chunk, so that the chunk fits the memory budget.
+    """
+    n_q = query.shape[0]
+    n_ref = searches[0].reference.size
+    per_row = max(search_bytes_per_row(n_ref, s.k) for s in searches) + extra_bytes_per_row
+    per_row += 12 * sum(s.k for s in searches)  # the results the caller holds
+    chunks = balanced_chunks(n_q, rows_per_chunk(per_row))
+    show = progress if progress is not None else (n_q * n_ref >= _PROGRESS_MIN_WORK)
+    bar = tqdm(total=n_q, desc=desc, unit="query", disable=not show or len(chunks) < 2)
+    try:
+        for rows in chunks:
+            q = query[rows]
+            self_cols = (
+                torch.arange(rows.start, rows.stop, device=query.device) if exclude_self else None
+            )
+            results = []
+            for s in searches:
+                tagger = None if s.tagger is None else partial(s.tagger, rows)
+                block = s.reference.distances(q)
+                nonnegative = s.reference.metric == "l2"
+                results.append(nearest(block, s.k, self_cols, nonnegative, tagger, s.want_values))
+            yield rows, results
+            bar.update(rows.stop - rows.start)
+    finally:
+        bar.close()
+
+
+def knn(
+    query,
+    reference=None,
+    k: int = 1,
+    metric: str = "l2",
+    exclude_self: bool | None = None,
+    device=None,
+    progress: bool | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact k nearest neighbours of every query row, searched in memory-bounded query chunks.
+
+    Args:
+        query: (nq, d) tensor (any device) or numpy array.
+        reference: (n, d) database; None searches ``query`` against itself.
+        k: neighbours per query (at most n, or n - 1 when the self-match is excluded).
+        metric: ``"l2"`` (squared Euclidean distances, ascending, as ``faiss.IndexFlatL2``) or
+            ``"cosine"`` (cosine similarities, descending).
+        exclude_self: leave out reference row i for query row i (default: True exactly when
+            ``reference`` is None).
+        device: where to compute (default: the query's device).
+        progress: show a progress bar (default: only for long searches).
+
+    Returns:
+        ``(distances, indices)``, float32 and int64 tensors of shape (nq, k) on ``device``;
+        equal distances are ordered by ascending reference index.
+
+    Example:
+        >>> import torch
+        >>> from metricssl.eval.knn import knn
+        >>> x = torch.randn(1000, 32)
+        >>> distances, indices = knn(x, k=5)  # excludes each point itself
+        >>> indices.shape
+        torch.Size([1000, 5])
+    """
+    check_choice("metric", metric, METRICS)
+    dev = resolve_device(device, query)
+    q = as_embeddings(query, "query", dev)
+    r = q if reference is None else as_embeddings(reference, "reference", dev)
+    if r.shape[1] != q.shape[1]:
+        raise ValueError(f"query has dimension {q.shape[1]} but reference has {r.shape[1]}")
+    if exclude_self is None:
+        exclude_self = reference is None
+    if exclude_self and r.shape[0] < q.shape[0]:
+        raise ValueError("exclude_self needs reference row i for every query row i")
+    available = r.shape[0] - int(exclude_self)
+    check_number("k", k, low=1, high=available, integer=True)
+    ref = ReferenceSet(r, metric)
+    distances = torch.empty(q.shape[0], k, dtype=torch.float32, device=dev)
+    indices = torch.empty(q.shape[0], k, dtype=torch.int64, device=dev)
+    search = Search(ref, k, want_values=True)
+    for rows, [found] in iter_neighbors(q, [search], exclude_self, progress=progress):
+        indices[rows] = found.columns
+        vals = found.values
+        distances[rows] = ref.similarities_from(vals) if metric == "cosine" else vals
+    return distances, indices
+
+
+class ExactKNN:
+    """A chunked, exact drop-in for PML's ``FaissKNN`` as an ``AccuracyCalculator(knn_func=...)``.
+
+    Called as ``knn_func(query, k, reference, ref_includes_query)`` and returns
+    ``(distances, indices)`` with PML's conventions: squared L2 distances (or cosine
+    similarities), the self-match removed when ``ref_includes_query``.
+
+    Args:
+        metric: ``"l2"`` or ``"cosine"``.
+        progress: show a progress bar (default: only for long searches).
+
+    Example:
+        >>> import torch
+        >>> from metricssl.eval.knn import ExactKNN
+        >>> knn_func = ExactKNN()
+        >>> distances, indices = knn_func(torch.randn(100, 8), 5, torch.randn(50, 8))
+    """
+
+    def __init__(self, metric: str = "l2", progress: bool | None = None):
+        check_choice("metric", metric, METRICS)
+        self.metric = metric
+        self.progress = progress
+
+    def __call__(self, query, k, reference=None, ref_includes_query=False):
+        return knn(
+            query,
+            query if reference is None else reference,
+            k,
+            metric=self.metric,
+            exclude_self=ref_includes_query,
+            progress=self.progress,
+        )

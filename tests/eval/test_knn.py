@@ -1,0 +1,146 @@
+"""The chunked exact k-NN search: FAISS's neighbour order (distance, then index), ties,
+self-exclusion, both selection paths, chunking, and bad input."""
+
+import faiss
+import numpy as np
+import pytest
+import torch
+from pytorch_metric_learning.utils.inference import FaissKNN
+
+from metricssl.eval.knn import ExactKNN, knn, nearest, sortable_keys
+from metricssl.utils import chunking
+
+
+@pytest.fixture
+def small_budget():
+    before = chunking.get_memory_budget()
+    chunking.set_memory_budget(20_000)
+    yield
+    chunking.set_memory_budget(before)
+
+
+def brute_force(q, r, k, metric="l2", exclude_self=False):
+    """Reference answer: full distance matrix, stable sort (ties by index)."""
+    q64, r64 = q.double(), r.double()
+    if metric == "l2":
+        d = torch.cdist(q64, r64).pow(2)
+    else:
+        d = -torch.nn.functional.normalize(q64, dim=1) @ torch.nn.functional.normalize(r64, dim=1).T
+    if exclude_self:
+        d[torch.arange(len(q)), torch.arange(len(q))] = float("inf")
+    values, order = torch.sort(d, dim=1, stable=True)
+    values = values if metric == "l2" else -values
+    return values[:, :k], order[:, :k]
+
+
+def integer_points(n, d, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(-2, 3, (n, d), generator=g).float()  # exact distances, many ties
+
+
+@pytest.mark.parametrize("k", [1, 4, 37, 59, 60])
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_l2_matches_brute_force_with_ties(k, exclude_self, small_budget):
+    q = integer_points(50, 3, seed=0)
+    r = torch.cat([q, integer_points(10, 3, seed=1)])
+    if exclude_self and k == 60:
+        k = 59
+    d, i = knn(q, r, k, exclude_self=exclude_self)
+    ref_d, ref_i = brute_force(q, r, k, exclude_self=exclude_self)
+    assert torch.equal(i, ref_i)
+    torch.testing.assert_close(d.double(), ref_d)
+
+
+@pytest.mark.parametrize("k", [1, 9, 79])
+def test_cosine_matches_brute_force(k, small_budget):
+    g = torch.Generator().manual_seed(2)
+    q, r = torch.randn(40, 6, generator=g), torch.randn(80, 6, generator=g)
+    sims, i = knn(q, r, k, metric="cosine")
+    ref_sims, ref_i = brute_force(q, r, k, metric="cosine")
+    assert torch.equal(i, ref_i)
+    torch.testing.assert_close(sims.double(), ref_sims, rtol=1e-5, atol=1e-6)
+
+
+def test_default_excludes_self_and_matches_faiss_order():
+    x = integer_points(200, 4, seed=3)
+    d, i = knn(x, k=12)  # reference=None: x against itself, self excluded
+    index = faiss.IndexFlatL2(4)
+    index.add(x.numpy())
+    fd, fi = index.search(x.numpy(), 13)
+    fi = torch.from_numpy(fi)
+    keep = fi != torch.arange(200)[:, None]
+    # FAISS lists the self match (distance 0) among equals by index; drop it per row.
+    expected = torch.stack([row[m][:12] for row, m in zip(fi, keep)])
+    assert torch.equal(i, expected)
+    assert torch.equal(d, torch.from_numpy(fd)[keep].view(200, 12)[:, :12])
+
+
+def test_exact_knn_is_a_drop_in_for_faiss_knn():
+    x = integer_points(100, 3, seed=4)
+    r = torch.cat([x, integer_points(30, 3, seed=5)])
+    ours_d, ours_i = ExactKNN()(x, 7, r, True)
+    theirs_d, theirs_i = FaissKNN()(x, 7, r, True)
+    assert torch.equal(ours_i, theirs_i)
+    assert torch.equal(ours_d, theirs_d)
+
+
+def test_chunking_does_not_change_the_result(small_budget):
+    g = torch.Generator().manual_seed(6)
+    q, r = torch.randn(300, 16, generator=g), torch.randn(500, 16, generator=g)
+    chunked = knn(q, r, 25)
+    chunking.set_memory_budget(2**30)
+    whole = knn(q, r, 25)
+    # BLAS may round a product differently for another block shape: last bits only.
+    assert torch.equal(chunked[1], whole[1])
+    torch.testing.assert_close(chunked[0], whole[0], rtol=1e-6, atol=1e-6)
+
+
+def test_numpy_and_other_dtypes():
+    g = torch.Generator().manual_seed(7)
+    q, r = torch.randn(30, 5, generator=g), torch.randn(40, 5, generator=g)
+    expected = knn(q, r, 3)[1]
+    assert torch.equal(knn(q.numpy(), r.numpy(), 3)[1], expected)
+    assert torch.equal(knn(q.double(), r.double(), 3)[1], expected)
+    assert knn(q.bfloat16(), r.bfloat16(), 3)[1].shape == (30, 3)
+
+
+def test_nearest_ambiguous_cut_is_resolved_by_index():
+    # Row 0: values 0, 1, 1, 1, 2 -> k=2 must take the 1 at the smallest column.
+    block = torch.tensor([[1.0, 2.0, 1.0, 0.0, 1.0], [3.0, 1.0, 1.0, 1.0, 0.0]])
+    found = nearest(block.clone(), 2, nonnegative=True, want_values=True)
+    assert found.columns.tolist() == [[3, 0], [4, 1]]
+    assert found.values.tolist() == [[0.0, 1.0], [0.0, 1.0]]
+
+
+def test_nearest_tags_travel_with_the_full_sort():
+    block = torch.tensor([[2.0, 0.5, 0.5, 1.0]])
+    tags = torch.tensor([[True, False, True, False]])
+    found = nearest(block.clone(), 4, tagger=lambda: tags)
+    assert found.columns is None
+    assert found.tags.tolist() == [[False, True, False, True]]  # order: cols 1, 2, 3, 0
+
+
+def test_sortable_keys_order_like_value_then_column():
+    values = torch.tensor([0.5, -0.0, 0.0, -1.5, 2.0, -1.5, float("inf"), 1e-30, -1e-30])
+    cols = torch.arange(len(values))
+    order = torch.argsort(sortable_keys(values, cols))
+    expected = np.lexsort((cols.numpy(), values.numpy()))  # -0.0 == 0.0: tie by column
+    assert order.tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda x: knn(x, k=10), ValueError, "k must be <= 9"),
+        (lambda x: knn(x, x, k=11, exclude_self=False), ValueError, "k must be <= 10"),
+        (lambda x: knn(x, k=0), ValueError, "k must be >= 1"),
+        (lambda x: knn(x, torch.randn(10, 4)), ValueError, "dimension"),
+        (lambda x: knn(x, x[:5], exclude_self=True), ValueError, "exclude_self"),
+        (lambda x: knn(x, metric="ip"), ValueError, "metric"),
+        (lambda x: knn(x.tolist()), TypeError, "query"),
+        (lambda x: ExactKNN(metric="dot"), ValueError, "metric"),
+    ],
+)
+def test_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call(torch.randn(10, 3))
