@@ -684,7 +684,9 @@ class EmbeddingIndex:
         for rows in self._chunks(keep.size, "remove"):
             mask = keep[rows]
             if mask.any():
-                vectors = old.reconstruct_n(rows.start, rows.stop - rows.start)[mask]
+                # np.asarray: faiss.contrib.torch_utils (imported by PML, among others) makes
+                # reconstruct_n return a torch tensor, which add_with_ids then refuses.
+                vectors = np.asarray(old.reconstruct_n(rows.start, rows.stop - rows.start))[mask]
                 rebuilt.add_with_ids(vectors, stored[rows][mask].copy())
         self._index = rebuilt
         return removed

@@ -506,3 +506,15 @@ def test_faiss_gpu_copy_matches_cpu(kind):
     _, truth = cpu.search(x[:100].numpy(), 10)
     _, found = gpu.search(x[:100].numpy(), 10)
     assert recall_at(found, truth) >= 0.95
+
+
+def test_works_after_faiss_torch_utils_is_imported():
+    """PML imports faiss.contrib.torch_utils, which patches FAISS's methods process-wide."""
+    import faiss.contrib.torch_utils  # noqa: F401
+
+    x = blobs(300)
+    for kind in ("flat", "hnsw", "ivf_flat"):
+        index = build(kind, "cosine", data=x, nprobe=3, ef_search=20)
+        index.remove([5, 6])
+        _, ids = index.search(x[:4], 3)
+        assert len(index) == len(x) - 2 and ids.shape == (4, 3)
