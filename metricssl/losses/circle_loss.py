@@ -8,7 +8,7 @@ from ..distances import BaseDistance, CosineSimilarity
 from ..reducers import AvgNonZeroReducer, BaseReducer
 from ..utils import common_functions as c_f
 from ..utils.loss_and_miner_utils import masked_logsumexp
-from ..utils.validation import check_number
+from ..utils.validation import check_distance_type, check_number
 from .generic_pair_loss import GenericPairLoss
 
 
@@ -62,11 +62,7 @@ class CircleLoss(GenericPairLoss):
             embedding_reg_weight=embedding_reg_weight,
             collect_stats=collect_stats,
         )
-        if not isinstance(self.distance, CosineSimilarity):
-            raise TypeError(
-                f"CircleLoss requires distance to be a CosineSimilarity, "
-                f"got {type(self.distance).__name__}"
-            )
+        check_distance_type(self, CosineSimilarity)
         self.m = m
         self.gamma = gamma
         self.op = 1 + m

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..distances import BaseDistance, SNRDistance
 from ..reducers import BaseReducer
+from ..utils.validation import check_distance_type
 from .contrastive_loss import ContrastiveLoss
 
 
@@ -54,11 +55,7 @@ class SignalToNoiseRatioContrastiveLoss(ContrastiveLoss):
             embedding_reg_weight=embedding_reg_weight,
             collect_stats=collect_stats,
         )
-        if not isinstance(self.distance, SNRDistance):
-            raise TypeError(
-                f"SignalToNoiseRatioContrastiveLoss requires distance to be an SNRDistance, "
-                f"got {type(self.distance).__name__}"
-            )
+        check_distance_type(self, SNRDistance)
 
     def get_default_distance(self) -> BaseDistance:
         return SNRDistance()

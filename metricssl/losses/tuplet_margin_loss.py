@@ -9,7 +9,7 @@ import torch
 from ..distances import BaseDistance, CosineSimilarity
 from ..reducers import BaseReducer
 from ..utils import common_functions as c_f
-from ..utils.validation import check_number
+from ..utils.validation import check_distance_type, check_number
 from .anchor_negatives import NegativeRowsPairLoss, anchor_logsumexp
 
 
@@ -67,11 +67,7 @@ class TupletMarginLoss(NegativeRowsPairLoss):
             embedding_reg_weight=embedding_reg_weight,
             collect_stats=collect_stats,
         )
-        if not isinstance(self.distance, CosineSimilarity):
-            raise TypeError(
-                f"TupletMarginLoss requires distance to be a CosineSimilarity, "
-                f"got {type(self.distance).__name__}"
-            )
+        check_distance_type(self, CosineSimilarity)
         self.margin = math.radians(margin)
         self.scale = scale
         self.add_to_recordable_attributes(list_of_names=["margin", "scale"], is_stat=False)

@@ -93,6 +93,16 @@ def check_indices_tuple(indices_tuple, n_query: int, n_ref: int, name: str = "in
             raise ValueError(f"{name}[{i}] has indices in [{lo}, {hi}], outside [0, {bound})")
 
 
+def check_distance_type(owner, distance_type: type) -> None:
+    """A loss or miner that only makes sense with one kind of distance says so clearly."""
+    if not isinstance(owner.distance, distance_type):
+        article = "an" if distance_type.__name__[0] in "AEIOUS" else "a"
+        raise TypeError(
+            f"{type(owner).__name__} requires distance to be {article} {distance_type.__name__}, "
+            f"got {type(owner.distance).__name__}"
+        )
+
+
 def check_choice(name: str, value, choices) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {sorted(map(str, choices))}, got {value!r}")
