@@ -2,8 +2,7 @@
 
 Drop-in for pytorch-metric-learning: ``from metricssl import distances, losses, miners,
 reducers`` gives the same classes, arguments and values, faster and with bounded memory.
-``metricssl.index`` (FAISS), ``metricssl.eval``, ``metricssl.viz``, ``metricssl.data`` and
-``metricssl.augment`` are
+The other subpackages (index, eval, viz, data, augment, models, samplers, ssl) are
 imported on first use, so ``import metricssl`` stays light.
 """
 
@@ -13,7 +12,7 @@ __version__ = "0.1.0"
 
 from . import distances, losses, miners, reducers, regularizers, utils  # noqa: E402
 
-_LAZY = {"augment", "data", "eval", "index", "viz"}
+_LAZY = {"augment", "data", "eval", "index", "models", "samplers", "ssl", "viz"}
 
 
 def __getattr__(name):
@@ -30,8 +29,11 @@ __all__ = [
     "index",
     "losses",
     "miners",
+    "models",
     "reducers",
     "regularizers",
+    "samplers",
+    "ssl",
     "utils",
     "viz",
     "__version__",

@@ -1,0 +1,25 @@
+"""Backbones (small CNN, ResNet-18/50) and heads (projection, prediction, prototypes), plain torch.
+
+The backbone contract: any ``nn.Module`` mapping float images ``(N, C, H, W)`` to features
+``(N, F)``; ``F`` comes from its ``num_features`` attribute or from
+:func:`infer_num_features`.
+"""
+
+from .embedder import Embedder, infer_num_features
+from .heads import PredictionHead, ProjectionHead, PrototypesHead
+from .resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet50
+from .small_cnn import SmallCNN
+
+__all__ = [
+    "BasicBlock",
+    "Bottleneck",
+    "Embedder",
+    "PredictionHead",
+    "ProjectionHead",
+    "PrototypesHead",
+    "ResNet",
+    "SmallCNN",
+    "infer_num_features",
+    "resnet18",
+    "resnet50",
+]

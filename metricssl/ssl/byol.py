@@ -1,0 +1,89 @@
+"""BYOL: an online network predicts a slowly moving target network's projection."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..losses.negative_cosine_loss import NegativeCosineSimilarityLoss
+from ..utils.validation import check_number
+from .method import Batch, SSLMethod, ema_update, momentum_copy
+from .schedule import cosine_momentum
+
+
+class BYOL(SSLMethod):
+    """BYOL: online backbone + projector + predictor against a momentum target.
+
+    Grill et al., "Bootstrap Your Own Latent: A New Approach to Self-Supervised Learning",
+    NeurIPS 2020. The target (a copy of backbone + projector) follows the online network as
+    an exponential moving average whose momentum rises from ``momentum`` to
+    ``final_momentum`` on a cosine schedule over training. The loss is symmetric:
+    ``0.5 * (D(p1, z2') + D(p2, z1'))`` with ``D`` the negative cosine similarity
+    (:class:`~metricssl.losses.NegativeCosineSimilarityLoss`; BYOL's ``2 - 2 cos`` has the
+    same gradients up to a factor 2), ``p`` the online predictions and ``z'`` the target
+    projections (no gradient).
+
+    Args:
+        backbone: images -> features.
+        projection_head: features -> projections.
+        prediction_head: projections -> predictions (same width).
+        momentum: the target momentum at step 0 (0.99 in the paper for short runs).
+        final_momentum: the momentum at the end of training (1.0).
+        feature_dim, views, preprocess, input_shape: see :class:`SSLMethod`.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from metricssl.ssl.byol import BYOL
+        >>> from metricssl.ssl.method import Batch
+        >>> backbone = nn.Sequential(nn.Flatten(), nn.Linear(64, 32))
+        >>> method = BYOL(backbone, nn.Linear(32, 16), nn.Linear(16, 16))
+        >>> out = method.training_step(Batch([torch.rand(8, 1, 8, 8), torch.rand(8, 1, 8, 8)]))
+        >>> out["loss"].backward()
+        >>> method.on_step_end(1, 100)
+    """
+
+    name = "byol"
+    min_batch_size = 2
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        projection_head: nn.Module,
+        prediction_head: nn.Module,
+        momentum: float = 0.99,
+        final_momentum: float = 1.0,
+        feature_dim: int | None = None,
+        views: Callable | None = None,
+        preprocess: Callable | None = None,
+        input_shape: Sequence[int] | None = None,
+    ):
+        super().__init__(backbone, feature_dim, views, preprocess, input_shape)
+        check_number("momentum", momentum, low=0, high=1)
+        check_number("final_momentum", final_momentum, low=momentum, high=1)
+        self.projection_head = projection_head
+        self.prediction_head = prediction_head
+        self.target_backbone = momentum_copy(backbone)
+        self.target_projection_head = momentum_copy(projection_head)
+        self.base_momentum = float(momentum)
+        self.final_momentum = float(final_momentum)
+        self.criterion = NegativeCosineSimilarityLoss()
+
+    def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        self.check_batch(batch)
+        v = torch.cat([batch.views[0], batch.views[1]])
+        p1, p2 = self.prediction_head(self.projection_head(self.backbone(v))).chunk(2)
+        with torch.no_grad():
+            t1, t2 = self.target_projection_head(self.target_backbone(v)).chunk(2)
+        loss = 0.5 * (self.criterion(p1, t2) + self.criterion(p2, t1))
+        return {"loss": loss}
+
+    def current_momentum(self, step: int, total_steps: int) -> float:
+        return cosine_momentum(step, total_steps, self.base_momentum, self.final_momentum)
+
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        m = self.current_momentum(step, total_steps)
+        ema_update(self.target_backbone, self.backbone, m)
+        ema_update(self.target_projection_head, self.projection_head, m)

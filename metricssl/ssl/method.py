@@ -1,0 +1,184 @@
+"""SSLMethod: what every training method (SimCLR, MoCo, BYOL, ...) gives the Trainer."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import ClassVar, NamedTuple
+
+import torch
+from torch import nn
+
+from ..utils.validation import check_number
+
+
+class Batch(NamedTuple):
+    """One training batch as a method sees it.
+
+    ``views``: the augmented views, float (B, C, H, W) tensors on the training device (one
+    per view of the method's recipe). ``labels``: int64 (B,) class labels, or None.
+    """
+
+    views: list[torch.Tensor]
+    labels: torch.Tensor | None = None
+
+
+def momentum_copy(module: nn.Module) -> nn.Module:
+    """A frozen deep copy of ``module``: the momentum (target/key) encoder's initial state."""
+    target = copy.deepcopy(module)
+    for p in target.parameters():
+        p.requires_grad_(False)
+    return target
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """``target = momentum * target + (1 - momentum) * online``, parameter by parameter.
+
+    Buffers (BatchNorm running statistics) are not averaged: the momentum encoder keeps its
+    own, accumulated from the batches it sees, as in MoCo and BYOL.
+    """
+    t = list(target.parameters())
+    o = [p.detach() for p in online.parameters()]
+    if len(t) != len(o):
+        raise ValueError("target and online modules have different parameters")
+    torch._foreach_lerp_(t, o, 1.0 - momentum)
+
+
+class SSLMethod(nn.Module):
+    """The base of every method: a backbone, heads, a loss and an augmentation recipe.
+
+    A method is an ``nn.Module`` whose state (backbone, heads, momentum encoders, queues as
+    registered buffers) is all in ``state_dict()``, so a checkpoint of it resumes exactly.
+
+    What the Trainer calls:
+
+    - ``views(images, generator)``: the augmentation recipe, uint8 (or [0, 1] float) images
+      -> list of float views (the method's ``num_views`` of them);
+    - ``forward(batch)`` = ``training_step(batch)``: a :class:`Batch` -> dict with a scalar
+      ``loss`` (with gradient) and any detached scalars to log; going through ``forward``
+      lets DistributedDataParallel synchronise gradients;
+    - ``on_step_end(step, total_steps)``: after each optimizer step (momentum updates);
+    - ``embed(images)``: the backbone's features of clean (un-augmented) images, for kNN
+      monitoring, evaluation and indexing.
+
+    Args:
+        backbone: any module mapping (B, C, H, W) float images to (B, feature_dim) features.
+        feature_dim: the backbone's output width (recorded for users of :meth:`embed`).
+        views: the augmentation recipe, a callable ``(images, generator) -> list[Tensor]``.
+        preprocess: the clean transform used by :meth:`embed` (uint8 -> normalised float),
+            the same conversion and normalisation the recipe ends with.
+        input_shape: (C, H, W) the backbone expects; images of another shape are refused.
+
+    Class attributes (per method): ``name``; ``min_batch_size`` (the smallest batch the loss
+    is defined for); ``needs_labels``; ``num_views``; ``sync_batchnorm`` (convert BatchNorm
+    to SyncBatchNorm under DDP so batch statistics are global, where it matters).
+    """
+
+    name: ClassVar[str] = ""
+    min_batch_size: ClassVar[int] = 2
+    needs_labels: ClassVar[bool] = False
+    num_views: ClassVar[int] = 2
+    sync_batchnorm: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_dim: int | None = None,
+        views: Callable | None = None,
+        preprocess: Callable | None = None,
+        input_shape: Sequence[int] | None = None,
+    ):
+        super().__init__()
+        if not isinstance(backbone, nn.Module):
+            raise TypeError(f"backbone must be an nn.Module, got {type(backbone).__name__}")
+        check_number("feature_dim", feature_dim, low=1, integer=True, allow_none=True)
+        for arg, value in (("views", views), ("preprocess", preprocess)):
+            if value is not None and not callable(value):
+                raise TypeError(f"{arg} must be callable or None, got {type(value).__name__}")
+        if input_shape is not None:
+            input_shape = tuple(int(s) for s in input_shape)
+            if len(input_shape) != 3 or min(input_shape) < 1:
+                raise ValueError(f"input_shape must be (C, H, W), got {input_shape}")
+        self.backbone = backbone
+        self.feature_dim = feature_dim
+        # Plain attributes, not submodules: recipes hold no learnable state.
+        self.__dict__["views"] = views
+        self.__dict__["preprocess"] = preprocess
+        self.input_shape = input_shape
+
+    # -- what the Trainer calls ---------------------------------------------------------
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.training_step(batch)
+
+    def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} must implement training_step")
+
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        """Called after optimizer step ``step`` (1-based) of ``total_steps``."""
+
+    def param_groups(self) -> list[dict]:
+        """The optimizer's parameter groups: every trainable parameter in one group.
+
+        A method may split them; a group with ``"fixed_lr": True`` keeps its learning rate
+        through the schedule (no warmup, no decay).
+        """
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def make_views(
+        self, images: torch.Tensor, generator: torch.Generator | None = None
+    ) -> list[torch.Tensor]:
+        """Apply the method's augmentation recipe to a batch of images."""
+        if self.views is None:
+            raise ValueError(f"{type(self).__name__} has no augmentation recipe (views=None)")
+        self.check_images(images)
+        out = self.views(images, generator)
+        views = list(out) if isinstance(out, (list, tuple)) else [out]
+        if len(views) < self.num_views:
+            raise ValueError(
+                f"{type(self).__name__} needs {self.num_views} views per image, its recipe "
+                f"gave {len(views)}"
+            )
+        return views
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone features of clean images (no augmentation, no gradient, mode unchanged).
+
+        ``images``: uint8 (N, C, H, W), or float already converted like the recipe's output.
+        For a whole dataset in chunks, with the model in eval mode, use
+        :func:`metricssl.ssl.embed.embed_dataset`.
+        """
+        self.check_images(images)
+        x = self.preprocess(images) if self.preprocess is not None else images.float()
+        return self.backbone(x)
+
+    # -- checks -------------------------------------------------------------------------
+
+    def check_images(self, images: torch.Tensor) -> None:
+        """Refuse a batch that is not (N, C, H, W) of this method's input shape."""
+        if not torch.is_tensor(images):
+            raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+        if images.ndim != 4:
+            raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+        if self.input_shape is not None and tuple(images.shape[1:]) != self.input_shape:
+            raise ValueError(
+                f"images have shape (C, H, W) = {tuple(images.shape[1:])} but this "
+                f"{type(self).__name__} was built for {self.input_shape}"
+            )
+
+    def check_batch(self, batch: Batch) -> None:
+        """Refuse a batch the loss is not defined for (too few views, rows or labels)."""
+        if len(batch.views) < self.num_views:
+            raise ValueError(
+                f"{type(self).__name__} needs {self.num_views} views, got {len(batch.views)}"
+            )
+        n = batch.views[0].shape[0]
+        if n < self.min_batch_size:
+            raise ValueError(
+                f"{type(self).__name__} needs at least {self.min_batch_size} images per "
+                f"batch (per process), got {n}"
+            )
+        if self.needs_labels and batch.labels is None:
+            raise ValueError(f"{type(self).__name__} needs labels, the batch has none")

@@ -1,0 +1,147 @@
+"""MoCo v2: a momentum key encoder and a queue of negative keys."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..utils.distributed import gather_with_grad
+from ..utils.validation import check_bool, check_number
+from .method import Batch, SSLMethod, ema_update, momentum_copy
+
+
+class MoCo(SSLMethod):
+    """MoCo v2: contrast each query with its key and a queue of past keys.
+
+    He, Fan, Wu, Xie and Girshick, "Momentum Contrast for Unsupervised Visual Representation
+    Learning", CVPR 2020; Chen, Fan, Girshick and He, "Improved Baselines with Momentum
+    Contrastive Learning" (MoCo v2: MLP head, stronger augmentation, cosine schedule),
+    arXiv 2020.
+
+    The query encoder (backbone + projection head) is trained; the key encoder is a copy
+    updated as ``key = momentum * key + (1 - momentum) * query`` after every optimizer step.
+    For a query ``q`` (view 1) and its key ``k`` (view 2 through the key encoder), both
+    L2-normalised, the loss is the cross-entropy of ``[q.k, q.queue] / temperature`` with the
+    positive first (InfoNCE). Afterwards the batch's keys, gathered from every rank, replace
+    the oldest entries of the queue (a registered buffer, so it is checkpointed).
+    ``symmetric=True`` also uses view 2 as query and view 1 as key (MoCo v3's symmetrised
+    loss; twice the compute).
+
+    Args:
+        backbone: images -> features.
+        projection_head: features -> projections.
+        queue_size: number of negative keys kept (a multiple of the global batch size keeps
+            the queue's write position aligned, as in the paper, but any size works).
+        temperature: InfoNCE temperature (0.2 in MoCo v2).
+        momentum: key encoder momentum (0.99 here, suited to short runs; the paper's 0.999
+            assumes hundreds of ImageNet epochs).
+        symmetric: symmetrise the loss.
+        feature_dim, views, preprocess, input_shape: see :class:`SSLMethod`.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from metricssl.ssl.method import Batch
+        >>> from metricssl.ssl.moco import MoCo
+        >>> backbone = nn.Sequential(nn.Flatten(), nn.Linear(64, 32))
+        >>> method = MoCo(backbone, nn.Linear(32, 16), queue_size=64)
+        >>> out = method.training_step(Batch([torch.rand(8, 1, 8, 8), torch.rand(8, 1, 8, 8)]))
+        >>> out["loss"].backward()
+        >>> method.on_step_end(1, 100)  # momentum update of the key encoder
+    """
+
+    name = "moco"
+    min_batch_size = 1
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        projection_head: nn.Module,
+        queue_size: int = 4096,
+        temperature: float = 0.2,
+        momentum: float = 0.99,
+        symmetric: bool = False,
+        feature_dim: int | None = None,
+        views: Callable | None = None,
+        preprocess: Callable | None = None,
+        input_shape: Sequence[int] | None = None,
+    ):
+        super().__init__(backbone, feature_dim, views, preprocess, input_shape)
+        check_number("queue_size", queue_size, low=1, integer=True)
+        check_number("temperature", temperature, low=0, low_inclusive=False)
+        check_number("momentum", momentum, low=0, high=1)
+        check_bool("symmetric", symmetric)
+        self.projection_head = projection_head
+        self.key_backbone = momentum_copy(backbone)
+        self.key_projection_head = momentum_copy(projection_head)
+        self.queue_size = queue_size
+        self.temperature = float(temperature)
+        self.momentum = float(momentum)
+        self.symmetric = symmetric
+        # The queue starts empty: `queue_filled` counts valid rows, so the first steps contrast
+        # against real keys only (no random vectors as fake negatives).
+        self.register_buffer("queue", torch.zeros(0))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("queue_filled", torch.zeros((), dtype=torch.int64))
+
+    def _query(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.projection_head(self.backbone(x)), dim=1)
+
+    @torch.no_grad()
+    def _key(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.key_projection_head(self.key_backbone(x)), dim=1)
+
+    def _infonce(self, q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor):
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            q, k = q.float(), k.float()
+            positive = (q * k).sum(dim=1, keepdim=True)
+            logits = torch.cat([positive, q @ negatives.T], dim=1) / self.temperature
+            target = torch.zeros(q.shape[0], dtype=torch.int64, device=q.device)
+            return F.cross_entropy(logits, target)
+
+    def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        self.check_batch(batch)
+        v1, v2 = batch.views[0], batch.views[1]
+        q1 = self._query(v1)
+        if self.queue.ndim == 2:
+            # A copy: the queue is rewritten below, after the logits that use it.
+            negatives = self.queue[: int(self.queue_filled)].clone()
+        else:
+            negatives = q1.new_zeros(0, q1.shape[1], dtype=torch.float32)
+        k2 = self._key(v2)
+        loss = self._infonce(q1, k2, negatives)
+        keys = [k2]
+        if self.symmetric:
+            q2, k1 = self._query(v2), self._key(v1)
+            loss = 0.5 * (loss + self._infonce(q2, k1, negatives))
+            keys.append(k1)
+        for k in keys:
+            self._enqueue(k)
+        return {"loss": loss, "queue_filled": self.queue_filled.detach().float()}
+
+    @torch.no_grad()
+    def _enqueue(self, keys: torch.Tensor) -> None:
+        """Write every rank's keys (in rank order) over the oldest queue entries."""
+        keys = gather_with_grad(keys.detach().float())
+        if self.queue.ndim != 2:
+            self.queue = keys.new_zeros(self.queue_size, keys.shape[1])
+        keys = keys[-self.queue_size :]
+        n, ptr = keys.shape[0], int(self.queue_ptr)
+        idx = (torch.arange(n, device=keys.device) + ptr) % self.queue_size
+        self.queue[idx] = keys
+        self.queue_ptr.fill_((ptr + n) % self.queue_size)
+        self.queue_filled.fill_(min(self.queue_size, int(self.queue_filled) + n))
+
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        ema_update(self.key_backbone, self.backbone, self.momentum)
+        ema_update(self.key_projection_head, self.projection_head, self.momentum)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # The queue's width is known only after the first batch: take the stored shape.
+        stored = state_dict.get(prefix + "queue")
+        if stored is not None and stored.shape != self.queue.shape:
+            self.queue = torch.zeros_like(stored, device=self.queue.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

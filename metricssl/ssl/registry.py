@@ -1,0 +1,304 @@
+"""The methods the Trainer knows by name, their defaults, and how to build one from a config.
+
+:data:`METHODS` maps a name to a :class:`MethodSpec`: the method class, its augmentation
+recipe, its heads and the training defaults that suit small images (8x8 to 32x32) on a CPU
+with the default ``small_cnn`` backbone. :func:`build_method` turns a plain-dict config
+(what a checkpoint stores) into a ready :class:`~metricssl.ssl.method.SSLMethod`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from ..augment.compose import Compose
+from ..augment.normalize import Normalize
+from ..augment.recipes import (
+    barlow_twins_views,
+    byol_views,
+    moco_v2_views,
+    simclr_views,
+    simsiam_views,
+    vicreg_views,
+)
+from ..models.embedder import infer_num_features
+from ..models.heads import PredictionHead, ProjectionHead
+from ..models.resnet import resnet18, resnet50
+from ..models.small_cnn import SmallCNN
+from .barlow_twins import BarlowTwins
+from .byol import BYOL
+from .method import SSLMethod
+from .moco import MoCo
+from .simclr import SimCLR
+from .simsiam import SimSiam
+from .supervised import Supervised
+from .vicreg import VICReg
+
+
+def _supervised_views(image_size, *, mean=None, std=None):
+    # One mildly augmented view: metric learning with labels needs less invariance than SSL.
+    return simclr_views(
+        image_size,
+        n_views=1,
+        crop_scale=(0.5, 1.0),
+        jitter_p=0.5,
+        grayscale_p=0.0,
+        blur_p=0.0,
+        mean=mean,
+        std=std,
+    )
+
+
+def _projection(hidden: str, output: str, **fixed) -> Callable:
+    def build(f: int, hp: dict) -> dict[str, nn.Module]:
+        return {"projection_head": ProjectionHead(f, hp[hidden], hp[output], **fixed)}
+
+    return build
+
+
+def _projection_and_predictor(num_layers: int, last_bn: bool) -> Callable:
+    def build(f: int, hp: dict) -> dict[str, nn.Module]:
+        out = hp["proj_output_dim"]
+        return {
+            "projection_head": ProjectionHead(
+                f, hp["proj_hidden_dim"], out, num_layers=num_layers, last_bn=last_bn
+            ),
+            "prediction_head": PredictionHead(out, hp["pred_hidden_dim"], out),
+        }
+
+    return build
+
+
+def _no_heads(f: int, hp: dict) -> dict[str, nn.Module]:
+    return {}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method's class, recipe, heads and defaults.
+
+    Attributes:
+        cls: the :class:`SSLMethod` subclass.
+        views: recipe factory ``views(image_size, mean=, std=) -> MultiView``.
+        heads: ``heads(feature_dim, hparams) -> {constructor argument: module}``.
+        hparams: default method hyper-parameters: head widths (``proj_*``, ``pred_*``) and
+            the method's own constructor arguments (temperature, queue size, ...).
+        optimizer, lr, weight_decay, batch_size, warmup_epochs: training defaults.
+    """
+
+    cls: type[SSLMethod]
+    views: Callable
+    heads: Callable
+    hparams: Mapping = field(default_factory=dict)
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    batch_size: int = 256
+    warmup_epochs: float = 1.0
+
+
+# Head widths are scaled down from the papers' (2048-8192) for a 128-feature backbone on a CPU;
+# pass larger ones through hparams for a ResNet.
+METHODS: dict[str, MethodSpec] = {
+    "simclr": MethodSpec(
+        SimCLR,
+        simclr_views,
+        _projection("proj_hidden_dim", "proj_output_dim"),
+        {"proj_hidden_dim": 512, "proj_output_dim": 128, "temperature": 0.2},
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=1e-5,
+    ),
+    "moco": MethodSpec(
+        MoCo,
+        moco_v2_views,
+        _projection("proj_hidden_dim", "proj_output_dim", batch_norm=False),
+        {
+            "proj_hidden_dim": 512,
+            "proj_output_dim": 128,
+            "temperature": 0.2,
+            "queue_size": 4096,
+            "momentum": 0.99,
+            "symmetric": False,
+        },
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=1e-5,
+    ),
+    "byol": MethodSpec(
+        BYOL,
+        byol_views,
+        _projection_and_predictor(num_layers=2, last_bn=False),
+        {
+            "proj_hidden_dim": 1024,
+            "proj_output_dim": 128,
+            "pred_hidden_dim": 1024,
+            "momentum": 0.99,
+            "final_momentum": 1.0,
+        },
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=1e-5,
+    ),
+    "simsiam": MethodSpec(
+        SimSiam,
+        simsiam_views,
+        _projection_and_predictor(num_layers=3, last_bn=True),
+        {"proj_hidden_dim": 512, "proj_output_dim": 512, "pred_hidden_dim": 128},
+        optimizer="sgd",
+        lr=0.05,
+        weight_decay=1e-4,
+    ),
+    "barlow_twins": MethodSpec(
+        BarlowTwins,
+        barlow_twins_views,
+        _projection("proj_hidden_dim", "proj_output_dim", num_layers=3),
+        {
+            "proj_hidden_dim": 1024,
+            "proj_output_dim": 1024,
+            "lambda_param": 5e-3,
+            "scale_loss": 1.0,
+        },
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=1e-5,
+    ),
+    "vicreg": MethodSpec(
+        VICReg,
+        vicreg_views,
+        _projection("proj_hidden_dim", "proj_output_dim", num_layers=3),
+        {
+            "proj_hidden_dim": 1024,
+            "proj_output_dim": 1024,
+            "invariance_lambda": 25.0,
+            "variance_mu": 25.0,
+            "covariance_v": 1.0,
+        },
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=1e-5,
+    ),
+    "supervised": MethodSpec(
+        Supervised,
+        _supervised_views,
+        _no_heads,
+        {
+            "loss": "MultiSimilarityLoss",
+            "miner": "MultiSimilarityMiner",
+            "samples_per_class": "auto",
+        },
+        optimizer="adamw",
+        lr=1e-3,
+        weight_decay=1e-4,
+        warmup_epochs=0.5,
+    ),
+}
+
+BACKBONES = ("small_cnn", "resnet18", "resnet50")
+
+
+def check_method_name(name) -> MethodSpec:
+    if not isinstance(name, str) or name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+    return METHODS[name]
+
+
+def build_backbone(name: str, input_shape: Sequence[int], **kwargs) -> nn.Module:
+    """A backbone by name for images of ``input_shape = (C, H, W)``.
+
+    ``small_cnn``: :class:`~metricssl.models.SmallCNN` (default 128 features). ``resnet18`` /
+    ``resnet50``: the CIFAR stem below 64 px, the ImageNet stem from 64 px up.
+    """
+    channels, height, width = (int(s) for s in input_shape)
+    if name == "small_cnn":
+        return SmallCNN(in_channels=channels, **kwargs)
+    if name in ("resnet18", "resnet50"):
+        stem = kwargs.pop("stem", "cifar" if min(height, width) < 64 else "imagenet")
+        factory = resnet18 if name == "resnet18" else resnet50
+        return factory(stem=stem, in_channels=channels, **kwargs)
+    raise ValueError(f"unknown backbone {name!r}; choose one of {list(BACKBONES)} or pass a module")
+
+
+def clean_transform(mean: Sequence[float] | None, std: Sequence[float] | None) -> Compose:
+    """The un-augmented conversion: uint8 -> float in [0, 1] -> (optional) normalisation."""
+    return Compose([Normalize(mean, std)] if mean is not None else [])
+
+
+def method_hparams(name: str, hparams: Mapping | None = None) -> dict:
+    """The method's default hyper-parameters updated with ``hparams`` (unknown keys refused)."""
+    spec = check_method_name(name)
+    merged = dict(spec.hparams)
+    allowed = set(merged) | _constructor_args(spec.cls)
+    for key, value in (hparams or {}).items():
+        if key not in allowed:
+            raise ValueError(
+                f"unknown hyper-parameter {key!r} for method {name!r}; known: {sorted(allowed)}"
+            )
+        merged[key] = value
+    return merged
+
+
+def _constructor_args(cls: type) -> set[str]:
+    skip = {"self", "backbone", "feature_dim", "views", "preprocess", "input_shape"}
+    params = inspect.signature(cls.__init__).parameters
+    return {p for p in params if p not in skip and not p.endswith("_head")}
+
+
+def build_method(
+    method: str,
+    input_shape: Sequence[int],
+    backbone: str | nn.Module = "small_cnn",
+    backbone_kwargs: Mapping | None = None,
+    hparams: Mapping | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    num_classes: int | None = None,
+) -> SSLMethod:
+    """Build a method by name with its heads, recipe and clean transform.
+
+    Args:
+        method: a key of :data:`METHODS`.
+        input_shape: (C, H, W) of the training images.
+        backbone: a name from :data:`BACKBONES` or any module (images -> features).
+        backbone_kwargs: arguments of the named backbone (e.g. ``{"embedding_dim": 256}``).
+        hparams: method hyper-parameters overriding the spec's defaults.
+        mean, std: per-channel normalisation applied after augmentation (and in ``embed``).
+        num_classes: classes of the labelled data (losses with proxies need it).
+
+    Example:
+        >>> from metricssl.ssl.registry import build_method
+        >>> method = build_method("simclr", (1, 28, 28), hparams={"temperature": 0.1})
+        >>> method.temperature
+        0.1
+    """
+    spec = check_method_name(method)
+    input_shape = tuple(int(s) for s in input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(f"input_shape must be (C, H, W), got {input_shape}")
+    hp = method_hparams(method, hparams)
+    if isinstance(backbone, str):
+        net = build_backbone(backbone, input_shape, **dict(backbone_kwargs or {}))
+    elif isinstance(backbone, nn.Module):
+        net = backbone
+    else:
+        raise TypeError(f"backbone must be a name or an nn.Module, got {type(backbone).__name__}")
+    feature_dim = infer_num_features(net, input_shape)
+    heads = spec.heads(feature_dim, hp)
+    args = {k: v for k, v in hp.items() if k in _constructor_args(spec.cls)}
+    if spec.cls is Supervised and isinstance(args.get("loss"), str):
+        from .supervised import make_loss
+
+        args["loss"] = make_loss(args["loss"], num_classes=num_classes, embedding_size=feature_dim)
+    views = spec.views(input_shape[1:], mean=mean, std=std)
+    return spec.cls(
+        net,
+        **heads,
+        **args,
+        feature_dim=feature_dim,
+        views=views,
+        preprocess=clean_transform(mean, std),
+        input_shape=input_shape,
+    )

@@ -1,0 +1,198 @@
+"""Supervised metric learning in the same Trainer: any metricssl loss, an optional miner."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from .. import losses as losses_module
+from .. import miners as miners_module
+from ..losses.base_metric_loss_function import BaseMetricLossFunction
+from ..losses.two_view_loss import TwoViewLoss
+from ..miners.base_miner import BaseMiner
+from ..utils.distributed import gather_with_grad, is_distributed
+from ..utils.validation import check_number
+from .method import Batch, SSLMethod
+
+
+def _public_classes(module, base, exclude=()) -> dict[str, type]:
+    """Exported concrete subclasses of ``base`` (base classes and ``exclude`` left out)."""
+    return {
+        name: obj
+        for name in getattr(module, "__all__", dir(module))
+        if isinstance(obj := getattr(module, name, None), type)
+        and issubclass(obj, base)
+        and not issubclass(obj, exclude)
+        and not name.startswith(("Base", "Generic"))
+    }
+
+
+def _label_losses() -> dict[str, type]:
+    # Two-view losses (VICReg, Barlow Twins, negative cosine) take no labels.
+    return _public_classes(losses_module, BaseMetricLossFunction, exclude=(TwoViewLoss,))
+
+
+def loss_names() -> list[str]:
+    """Names of the losses :func:`make_loss` can build (``metricssl.losses`` exports)."""
+    return sorted(_label_losses())
+
+
+def miner_names() -> list[str]:
+    """Names of the miners :func:`make_miner` can build (``metricssl.miners`` exports)."""
+    return sorted(_public_classes(miners_module, BaseMiner))
+
+
+def make_loss(name: str, num_classes: int | None = None, embedding_size: int | None = None):
+    """A loss from ``metricssl.losses`` by class name, with its default arguments.
+
+    Losses with class proxies or weights (``num_classes``, ``embedding_size`` in their
+    signature, e.g. ProxyAnchorLoss, ArcFaceLoss) get those from the data and backbone.
+    """
+    classes = _label_losses()
+    if not isinstance(name, str) or name not in classes:
+        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(classes)}")
+    cls = classes[name]
+    params = inspect.signature(cls).parameters
+    kwargs = {}
+    for arg, value in (("num_classes", num_classes), ("embedding_size", embedding_size)):
+        if arg in params and params[arg].default is inspect.Parameter.empty:
+            if value is None:
+                raise ValueError(f"loss {name} needs {arg}")
+            kwargs[arg] = int(value)
+    required = [
+        p
+        for p in params.values()
+        if p.default is inspect.Parameter.empty
+        and p.name not in kwargs
+        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    if required:
+        raise ValueError(
+            f"loss {name} needs arguments the trainer cannot supply "
+            f"({', '.join(p.name for p in required)}); build it yourself and pass loss=..."
+        )
+    return cls(**kwargs)
+
+
+def make_miner(name: str):
+    """A miner from ``metricssl.miners`` by class name, with its default arguments."""
+    classes = _public_classes(miners_module, BaseMiner)
+    if not isinstance(name, str) or name not in classes:
+        raise ValueError(f"unknown miner {name!r}; choose one of {sorted(classes)}")
+    return classes[name]()
+
+
+def auto_samples_per_class(batch_size: int, num_classes: int) -> int:
+    """``m`` for m-per-class batches: at least 4 (2 for batches under 8), enough that
+    ``m * num_classes >= batch_size``, and a divisor of ``batch_size``.
+
+    E.g. 256 images of 10 classes: m = 32 (8 classes per batch); of 100 classes: m = 4.
+    """
+    m = max(min(4, batch_size // 2), -(-batch_size // max(1, num_classes)), 1)
+    while batch_size % m:
+        m += 1
+    return m
+
+
+class Supervised(SSLMethod):
+    """Metric learning with labels: ``loss(embeddings, labels, miner(embeddings, labels))``.
+
+    One augmented view per image goes through the backbone (and an optional embedding
+    head); the loss is any metricssl (PML-compatible) loss, the optional miner any metricssl
+    miner. Batches are drawn ``samples_per_class`` images per class
+    (:class:`~metricssl.samplers.MPerClassSampler` semantics) so every anchor has positives.
+    Under DDP the embeddings and labels of every rank are gathered (with gradient) and the
+    loss and miner see the global batch.
+
+    Args:
+        backbone: images -> features.
+        loss: a loss module (e.g. ``MultiSimilarityLoss()``) or a loss class name.
+        miner: a miner module, a miner class name, or None.
+        embedding_head: optional features -> embeddings module (the loss's space and what
+            :meth:`embed` returns); None uses the backbone's features.
+        samples_per_class: images of each class per batch (``m``); ``"auto"`` picks the
+            smallest ``m >= 4`` (>= 2 for tiny batches) that divides the batch size and lets
+            the classes fill a batch (see :func:`auto_samples_per_class`); None draws
+            batches uniformly at random instead.
+        feature_dim, views, preprocess, input_shape: see :class:`SSLMethod`.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from metricssl.ssl.method import Batch
+        >>> from metricssl.ssl.supervised import Supervised
+        >>> backbone = nn.Sequential(nn.Flatten(), nn.Linear(64, 32))
+        >>> method = Supervised(backbone, "MultiSimilarityLoss", "MultiSimilarityMiner")
+        >>> labels = torch.arange(8) % 2
+        >>> out = method.training_step(Batch([torch.rand(8, 1, 8, 8)], labels))
+        >>> out["loss"].backward()
+    """
+
+    name = "supervised"
+    min_batch_size = 2
+    needs_labels = True
+    num_views = 1
+    sync_batchnorm = False
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        loss: nn.Module | str = "MultiSimilarityLoss",
+        miner: nn.Module | str | None = None,
+        embedding_head: nn.Module | None = None,
+        samples_per_class: int | str | None = "auto",
+        feature_dim: int | None = None,
+        views: Callable | None = None,
+        preprocess: Callable | None = None,
+        input_shape: Sequence[int] | None = None,
+    ):
+        super().__init__(backbone, feature_dim, views, preprocess, input_shape)
+        if samples_per_class != "auto":
+            check_number(
+                "samples_per_class", samples_per_class, low=1, integer=True, allow_none=True
+            )
+        if isinstance(loss, str):
+            loss = make_loss(loss, embedding_size=feature_dim)
+        if not isinstance(loss, nn.Module):
+            raise TypeError(f"loss must be an nn.Module or a loss name, got {type(loss).__name__}")
+        if isinstance(miner, str):
+            miner = make_miner(miner)
+        if miner is not None and not isinstance(miner, nn.Module):
+            raise TypeError(
+                f"miner must be an nn.Module, a miner name or None, got {type(miner).__name__}"
+            )
+        if embedding_head is not None and not isinstance(embedding_head, nn.Module):
+            raise TypeError("embedding_head must be an nn.Module or None")
+        self.loss_fn = loss
+        self.miner = miner
+        self.embedding_head = embedding_head
+        self.samples_per_class = samples_per_class
+        # A batch of m images per class needs at least two classes for negatives.
+        if isinstance(samples_per_class, int):
+            self.min_batch_size = max(2, 2 * samples_per_class)
+
+    def _embed_features(self, features: torch.Tensor) -> torch.Tensor:
+        return features if self.embedding_head is None else self.embedding_head(features)
+
+    def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        self.check_batch(batch)
+        embeddings = self._embed_features(self.backbone(batch.views[0]))
+        labels = batch.labels.to(embeddings.device)
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            embeddings = embeddings.float()
+            if is_distributed():
+                embeddings = gather_with_grad(embeddings)
+                labels = gather_with_grad(labels)
+            indices = self.miner(embeddings, labels) if self.miner is not None else None
+            loss = self.loss_fn(embeddings, labels, indices)
+        out = {"loss": loss}
+        if indices is not None:
+            out["mined"] = torch.tensor(float(len(indices[0])))
+        return out
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return self._embed_features(super().embed(images))

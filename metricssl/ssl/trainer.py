@@ -1,0 +1,782 @@
+"""Trainer: one training loop for every method in :data:`metricssl.ssl.registry.METHODS`.
+
+    >>> trainer = Trainer(method="simclr", dataset="fashion-mnist", out="runs/x")  # doctest: +SKIP
+    >>> trainer.fit()  # doctest: +SKIP
+    >>> encoder = trainer.method.backbone  # doctest: +SKIP
+
+What one epoch does, in order: train over a fresh permutation of the training images
+(augmented views made on the training device, AMP, gradient accumulation, learning-rate
+schedule, the method's momentum updates); then, on rank 0, a clean pass over a held-out
+labelled split for the weighted-kNN score and over the same images for the collapse
+diagnostics; then a checkpoint (``OUT/checkpoints/last.pt``, written atomically) and the CSV
+log (``OUT/log.csv``, rewritten from the history stored in the checkpoint, so the two never
+disagree).
+
+Exact resume: the checkpoint holds the model (momentum encoders and queues included, as
+registered parameters and buffers), the optimizer, the schedule, the AMP scaler, the epoch
+and step counters, every random generator (Python, NumPy, torch CPU and CUDA, the
+augmentation generator of each rank) and the history. The data order of epoch ``e`` is a
+function of ``(seed, e)`` only. A run resumed from the checkpoint of epoch ``e`` therefore
+continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+import warnings
+from collections.abc import Mapping
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..data.splits import stratified_split
+from ..samplers import MPerClassSampler
+from ..utils import common_functions as c_f
+from ..utils.distributed import is_distributed, rank, world_size
+from ..utils.validation import check_bool, check_choice, check_number
+from .checkpoint import (
+    CheckpointError,
+    capture_rng_state,
+    read_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from .datasets import ImageData, resolve_data
+from .embed import embed_dataset
+from .lars import LARS
+from .method import Batch, SSLMethod
+from .monitor import collapse_diagnostics, knn_accuracy, warn_if_collapsed
+from .registry import BACKBONES, METHODS, build_method, check_method_name, method_hparams
+from .schedule import WarmupCosineSchedule
+from .supervised import Supervised, auto_samples_per_class
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "lars")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+# Images used to estimate the per-channel normalisation, and to measure collapse when the
+# data have no labels.
+_STATS_IMAGES = 10_000
+_DIAGNOSTIC_IMAGES = 5_000
+# On CUDA the augmentation/step timing needs a synchronisation; do it on one step in N.
+_CUDA_TIMING_EVERY = 20
+# What the progress bar shows: (metric, label, format); the last epoch's kNN and collapse
+# numbers stay on the bar while the next epoch trains.
+_SHOWN = (
+    ("loss", "loss", ".4g"),
+    ("lr", "lr", ".3g"),
+    ("knn_accuracy", "knn", ".4f"),
+    ("embedding_std", "std", ".3f"),
+    ("effective_rank", "erank", ".1f"),
+)
+_CARRIED = ("knn_accuracy", "embedding_std", "effective_rank", "collapse")
+
+
+def _plain(value):
+    """Config values must survive ``torch.load(weights_only=True)`` and a CSV."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    raise TypeError(
+        f"{value!r} ({type(value).__name__}) cannot be stored in a checkpoint config; "
+        f"use plain numbers, strings, lists or dicts"
+    )
+
+
+def _channel_stats(data: ImageData, indices: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the images (in [0, 1]) at ``indices``."""
+    total, sq, count = None, None, 0
+    for images, _ in data.batches(indices, 1024):
+        x = images.to(torch.float64)
+        if images.dtype == torch.uint8:
+            x = x / 255.0
+        s = x.sum(dim=(0, 2, 3))
+        q = x.pow(2).sum(dim=(0, 2, 3))
+        total, sq = (s, q) if total is None else (total + s, sq + q)
+        count += x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / count
+    std = (sq / count - mean.pow(2)).clamp(min=1e-12).sqrt()
+    return [round(float(m), 6) for m in mean], [round(max(float(s), 1e-3), 6) for s in std]
+
+
+class Trainer:
+    """Trains a self-supervised (or supervised metric-learning) method on a dataset.
+
+    Args:
+        method: a name from :data:`~metricssl.ssl.registry.METHODS` (``simclr``, ``moco``,
+            ``byol``, ``simsiam``, ``barlow_twins``, ``vicreg``, ``supervised``), or a
+            ready :class:`~metricssl.ssl.method.SSLMethod` (then ``backbone`` and
+            ``hparams`` are not used, and :func:`load_checkpoint` needs the same module).
+        dataset: a dataset name (``digits``, ``fashion-mnist``, ``mnist``, ``cifar10``,
+            ``cifar100``), an image folder, an ``(images, labels)`` pair (labels may be None)
+            or a torch Dataset; see :func:`~metricssl.ssl.datasets.resolve_data`.
+        data_dir: where the named dataset's files are (default: the usual places).
+        download: download a named dataset that is not found.
+        backbone: ``small_cnn``, ``resnet18``, ``resnet50`` or any module (images -> features).
+        backbone_kwargs: arguments of the named backbone, e.g. ``{"embedding_dim": 256}``.
+        epochs: passes over the training split.
+        batch_size: images per step per process (default: the method's).
+        lr: base learning rate (default: the method's); reached after warmup, then cosine
+            decay to ``lr * final_lr_factor``.
+        optimizer: ``sgd`` (momentum 0.9), ``adam``, ``adamw`` or ``lars`` (default: the
+            method's).
+        weight_decay: default: the method's.
+        warmup_epochs: linear warmup length in epochs (may be fractional).
+        final_lr_factor: the learning rate at the end, as a fraction of ``lr``.
+        accumulate_steps: micro-batches per optimizer step (gradient accumulation).
+        amp: ``auto`` (bf16 on CUDA where supported, else fp16; off on CPU), ``off``,
+            ``bf16`` or ``fp16`` (CUDA only).
+        hparams: method hyper-parameters (temperature, queue_size, head widths, loss/miner
+            for ``supervised``); see :func:`~metricssl.ssl.registry.method_hparams`.
+        loss, miner: shortcuts for ``hparams["loss"]``/``hparams["miner"]`` (``supervised``;
+            default MultiSimilarityLoss with MultiSimilarityMiner; a ``loss`` given without a
+            ``miner`` runs without one).
+        out: the run folder (checkpoints and log).
+        seed: seeds the model initialisation, the data order and the augmentations.
+        device: ``auto`` (CUDA when available; ``cuda:LOCAL_RANK`` under torchrun) or any
+            torch device.
+        num_workers: DataLoader workers for datasets read from disk (in-memory images are
+            indexed directly).
+        val_fraction: share of the labelled training images held out (stratified) for the
+            online kNN score; 0 disables it. Those images are not trained on.
+        knn_k, knn_temperature: the weighted kNN's neighbours and temperature (200, 0.1).
+        knn_every: run the kNN/collapse evaluation every this many epochs (and always
+            after the last one).
+        knn_max_references: labelled training images used as kNN references (a fixed
+            stratified subset), to bound the per-epoch evaluation time.
+        resume: ``"auto"`` continues from ``OUT/checkpoints/last.pt`` when it exists,
+            ``True`` requires that file, ``False`` starts afresh (overwriting), a path
+            resumes from that file. The checkpoint must be of the same method and model
+            (backbone, heads, hyper-parameters, image shape), else CheckpointError.
+        progress: show the tqdm progress bar.
+        steps_per_epoch: cap on optimizer steps per epoch (short runs, benchmarks, tests).
+        eval_batch_size: images per forward pass in the clean evaluation pass.
+
+    Attributes:
+        method: the :class:`SSLMethod` being trained (``method.backbone`` is the encoder).
+        history: one dict of metrics per finished epoch.
+    """
+
+    def __init__(
+        self,
+        method: str | SSLMethod = "simclr",
+        dataset="digits",
+        *,
+        data_dir: str | os.PathLike | None = None,
+        download: bool = False,
+        backbone: str | nn.Module = "small_cnn",
+        backbone_kwargs: Mapping | None = None,
+        epochs: int = 10,
+        batch_size: int | None = None,
+        lr: float | None = None,
+        optimizer: str | None = None,
+        weight_decay: float | None = None,
+        warmup_epochs: float | None = None,
+        final_lr_factor: float = 0.0,
+        accumulate_steps: int = 1,
+        amp: str = "auto",
+        hparams: Mapping | None = None,
+        loss: str | None = None,
+        miner: str | None = None,
+        out: str | os.PathLike = "runs/ssl",
+        seed: int = 0,
+        device: str | torch.device = "auto",
+        num_workers: int = 0,
+        val_fraction: float = 0.1,
+        knn_k: int = 200,
+        knn_temperature: float = 0.1,
+        knn_every: int = 1,
+        knn_max_references: int = 10_000,
+        resume: bool | str | os.PathLike = "auto",
+        progress: bool = True,
+        steps_per_epoch: int | None = None,
+        eval_batch_size: int = 512,
+    ):
+        name = method.name if isinstance(method, SSLMethod) else method
+        if isinstance(method, SSLMethod):
+            spec = METHODS.get(name)
+        else:
+            spec = check_method_name(method)
+        check_number("epochs", epochs, low=1, integer=True)
+        check_number("batch_size", batch_size, low=1, integer=True, allow_none=True)
+        check_number("lr", lr, low=0, low_inclusive=False, allow_none=True)
+        check_number("weight_decay", weight_decay, low=0, allow_none=True)
+        check_number("warmup_epochs", warmup_epochs, low=0, allow_none=True)
+        check_number("final_lr_factor", final_lr_factor, low=0, high=1)
+        check_number("accumulate_steps", accumulate_steps, low=1, integer=True)
+        check_choice("amp", amp, AMP_MODES)
+        check_number("seed", seed, low=0, integer=True)
+        check_number("num_workers", num_workers, low=0, integer=True)
+        check_number("val_fraction", val_fraction, low=0, high=1, high_inclusive=False)
+        check_number("knn_k", knn_k, low=1, integer=True)
+        check_number("knn_temperature", knn_temperature, low=0, low_inclusive=False)
+        check_number("knn_every", knn_every, low=1, integer=True)
+        check_number("knn_max_references", knn_max_references, low=1, integer=True)
+        check_number("steps_per_epoch", steps_per_epoch, low=1, integer=True, allow_none=True)
+        check_number("eval_batch_size", eval_batch_size, low=1, integer=True)
+        check_bool("progress", progress)
+        check_bool("download", download)
+        if optimizer is not None:
+            check_choice("optimizer", optimizer, OPTIMIZERS)
+        if isinstance(backbone, str) and backbone not in BACKBONES:
+            raise ValueError(
+                f"unknown backbone {backbone!r}; choose one of {list(BACKBONES)} or pass a module"
+            )
+        if not (resume in ("auto", True, False) or isinstance(resume, (str, os.PathLike))):
+            raise TypeError(f"resume must be 'auto', True, False or a path, got {resume!r}")
+
+        hparams = dict(hparams or {})
+        for key, value in (("loss", loss), ("miner", miner)):
+            if value is not None:
+                if name != "supervised":
+                    raise ValueError(f"{key}= is for method 'supervised', not {name!r}")
+                hparams[key] = value
+        if loss is not None and miner is None:
+            # The default miner goes with the default loss; another loss runs without one.
+            hparams.setdefault("miner", None)
+
+        self._setup_distributed(device)
+        self.out = Path(out)
+        self.checkpoint_path = self.out / "checkpoints" / "last.pt"
+        self.log_path = self.out / "log.csv"
+        self.seed = seed
+        self.epochs = epochs
+        self.accumulate_steps = accumulate_steps
+        self.progress = progress and rank() == 0
+        self.knn_k, self.knn_temperature = knn_k, knn_temperature
+        self.knn_every = knn_every
+        self.eval_batch_size = eval_batch_size
+        _seed_everything(seed)
+
+        data = resolve_data(dataset, data_dir, "train", download, num_workers)
+        self.dataset_name = str(dataset) if isinstance(dataset, (str, os.PathLike)) else "custom"
+        self.input_shape = data.input_shape
+        self._split(data, val_fraction, knn_max_references)
+        self._build_method(method, name, backbone, backbone_kwargs, hparams)
+        self.batch_size = batch_size if batch_size is not None else spec.batch_size if spec else 256
+        self._check_batch_size()
+        self._plan_steps(steps_per_epoch)
+        self.amp_dtype = self._amp_dtype(amp)
+        self._wrap_model()
+
+        self.hyper = {
+            "optimizer": optimizer or (spec.optimizer if spec else "adamw"),
+            "lr": float(lr if lr is not None else spec.lr if spec else 1e-3),
+            "weight_decay": float(
+                weight_decay if weight_decay is not None else spec.weight_decay if spec else 0
+            ),
+            "warmup_epochs": float(
+                warmup_epochs if warmup_epochs is not None else spec.warmup_epochs if spec else 0
+            ),
+            "final_lr_factor": float(final_lr_factor),
+            "batch_size": self.batch_size,
+            "accumulate_steps": accumulate_steps,
+            "world_size": world_size(),
+            "epochs": epochs,
+            "steps_per_epoch": self.steps_per_epoch,
+            "seed": seed,
+            "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
+            "dataset": self.dataset_name,
+        }
+        self.optimizer = self._make_optimizer()
+        warmup = round(self.hyper["warmup_epochs"] * self.steps_per_epoch)
+        self.scheduler = WarmupCosineSchedule(
+            self.optimizer, self.total_steps, min(warmup, self.total_steps - 1), final_lr_factor
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.augment_generator = torch.Generator(device=self.device)
+        self.augment_generator.manual_seed(seed * 7919 + 1 + rank())
+
+        self.epoch = 0
+        self.step = 0
+        self.history: list[dict] = []
+        self._maybe_resume(resume)
+
+    # -- setup helpers ---------------------------------------------------------------------
+
+    def _build_method(self, method, name, backbone, backbone_kwargs, hparams) -> None:
+        """The method by name (normalised with the training images' channel statistics),
+        or the ready-made one; ``build_config`` is what a checkpoint needs to rebuild it."""
+        if isinstance(method, SSLMethod):
+            if hparams:
+                raise ValueError("hparams cannot be applied to a ready-made method")
+            self.method = method
+            self.build_config = None
+        else:
+            stats_idx = torch.randperm(len(self.train_data))[:_STATS_IMAGES]
+            mean, std = _channel_stats(self.train_data, stats_idx)
+            hparams = _plain(method_hparams(name, hparams))
+            self.build_config = {
+                "method": name,
+                "input_shape": list(self.input_shape),
+                "backbone": backbone if isinstance(backbone, str) else None,
+                "backbone_kwargs": _plain(dict(backbone_kwargs or {})),
+                "hparams": hparams,
+                "mean": mean,
+                "std": std,
+                "num_classes": self.num_classes,
+            }
+            self.method = build_method(
+                name,
+                self.input_shape,
+                backbone=backbone,
+                backbone_kwargs=backbone_kwargs,
+                hparams=hparams,
+                mean=mean,
+                std=std,
+                num_classes=self.num_classes,
+            )
+        self.method_name = name
+        if self.method.input_shape is not None and self.method.input_shape != self.input_shape:
+            raise ValueError(
+                f"the dataset's images have shape (C, H, W) = {self.input_shape} but the "
+                f"method was built for {self.method.input_shape}"
+            )
+        if self.method.needs_labels and self.train_data.labels is None:
+            raise ValueError(f"method {name!r} needs labels, and the dataset has none")
+
+    def _plan_steps(self, cap: int | None) -> None:
+        """Optimizer steps per epoch (incomplete global batches are dropped) and in total."""
+        global_batch = self.batch_size * world_size()
+        micro_batches = len(self.train_data) // global_batch
+        if micro_batches < self.accumulate_steps:
+            raise ValueError(
+                f"the training split has {len(self.train_data)} images: not enough for one "
+                f"optimizer step of {self.accumulate_steps} x {global_batch} images; lower "
+                f"batch_size or accumulate_steps"
+            )
+        self.full_steps_per_epoch = micro_batches // self.accumulate_steps
+        self.steps_per_epoch = min(self.full_steps_per_epoch, cap or self.full_steps_per_epoch)
+        self.total_steps = self.steps_per_epoch * self.epochs
+
+    def _wrap_model(self) -> None:
+        """Move to the device; under torch.distributed, SyncBatchNorm (CUDA) and DDP."""
+        self.method.to(self.device)
+        self.model: nn.Module = self.method
+        if not is_distributed():
+            return
+        if self.device.type == "cuda" and self.method.sync_batchnorm:
+            # SyncBatchNorm needs CUDA; on CPU (gloo) each rank normalises its own batch.
+            self.method = nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
+        # Buffers are not broadcast: queues are filled identically on every rank from
+        # gathered keys, and broadcasting them every step would cost a copy of the queue.
+        self.model = nn.parallel.DistributedDataParallel(
+            self.method,
+            device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            broadcast_buffers=False,
+        )
+
+    def _setup_distributed(self, device) -> None:
+        env_world = int(os.environ.get("WORLD_SIZE", "1"))
+        if env_world > 1 and not is_distributed():
+            backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
+            dist.init_process_group(backend=backend)
+        if device == "auto":
+            if torch.cuda.is_available():
+                local = int(os.environ.get("LOCAL_RANK", "0"))
+                device = f"cuda:{local}"
+            else:
+                device = "cpu"
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(f"invalid device {device!r}: {err}") from err
+        if self.device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ValueError("device is CUDA but torch.cuda.is_available() is False")
+            if self.device.index is None:
+                self.device = torch.device("cuda", torch.cuda.current_device())
+            torch.cuda.set_device(self.device)
+
+    def _split(self, data: ImageData, val_fraction: float, max_references: int) -> None:
+        """Training images, and (with labels) a held-out query split and kNN references."""
+        self.num_classes = None if data.labels is None else int(data.labels.max()) + 1
+        self.val_data = self.reference_data = None
+        if data.labels is None or val_fraction == 0:
+            self.train_data = data
+            return
+        train_idx, val_idx = stratified_split(data.labels, val_fraction, self.seed)
+        if len(val_idx) == 0:
+            self.train_data = data
+            return
+        self.train_data = data.subset(train_idx)
+        self.val_data = data.subset(val_idx)
+        n_ref = len(train_idx)
+        if n_ref > max_references:
+            # A fixed stratified subset of the training split, so every epoch uses the same one.
+            fraction = max_references / n_ref
+            ref_idx, _ = stratified_split(self.train_data.labels, 1 - fraction, self.seed)
+            ref_idx = ref_idx if len(ref_idx) else torch.arange(min(n_ref, max_references))
+        else:
+            ref_idx = torch.arange(n_ref)
+        self.reference_data = self.train_data.subset(ref_idx)
+
+    def _check_batch_size(self) -> None:
+        need = self.method.min_batch_size
+        if self.batch_size < need:
+            raise ValueError(
+                f"batch_size {self.batch_size} is too small for method {self.method_name!r}: "
+                f"it needs at least {need} images per batch (per process)"
+            )
+        self.samples_per_class = None
+        if isinstance(self.method, Supervised) and self.method.samples_per_class is not None:
+            m = self.method.samples_per_class
+            if m == "auto":
+                m = auto_samples_per_class(self.batch_size * world_size(), self.num_classes)
+            elif (self.batch_size * world_size()) % m:
+                raise ValueError(
+                    f"batch_size {self.batch_size} (x {world_size()} processes) must be a "
+                    f"multiple of samples_per_class {m}"
+                )
+            elif m * self.num_classes < self.batch_size * world_size():
+                raise ValueError(
+                    f"a batch of {self.batch_size * world_size()} needs more than "
+                    f"samples_per_class x classes = {m} x {self.num_classes} images; raise "
+                    f"samples_per_class"
+                )
+            self.samples_per_class = m
+
+    def _amp_dtype(self, amp: str) -> torch.dtype | None:
+        if amp == "off" or (amp == "auto" and self.device.type != "cuda"):
+            return None
+        if amp == "auto":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if amp == "fp16" and self.device.type != "cuda":
+            raise ValueError("amp='fp16' needs a CUDA device; use 'bf16' or 'off' on CPU")
+        return torch.bfloat16 if amp == "bf16" else torch.float16
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        groups = self.method.param_groups()
+        name, lr, wd = self.hyper["optimizer"], self.hyper["lr"], self.hyper["weight_decay"]
+        if name == "sgd":
+            return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=wd)
+        if name == "adam":
+            return torch.optim.Adam(groups, lr=lr, weight_decay=wd)
+        if name == "adamw":
+            return torch.optim.AdamW(groups, lr=lr, weight_decay=wd)
+        return LARS(groups, lr=lr, momentum=0.9, weight_decay=wd)
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def _config(self) -> dict:
+        return {"build": self.build_config, "training": self.hyper}
+
+    def _maybe_resume(self, resume) -> None:
+        if resume is False:
+            return
+        path = self.checkpoint_path if resume in ("auto", True) else Path(resume)
+        if not path.is_file():
+            if resume == "auto":
+                return
+            raise FileNotFoundError(f"no checkpoint to resume from at {str(path)!r}")
+        self.load_state(read_checkpoint(path, map_location="cpu"), path)
+
+    def state_dict(self) -> dict:
+        """Everything a checkpoint holds (see the module docstring)."""
+        local_rng = {"global": capture_rng_state(), "augment": self.augment_generator.get_state()}
+        if is_distributed():
+            all_rng = [None] * world_size()
+            dist.all_gather_object(all_rng, local_rng)
+        else:
+            all_rng = [local_rng]
+        return {
+            "method": self.method_name,
+            "config": self._config(),
+            "model": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "history": self.history,
+            "rng": all_rng,
+            "data_order": {"seed": self.seed, "epoch": self.epoch},
+        }
+
+    def load_state(self, state: dict, source: str | os.PathLike = "checkpoint") -> None:
+        """Restore a :meth:`state_dict` (the method must match)."""
+        if state["method"] != self.method_name:
+            raise CheckpointError(
+                f"{source}: checkpoint of method {state['method']!r}, but this trainer runs "
+                f"{self.method_name!r}"
+            )
+        stored = (state.get("config") or {}).get("build")
+        if stored is not None and self.build_config is not None:
+            diff = sorted(
+                k
+                for k in self.build_config
+                if k not in ("mean", "std") and stored.get(k) != self.build_config[k]
+            )
+            if diff:
+                raise CheckpointError(
+                    f"{source}: the checkpoint's model differs from this trainer's in "
+                    f"{', '.join(diff)} ({', '.join(f'{k}={stored.get(k)!r}' for k in diff)})"
+                )
+        try:
+            self.method.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise CheckpointError(f"{source}: does not fit this model: {err}") from err
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.history = list(state["history"])
+        rngs = state["rng"]
+        if len(rngs) != world_size():
+            warnings.warn(
+                f"{source} was written by {len(rngs)} process(es), this run has "
+                f"{world_size()}: random streams restart from the seed, so the continuation "
+                f"is not bit-identical to an uninterrupted run",
+                stacklevel=3,
+            )
+            _seed_everything(self.seed + self.epoch)
+        else:
+            restore_rng_state(rngs[rank()]["global"])
+            self.augment_generator.set_state(rngs[rank()]["augment"])
+
+    def save(self) -> Path | None:
+        """Write ``OUT/checkpoints/last.pt`` and ``OUT/log.csv`` (rank 0; all ranks call it)."""
+        state = self.state_dict()  # a collective under DDP: every rank takes part
+        path = None
+        if rank() == 0:
+            path = save_checkpoint(state, self.checkpoint_path)
+            self._write_log()
+        if is_distributed():
+            dist.barrier()
+        return path
+
+    def _write_log(self) -> None:
+        columns: list[str] = []
+        for row in self.history:
+            columns += [k for k in row if k not in columns]
+        tmp = self.log_path.with_name(f".{self.log_path.name}.tmp")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(self.history)
+        os.replace(tmp, self.log_path)
+
+    # -- training -----------------------------------------------------------------------------
+
+    def fit(self, epochs: int | None = None) -> dict:
+        """Train up to epoch ``epochs`` (default: all), checkpointing after each epoch.
+
+        Returns the last finished epoch's metrics (loss, lr, knn_accuracy, embedding_std,
+        effective_rank, collapse, images_per_second, augment_share, ...), i.e. the final
+        model's numbers, not the best epoch's.
+        """
+        stop = self.epochs if epochs is None else epochs
+        check_number("epochs", stop, low=1, high=self.epochs, integer=True)
+        while self.epoch < stop:
+            bar = tqdm(
+                total=self.steps_per_epoch,
+                desc=f"{self.method_name} {self.epoch + 1}/{self.epochs}",
+                unit="step",
+                disable=not self.progress,
+                dynamic_ncols=True,
+            )
+            try:
+                row = self._train_epoch(self.epoch, bar)
+                self.epoch += 1
+                if self.epoch % self.knn_every == 0 or self.epoch == self.epochs:
+                    row.update(self.evaluate())
+                    bar.set_postfix_str(self._postfix(row))
+            finally:
+                bar.close()
+            if row.get("collapse"):
+                warn_if_collapsed(row, self.epoch)
+            self.history.append(row)
+            self.save()
+        return dict(self.history[-1]) if self.history else {}
+
+    def _epoch_batches(self, epoch: int) -> torch.Tensor:
+        """(steps x accumulate, batch_size) indices of this rank for ``epoch``."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        global_batch = self.batch_size * world_size()
+        n_micro = self.steps_per_epoch * self.accumulate_steps
+        if self.samples_per_class is not None:
+            order = self._m_per_class_order(g, n_micro * global_batch)
+        else:
+            order = torch.randperm(len(self.train_data), generator=g)
+        order = order[: n_micro * global_batch].view(n_micro, world_size(), self.batch_size)
+        return order[:, rank()]
+
+    def _m_per_class_order(self, g: torch.Generator, length: int) -> torch.Tensor:
+        sampler = MPerClassSampler(
+            self.train_data.labels,
+            m=self.samples_per_class,
+            batch_size=self.batch_size * world_size(),
+            length_before_new_iter=max(length, self.batch_size * world_size()),
+        )
+        saved = c_f.NUMPY_RANDOM
+        # The sampler draws from c_f.NUMPY_RANDOM (PML's hook); a generator seeded per epoch
+        # makes the order a function of (seed, epoch), like the plain permutation.
+        c_f.NUMPY_RANDOM = np.random.RandomState(int(torch.randint(2**31, (1,), generator=g)))
+        try:
+            return torch.as_tensor(list(iter(sampler)), dtype=torch.int64)
+        finally:
+            c_f.NUMPY_RANDOM = saved
+
+    def _train_epoch(self, epoch: int, bar) -> dict:
+        self.model.train()
+        batches = self._epoch_batches(epoch)
+        # Sums stay on the device as tensors: no host synchronisation per step.
+        sums: dict[str, torch.Tensor] = {}
+        aug_time = step_time = 0.0
+        images_seen = 0
+        cuda = self.device.type == "cuda"
+        started = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        stream = self.train_data.batches(batches.reshape(-1), self.batch_size)
+        for micro, (images, labels) in enumerate(stream):
+            # On CUDA, timing needs synchronisations: measure one step in N.
+            timing = not cuda or micro % _CUDA_TIMING_EVERY == 0
+            if timing and cuda:
+                torch.cuda.synchronize(self.device)
+            t0 = time.perf_counter()
+            images = images.to(self.device, non_blocking=True)
+            if labels is not None:
+                labels = labels.to(self.device, non_blocking=True)
+            with torch.no_grad():
+                views = self.method.make_views(images, self.augment_generator)
+            if timing and cuda:
+                torch.cuda.synchronize(self.device)
+            t1 = time.perf_counter()
+            out = self._forward_backward(Batch(views, labels), micro, check=timing)
+            if timing:
+                if cuda:
+                    torch.cuda.synchronize(self.device)
+                aug_time += t1 - t0
+                step_time += time.perf_counter() - t0
+            images_seen += images.shape[0]
+            for key, value in out.items():
+                sums[key] = sums[key] + value if key in sums else value
+            if (micro + 1) % self.accumulate_steps == 0:
+                bar.update(1)
+                if self.progress and (self.step % 10 == 0 or micro + 1 == len(batches)):
+                    shown = {"loss": float(out["loss"]), "lr": self._lr()}
+                    if self.history:
+                        shown.update({k: self.history[-1].get(k) for k in _CARRIED})
+                    bar.set_postfix_str(self._postfix(shown))
+        elapsed = time.perf_counter() - started
+        n_micro = len(batches)
+        means = {}
+        if sums:
+            keys = sorted(sums)
+            stacked = torch.stack([sums[k].float() for k in keys]) / n_micro
+            if is_distributed():
+                dist.all_reduce(stacked)
+                stacked /= world_size()
+            means = dict(zip(keys, stacked.tolist()))
+        if not math.isfinite(means.get("loss", 0.0)):
+            raise FloatingPointError(
+                f"{self.method_name}: the loss is not finite in epoch {epoch + 1}; lower the "
+                f"learning rate, or use amp='off'"
+            )
+        row = {"epoch": epoch + 1, "step": self.step, **means}
+        row.update(
+            {
+                "lr": self._lr(),
+                "epoch_seconds": elapsed,
+                "images_per_second": images_seen * world_size() / max(elapsed, 1e-9),
+                "augment_share": aug_time / max(step_time, 1e-9),
+            }
+        )
+        momentum = getattr(self.method, "current_momentum", None)
+        if momentum is not None:
+            row["momentum"] = momentum(self.step, self.total_steps)
+        return row
+
+    def _forward_backward(self, batch: Batch, micro: int, check: bool) -> dict:
+        last = (micro + 1) % self.accumulate_steps == 0
+        # Under DDP, gradients are all-reduced only on the last micro-batch of a step.
+        context = self.model.no_sync() if is_distributed() and not last else nullcontext()
+        with context:
+            with torch.autocast(
+                device_type=self.device.type,
+                dtype=self.amp_dtype or torch.float32,
+                enabled=self.amp_dtype is not None,
+            ):
+                out = self.model(batch)
+            loss = out["loss"]
+            if check and not bool(torch.isfinite(loss.detach())):
+                raise FloatingPointError(
+                    f"{self.method_name}: the loss is {float(loss)} at step {self.step + 1}; "
+                    f"lower the learning rate, or use amp='off'"
+                )
+            self.scaler.scale(loss / self.accumulate_steps).backward()
+        if last:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            self.step += 1
+            self.method.on_step_end(self.step, self.total_steps)
+        return {
+            k: v.detach().float().reshape(())
+            for k, v in out.items()
+            if torch.is_tensor(v) and v.numel() == 1
+        }
+
+    def _lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    # -- evaluation ---------------------------------------------------------------------------
+
+    def evaluate(self) -> dict[str, float]:
+        """kNN accuracy on the held-out split (with labels) and collapse diagnostics.
+
+        Runs on rank 0 (other ranks return an empty dict); the method is in eval mode during
+        the clean pass and goes back to training mode after it.
+        """
+        if rank() != 0:
+            return {}
+        metrics: dict[str, float] = {}
+        if self.val_data is not None:
+            query = self._features(self.val_data)
+            reference = self._features(self.reference_data)
+            metrics["knn_accuracy"] = knn_accuracy(
+                query,
+                self.val_data.labels,
+                reference,
+                self.reference_data.labels,
+                self.knn_k,
+                self.knn_temperature,
+            )
+        else:
+            n = min(len(self.train_data), _DIAGNOSTIC_IMAGES)
+            query = self._features(self.train_data.subset(torch.arange(n)))
+        metrics.update(collapse_diagnostics(query))
+        return metrics
+
+    def _features(self, data: ImageData) -> torch.Tensor:
+        return embed_dataset(self.method, data, self.eval_batch_size, self.device)
+
+    @staticmethod
+    def _postfix(row: dict) -> str:
+        parts = []
+        for key, label, fmt in _SHOWN:
+            value = row.get(key)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                parts.append(f"{label}={value:{fmt}}")
+        if row.get("collapse"):
+            parts.append("COLLAPSE")
+        return ", ".join(parts)
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

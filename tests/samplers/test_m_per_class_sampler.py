@@ -1,0 +1,200 @@
+"""MPerClassSampler: PML's length and batch composition, errors, and the same distribution."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from pytorch_metric_learning.samplers import MPerClassSampler as PMLSampler
+from scipy.stats import chi2_contingency, chisquare
+
+from metricssl.samplers.m_per_class_sampler import MPerClassSampler
+from metricssl.utils import common_functions as c_f
+
+
+def uneven_labels():
+    # Class sizes 1, 3, 5, 12, 30: two classes smaller than m = 4.
+    sizes = [1, 3, 5, 12, 30]
+    labels = np.concatenate([np.full(s, c) for c, s in enumerate(sizes)])
+    return np.random.RandomState(0).permutation(labels)
+
+
+CONFIGS = [
+    (4, None, 100000),
+    (4, None, 7),  # shorter than one pass
+    (4, 8, 1000),
+    (2, 10, 999),
+    (1, 5, 50),
+    (4, 20, 20),
+]
+
+
+@pytest.mark.parametrize("m, batch_size, length", CONFIGS)
+def test_length_matches_pml(m, batch_size, length):
+    labels = uneven_labels()
+    ours = MPerClassSampler(labels, m, batch_size, length)
+    theirs = PMLSampler(labels, m, batch_size, length)
+    assert len(ours) == len(theirs)
+    assert ours.calculate_num_iters() == theirs.calculate_num_iters()
+    assert len(list(ours)) == len(ours)
+    assert ours.length_of_single_pass == theirs.length_of_single_pass
+    assert sorted(ours.labels) == sorted(int(x) for x in theirs.labels)
+    for label, idx in theirs.labels_to_indices.items():
+        assert np.array_equal(ours.labels_to_indices[label], idx)
+
+
+@pytest.mark.parametrize("m, batch_size", [(4, 8), (2, 10), (4, 20), (1, 3)])
+def test_batch_composition(m, batch_size):
+    labels = uneven_labels()
+    sizes = np.bincount(labels)
+    sampler = MPerClassSampler(labels, m, batch_size, length_before_new_iter=400)
+    idx = np.array(list(sampler))
+    assert len(idx) % batch_size == 0
+    for batch in idx.reshape(-1, batch_size):
+        runs = batch.reshape(-1, m)
+        run_labels = labels[runs]
+        assert (run_labels == run_labels[:, :1]).all()  # each run is one class
+        assert len(set(run_labels[:, 0].tolist())) == len(runs)  # distinct classes
+        for run, lab in zip(runs, run_labels[:, 0]):
+            if sizes[lab] >= m:
+                assert len(set(run.tolist())) == m  # no repeats when the class is big enough
+
+
+def test_without_batch_size_each_pass_covers_every_class_m_times():
+    labels = uneven_labels()
+    sampler = MPerClassSampler(labels, 3, None, length_before_new_iter=200)
+    idx = np.array(list(sampler))
+    assert len(idx) == 195  # 200 rounded down to a multiple of 3 * 5
+    for one_pass in idx.reshape(-1, 15):
+        assert np.array_equal(np.bincount(labels[one_pass], minlength=5), np.full(5, 3))
+
+
+def test_dataloader_batches():
+    labels = torch.arange(60) % 6
+    sampler = MPerClassSampler(labels, m=5, batch_size=10, length_before_new_iter=100)
+    loader = torch.utils.data.DataLoader(labels, batch_size=10, sampler=sampler, drop_last=True)
+    batches = list(loader)
+    assert len(batches) == 10
+    for b in batches:
+        assert sorted(torch.bincount(b, minlength=6).tolist()) == [0, 0, 0, 0, 5, 5]
+
+
+def test_label_types():
+    text = ["cat", "dog", "cat", "emu", "dog", "emu"]
+    sampler = MPerClassSampler(text, m=2, batch_size=4, length_before_new_iter=8)
+    idx = list(sampler)
+    assert len(idx) == 8 and all(isinstance(i, int) for i in idx)
+    assert sorted(sampler.labels) == ["cat", "dog", "emu"]
+    as_tensor = MPerClassSampler(
+        torch.tensor([3, 3, -1, -1]), m=2, batch_size=2, length_before_new_iter=4
+    )
+    assert sorted(as_tensor.labels_to_indices[-1].tolist()) == [2, 3]
+
+
+def test_reproducible_with_numpy_seed_and_fresh_each_epoch():
+    labels = uneven_labels()
+    sampler = MPerClassSampler(labels, 4, 8, 200)
+    np.random.seed(123)
+    first, second = list(sampler), list(sampler)
+    np.random.seed(123)
+    assert list(sampler) == first
+    assert first != second
+    # A user-supplied generator through PML's hook is honoured.
+    old = c_f.NUMPY_RANDOM
+    try:
+        c_f.NUMPY_RANDOM = np.random.RandomState(7)
+        a = list(sampler)
+        c_f.NUMPY_RANDOM = np.random.default_rng(7)
+        b = list(sampler)
+    finally:
+        c_f.NUMPY_RANDOM = old
+    assert len(a) == len(b) == 200
+
+
+def _counts(sampler, n_items, epochs):
+    counts = np.zeros(n_items, dtype=np.int64)
+    for _ in range(epochs):
+        counts += np.bincount(np.asarray(list(sampler), dtype=np.int64), minlength=n_items)
+    return counts
+
+
+def test_item_frequencies_match_pml_and_theory():
+    labels = uneven_labels()
+    sizes = np.bincount(labels)
+    np.random.seed(0)
+    ours = _counts(MPerClassSampler(labels, 4, 8, 4000), len(labels), 3)
+    np.random.seed(1)
+    theirs = _counts(PMLSampler(labels, 4, 8, 4000), len(labels), 3)
+    # Each batch picks 2 of 5 classes; a picked class contributes 4 draws, 4 / size per item.
+    n_batches = 3 * 4000 // 8
+    expected = n_batches * (2 / 5) * 4 / sizes[labels]
+    assert chisquare(ours, expected).pvalue > 1e-3
+    assert chisquare(theirs, expected).pvalue > 1e-3
+    assert chi2_contingency(np.stack([ours, theirs])).pvalue > 1e-3
+
+
+def test_class_pairs_and_positions_match_pml():
+    # 6 classes of exactly m = 3 items: every picked class shows all its items, so what is
+    # random is which classes share a batch and where each item sits in its run.
+    labels = np.repeat(np.arange(6), 3)
+    pair_index = {p: i for i, p in enumerate(itertools.combinations(range(6), 2))}
+
+    def stats(sampler):
+        pairs = np.zeros(len(pair_index), dtype=np.int64)
+        positions = np.zeros((len(labels), 3), dtype=np.int64)
+        for _ in range(4):
+            idx = np.asarray(list(sampler), dtype=np.int64).reshape(-1, 6)
+            for batch in idx:
+                a, b = sorted(labels[batch[[0, 3]]].tolist())
+                pairs[pair_index[(a, b)]] += 1
+                for pos, item in enumerate(batch):
+                    positions[item, pos % 3] += 1
+        return pairs, positions
+
+    np.random.seed(2)
+    ours_pairs, ours_pos = stats(MPerClassSampler(labels, 3, 6, 3000))
+    np.random.seed(3)
+    pml_pairs, pml_pos = stats(PMLSampler(labels, 3, 6, 3000))
+    assert chisquare(ours_pairs).pvalue > 1e-3  # all 15 pairs equally likely
+    assert chisquare(ours_pos.reshape(-1)).pvalue > 1e-3  # every position equally likely
+    assert chi2_contingency(np.stack([ours_pairs, pml_pairs])).pvalue > 1e-3
+    assert chi2_contingency(np.stack([ours_pos.reshape(-1), pml_pos.reshape(-1)])).pvalue > 1e-3
+
+
+def test_many_classes_take_the_sorting_path():
+    labels = np.arange(400) % 40
+    sampler = MPerClassSampler(labels, 2, 64, 640)  # 32 of 40 classes per batch
+    idx = np.array(list(sampler)).reshape(-1, 64)
+    for batch in idx:
+        assert len(set(labels[batch].tolist())) == 32
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(m=3, batch_size=8), ValueError, "multiple of m"),
+        (dict(m=2, batch_size=12), ValueError, "not enough classes"),
+        (dict(m=2, batch_size=8, length_before_new_iter=4), ValueError, ">= batch_size"),
+        (dict(m=0), ValueError, "m"),
+        (dict(m=2.5), TypeError, "m"),
+        (dict(m="2"), TypeError, "m"),
+        (dict(m=2, batch_size=0), ValueError, "batch_size"),
+        (dict(m=2, length_before_new_iter=0), ValueError, "length_before_new_iter"),
+    ],
+)
+def test_bad_arguments(kwargs, exc, match):
+    labels = uneven_labels()  # 5 classes
+    with pytest.raises(exc, match=match):
+        MPerClassSampler(labels, **kwargs)
+
+
+def test_bad_labels():
+    with pytest.raises(ValueError, match="one-dimensional"):
+        MPerClassSampler(np.zeros((3, 2)), m=1)
+    with pytest.raises(ValueError, match="empty"):
+        MPerClassSampler([], m=1)
+
+
+def test_integral_floats_and_numpy_ints_are_accepted():
+    s = MPerClassSampler(uneven_labels(), m=np.int64(2), batch_size=4.0, length_before_new_iter=10)
+    assert (s.m_per_class, s.batch_size, len(s)) == (2, 4, 8)

@@ -1,0 +1,272 @@
+"""Trainer: exact resume, checkpoint errors, logs, bad input, the Python API."""
+
+import csv
+
+import pytest
+import torch
+from torch import nn
+
+from metricssl.ssl.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from metricssl.ssl.embed import embed_dataset
+from metricssl.ssl.method import Batch, SSLMethod
+from metricssl.ssl.monitor import CollapseWarning
+from metricssl.ssl.registry import METHODS
+from metricssl.ssl.trainer import Trainer
+
+SMALL = {
+    "simclr": {"proj_hidden_dim": 32, "proj_output_dim": 16},
+    "moco": {"proj_hidden_dim": 32, "proj_output_dim": 16, "queue_size": 40},
+    "byol": {"proj_hidden_dim": 32, "proj_output_dim": 16, "pred_hidden_dim": 32},
+    "simsiam": {"proj_hidden_dim": 32, "proj_output_dim": 16, "pred_hidden_dim": 8},
+    "barlow_twins": {"proj_hidden_dim": 32, "proj_output_dim": 32},
+    "vicreg": {"proj_hidden_dim": 32, "proj_output_dim": 32},
+    "supervised": {"samples_per_class": 4},
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny tensors: a second thread only adds synchronisation (and the machine is shared).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class Pickled:
+    """An arbitrary object: safe loading must refuse to unpickle it."""
+
+
+def tiny_data(n=120, classes=4, shape=(1, 8, 8), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=g)
+    return images, torch.arange(n) % classes
+
+
+def make(name, out, **kw):
+    args = dict(
+        dataset=tiny_data(),
+        backbone_kwargs={"embedding_dim": 16, "width": 4},
+        hparams=SMALL[name],
+        epochs=3,
+        batch_size=16,
+        steps_per_epoch=2,
+        out=out,
+        progress=False,
+        knn_k=10,
+        optimizer="sgd",
+        lr=0.05,
+    )
+    args.update(kw)
+    return Trainer(method=name, **args)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_resume_is_exact(name, tmp_path):
+    straight = make(name, tmp_path / "a")
+    straight.fit()
+    first = make(name, tmp_path / "b")
+    first.fit(epochs=1)
+    resumed = make(name, tmp_path / "b")  # resume="auto" picks up last.pt
+    assert resumed.epoch == 1 and resumed.step == 2
+    resumed.fit()
+    a, b = straight.method.state_dict(), resumed.method.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert straight.history[-1]["loss"] == resumed.history[-1]["loss"]
+    if name == "moco":
+        assert int(b["queue_filled"]) == 40
+
+
+def test_log_checkpoint_and_api(tmp_path):
+    trainer = make("simclr", tmp_path, epochs=2)
+    final = trainer.fit()
+    for key in (
+        "loss",
+        "lr",
+        "knn_accuracy",
+        "embedding_std",
+        "effective_rank",
+        "collapse",
+        "images_per_second",
+        "augment_share",
+        "epoch_seconds",
+    ):
+        assert key in final
+    assert 0 <= final["knn_accuracy"] <= 1 and 0 <= final["augment_share"] <= 1
+    with open(tmp_path / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert float(rows[-1]["loss"]) == pytest.approx(final["loss"])
+    assert not list((tmp_path / "checkpoints").glob(".*tmp*"))  # atomic write left nothing
+
+    method, meta = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert meta["epoch"] == 2 and meta["method"] == "simclr"
+    assert meta["metrics"]["loss"] == final["loss"]
+    images = tiny_data()[0][:10]
+    torch.testing.assert_close(embed_dataset(method, images), embed_dataset(trainer.method, images))
+    assert isinstance(trainer.method.backbone, nn.Module)
+    # Finished: a new fit() has nothing left to do and returns the final numbers.
+    again = make("simclr", tmp_path, epochs=2)
+    assert again.fit() == final
+
+
+def test_checkpoint_errors(tmp_path):
+    trainer = make("simclr", tmp_path / "run", epochs=1)
+    trainer.fit()
+    path = tmp_path / "run" / "checkpoints" / "last.pt"
+    with pytest.raises(CheckpointError, match="method 'simclr'.*runs 'byol'"):
+        make("byol", tmp_path / "run", epochs=1)
+    with pytest.raises(CheckpointError, match="differs .* in hparams"):
+        make("simclr", tmp_path / "run", hparams={"temperature": 0.5, **SMALL["simclr"]})
+
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="corrupted or truncated"):
+        read_checkpoint(truncated)
+    with pytest.raises(CheckpointError, match="corrupted or truncated"):
+        make("simclr", tmp_path / "x", resume=truncated)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(garbage)
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"format": "metricssl-ssl-checkpoint", "obj": Pickled()}, pickled)
+    with pytest.raises(CheckpointError, match="weights_only"):
+        read_checkpoint(pickled)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="not a metricssl"):
+        read_checkpoint(foreign)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(FileNotFoundError):
+        make("simclr", tmp_path / "y", resume=tmp_path / "missing.pt")
+
+
+def test_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="unknown method"):
+        Trainer(method="simclear", dataset=tiny_data(), out=tmp_path)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        Trainer(method="simclr", dataset="imagenet-xl", out=tmp_path)
+    with pytest.raises(ValueError, match="unknown backbone"):
+        Trainer(method="simclr", dataset=tiny_data(), backbone="vgg", out=tmp_path)
+    with pytest.raises(ValueError, match="batch_size 1 is too small"):
+        make("simclr", tmp_path, batch_size=1)
+    with pytest.raises(ValueError, match="not enough for one optimizer step"):
+        make("simclr", tmp_path, batch_size=100, accumulate_steps=2)
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        make("simclr", tmp_path, dataset=(torch.zeros(20, 8, 8, dtype=torch.uint8), None))
+    with pytest.raises(ValueError, match="needs labels"):
+        make("supervised", tmp_path, dataset=(tiny_data()[0], None))
+    with pytest.raises(ValueError, match="multiple of samples_per_class"):
+        make("supervised", tmp_path, batch_size=18)
+    with pytest.raises(ValueError, match="for method 'supervised'"):
+        make("simclr", tmp_path, loss="TripletMarginLoss")
+    with pytest.raises(ValueError, match="amp"):
+        make("simclr", tmp_path, amp="fp8")
+    with pytest.raises(ValueError, match="fp16"):
+        make("simclr", tmp_path, amp="fp16", device="cpu")
+    trainer = make("simclr", tmp_path, epochs=1)
+    with pytest.raises(ValueError, match=r"built for \(1, 8, 8\)"):
+        embed_dataset(trainer.method, torch.zeros(4, 1, 28, 28, dtype=torch.uint8))
+
+
+class ConstantBackbone(nn.Module):
+    """Every image gets the same features: the collapse the diagnostics must flag."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("value", torch.ones(8))
+
+    def forward(self, x):
+        return self.value.expand(x.shape[0], -1)
+
+
+class Collapsing(SSLMethod):
+    name = "collapsing"
+
+    def __init__(self):
+        super().__init__(ConstantBackbone(), 8, views=lambda x, g: [x.float(), x.float()])
+        self.head = nn.Linear(8, 4)
+
+    def training_step(self, batch: Batch):
+        return {"loss": self.head(self.backbone(batch.views[0])).pow(2).mean()}
+
+
+def test_collapse_warning_and_custom_method(tmp_path):
+    trainer = Trainer(
+        method=Collapsing(),
+        dataset=tiny_data(),
+        epochs=1,
+        batch_size=16,
+        out=tmp_path,
+        progress=False,
+        knn_k=5,
+        steps_per_epoch=1,
+    )
+    with pytest.warns(CollapseWarning, match="collapsed"):
+        final = trainer.fit()
+    assert final["collapse"] == 1.0 and final["effective_rank"] < 2
+    with pytest.raises(CheckpointError, match="custom method"):
+        load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    method, _ = load_checkpoint(tmp_path / "checkpoints" / "last.pt", method=Collapsing())
+    assert isinstance(method, Collapsing)
+
+
+def test_bf16_autocast_accumulation_and_lars_on_cpu(tmp_path):
+    trainer = make("simclr", tmp_path, amp="bf16", accumulate_steps=2, optimizer="lars", epochs=1)
+    final = trainer.fit()
+    assert trainer.step == 2 and torch.isfinite(torch.tensor(final["loss"]))
+    assert trainer.hyper["amp"] == "bfloat16"
+
+
+def test_unlabelled_data_gets_diagnostics_without_knn(tmp_path):
+    images, _ = tiny_data()
+    trainer = make("vicreg", tmp_path, dataset=(images, None), epochs=1)
+    final = trainer.fit()
+    assert "knn_accuracy" not in final and "effective_rank" in final
+    assert len(trainer.train_data) == len(images)
+
+
+def test_supervised_batches_are_m_per_class(tmp_path):
+    images, labels = tiny_data(n=160, classes=8)
+    hp = {"samples_per_class": "auto", "miner": "MultiSimilarityMiner"}
+    trainer = make("supervised", tmp_path, dataset=(images, labels), batch_size=16, hparams=hp)
+    assert trainer.samples_per_class == 4  # 16 images of 8 classes: 4 classes x 4
+    batches = trainer._epoch_batches(0)
+    for idx in batches:
+        counts = torch.bincount(trainer.train_data.labels[idx])
+        assert sorted(counts[counts > 0].tolist()) == [4, 4, 4, 4]
+    # The order is a function of (seed, epoch): the same again, different next epoch.
+    assert torch.equal(batches, trainer._epoch_batches(0))
+    assert not torch.equal(batches, trainer._epoch_batches(1))
+    final = trainer.fit()
+    assert "mined" in final and torch.isfinite(torch.tensor(final["loss"]))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["simclr", "moco", "byol"])
+def test_cuda_amp_run_and_resume(name, tmp_path):
+    straight = make(name, tmp_path / "a", device="cuda", amp="auto")
+    straight.fit()
+    make(name, tmp_path / "b", device="cuda", amp="auto").fit(epochs=1)
+    resumed = make(name, tmp_path / "b", device="cuda", amp="auto")
+    resumed.fit()
+    assert straight.hyper["amp"] in ("bfloat16", "float16")
+    a, b = straight.method.state_dict(), resumed.method.state_dict()
+    # cuDNN kernels are not bit-deterministic run to run: equal up to rounding.
+    for key in a:
+        torch.testing.assert_close(a[key].float(), b[key].float(), rtol=1e-3, atol=1e-4)
+
+
+def test_supervised_loss_and_miner_by_name(tmp_path):
+    trainer = make("supervised", tmp_path, loss="TripletMarginLoss", hparams={}, epochs=1)
+    assert type(trainer.method.loss_fn).__name__ == "TripletMarginLoss"
+    assert trainer.method.miner is None
+    trainer = make(
+        "supervised", tmp_path / "b", loss="ContrastiveLoss", miner="BatchHardMiner", epochs=1
+    )
+    assert type(trainer.method.miner).__name__ == "BatchHardMiner"
+    trainer.fit()
