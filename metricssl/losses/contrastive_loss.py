@@ -84,7 +84,9 @@ class ContrastiveLoss(GenericPairLoss):
         mat = self.distance(embeddings, ref_emb)
         mat = mat.to(c_f.accumulation_dtype(mat.dtype))
         pos, neg = pos_neg_masks(labels, ref_labels)
-        pos_total, pos_count = fused_pos.partial(self.pos_calc(mat, self.pos_margin), pos)
+        # Positives are usually a small fraction of the pairs: gather them instead of
+        # computing the positive term over the whole matrix.
+        pos_total, pos_count = fused_pos.partial(self.pos_calc(mat[pos], self.pos_margin))
         neg_total, neg_count = fused_neg.partial(self.neg_calc(mat, self.neg_margin), neg)
         return {
             "pos_loss": fused_pos.loss_entry(pos_total, pos_count, embeddings),
