@@ -84,7 +84,11 @@ class BaseDistance(ModuleWithRecords):
         return torch.nn.functional.normalize(embeddings, p=self.p, dim=dim, **kwargs)
 
     def maybe_normalize(self, embeddings, dim=1, **kwargs):
-        return self.normalize(embeddings, dim=dim, **kwargs) if self.normalize_embeddings else embeddings
+        return (
+            self.normalize(embeddings, dim=dim, **kwargs)
+            if self.normalize_embeddings
+            else embeddings
+        )
 
     def get_norm(self, embeddings, dim=1, **kwargs):
         return torch.norm(embeddings, p=self.p, dim=dim, **kwargs)

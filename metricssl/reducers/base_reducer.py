@@ -29,7 +29,9 @@ class BaseReducer(ModuleWithRecords):
             )
         (loss_info,) = loss_dict.values()
         losses, loss_indices, reduction_type, kwargs = self.unpack_loss_info(loss_info)
-        return self.reduce_the_loss(losses, loss_indices, reduction_type, kwargs, embeddings, labels)
+        return self.reduce_the_loss(
+            losses, loss_indices, reduction_type, kwargs, embeddings, labels
+        )
 
     def unpack_loss_info(self, loss_info):
         return loss_info["losses"], loss_info["indices"], loss_info["reduction_type"], {}
@@ -99,7 +101,9 @@ class BaseReducer(ModuleWithRecords):
     def assert_sizes_pair(self, losses, loss_indices):
         if not (torch.is_tensor(losses) and c_f.is_list_or_tuple(loss_indices)):
             raise TypeError("pair losses must be a tensor and indices a tuple of two tensors")
-        if len(loss_indices) != 2 or not (len(losses) == len(loss_indices[0]) == len(loss_indices[1])):
+        if len(loss_indices) != 2 or not (
+            len(losses) == len(loss_indices[0]) == len(loss_indices[1])
+        ):
             raise ValueError("pair losses and indices differ in length")
 
     def assert_sizes_pos_pair(self, losses, loss_indices):
@@ -116,4 +120,6 @@ class BaseReducer(ModuleWithRecords):
 
     def set_losses_size_stat(self, losses):
         if self.collect_stats:
-            self.losses_size = 1 if (not torch.is_tensor(losses) or losses.ndim == 0) else len(losses)
+            self.losses_size = (
+                1 if (not torch.is_tensor(losses) or losses.ndim == 0) else len(losses)
+            )

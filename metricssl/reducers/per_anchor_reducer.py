@@ -35,7 +35,9 @@ class PerAnchorReducer(BaseReducer):
         self.aggregation_func = aggregation_func
 
     def element_reduction(self, losses, loss_indices, embeddings, labels):
-        loss_dict = {"loss": {"losses": losses, "indices": loss_indices, "reduction_type": "element"}}
+        loss_dict = {
+            "loss": {"losses": losses, "indices": loss_indices, "reduction_type": "element"}
+        }
         return self.reducer(loss_dict, embeddings, labels)
 
     def tuple_reduction_helper(self, losses, loss_indices, embeddings, labels):

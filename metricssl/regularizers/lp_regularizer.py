@@ -17,7 +17,9 @@ class LpRegularizer(BaseRegularizer):
         >>> loss_fn = losses.ContrastiveLoss(embedding_regularizer=regularizers.LpRegularizer())
     """
 
-    def __init__(self, p: float = 2, power: float = 1, distance=None, reducer=None, collect_stats=None):
+    def __init__(
+        self, p: float = 2, power: float = 1, distance=None, reducer=None, collect_stats=None
+    ):
         check_number("p", p, low=0, low_inclusive=False)
         check_number("power", power)
         super().__init__(distance=distance, reducer=reducer, collect_stats=collect_stats)

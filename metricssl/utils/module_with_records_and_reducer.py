@@ -49,5 +49,7 @@ class ModuleWithRecordsAndDistance(ModuleWithRecords):
         return LpDistance(p=2)
 
 
-class ModuleWithRecordsReducerAndDistance(ModuleWithRecordsAndReducer, ModuleWithRecordsAndDistance):
+class ModuleWithRecordsReducerAndDistance(
+    ModuleWithRecordsAndReducer, ModuleWithRecordsAndDistance
+):
     pass

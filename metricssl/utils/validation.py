@@ -41,9 +41,7 @@ def check_labels(labels, n: int, name: str = "labels", embeddings_name: str = "e
     if labels.dtype not in _INTEGER_DTYPES:
         raise TypeError(f"{name} must be an integer tensor (class ids), got {labels.dtype}")
     if labels.shape[0] != n:
-        raise ValueError(
-            f"{name} has length {labels.shape[0]} but {embeddings_name} has {n} rows"
-        )
+        raise ValueError(f"{name} has length {labels.shape[0]} but {embeddings_name} has {n} rows")
 
 
 def check_same_device(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
@@ -53,9 +51,7 @@ def check_same_device(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str
 
 def check_same_width(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
     if a.shape[1] != b.shape[1]:
-        raise ValueError(
-            f"{name_a} has embedding size {a.shape[1]} but {name_b} has {b.shape[1]}"
-        )
+        raise ValueError(f"{name_a} has embedding size {a.shape[1]} but {name_b} has {b.shape[1]}")
 
 
 def check_indices_tuple(indices_tuple, n_query: int, n_ref: int, name: str = "indices_tuple"):
