@@ -25,6 +25,21 @@ def random_labels(n, num_classes, seed=0):
     return torch.randint(0, num_classes, (n,), generator=g)
 
 
+# Label layouts every parity test sweeps: one class (no negatives), all singletons (no
+# positives), few classes, and many small classes.
+LAYOUTS = ["one_class", "singletons", "three", "many"]
+
+
+def make_labels(n, layout, seed=0):
+    if layout == "one_class":
+        return torch.zeros(n, dtype=torch.long)
+    if layout == "singletons":
+        return torch.arange(n)
+    if layout == "three":
+        return random_labels(n, 3, seed)
+    return random_labels(n, max(2, n // 3), seed)
+
+
 def _leaf(x, dtype=None):
     if x is None:
         return None

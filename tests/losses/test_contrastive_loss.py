@@ -11,9 +11,8 @@ from pytorch_metric_learning import regularizers as pml_regularizers
 from metricssl import distances, reducers, regularizers
 from metricssl.losses import contrastive_loss as cl_module
 from metricssl.losses.contrastive_loss import ContrastiveLoss
-from tests.parity import loss_parity, random_embeddings, random_labels
+from tests.parity import LAYOUTS, loss_parity, make_labels, random_embeddings, random_labels
 
-LAYOUTS = ["one_class", "singletons", "three", "many"]
 REDUCERS = {
     "avg_non_zero": ("AvgNonZeroReducer", {}),
     "mean": ("MeanReducer", {}),
@@ -25,16 +24,6 @@ MARGINS = {
     "LpDistance": dict(pos_margin=0.2, neg_margin=1.2),
     "CosineSimilarity": dict(pos_margin=0.8, neg_margin=0.1),
 }
-
-
-def make_labels(n, layout, seed=0):
-    if layout == "one_class":
-        return torch.zeros(n, dtype=torch.long)
-    if layout == "singletons":
-        return torch.arange(n)
-    if layout == "three":
-        return random_labels(n, 3, seed)
-    return random_labels(n, max(2, n // 3), seed)
 
 
 def pair(reducer=None, distance="LpDistance", **kwargs):

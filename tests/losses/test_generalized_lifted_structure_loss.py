@@ -9,22 +9,9 @@ from pytorch_metric_learning import reducers as pml_reducers
 
 from metricssl import distances, reducers
 from metricssl.losses.generalized_lifted_structure_loss import GeneralizedLiftedStructureLoss
-from tests.parity import loss_parity, random_embeddings, random_labels
+from tests.parity import LAYOUTS, loss_parity, make_labels, random_embeddings, random_labels
 
 Ours, Theirs = GeneralizedLiftedStructureLoss, pml_losses.GeneralizedLiftedStructureLoss
-
-
-def make_labels(n, layout, seed=0):
-    if layout == "one_class":
-        return torch.zeros(n, dtype=torch.long)
-    if layout == "singletons":
-        return torch.arange(n)
-    if layout == "three":
-        return random_labels(n, 3, seed)
-    return random_labels(n, max(2, n // 3), seed)
-
-
-LAYOUTS = ["one_class", "singletons", "three", "many"]
 
 
 @pytest.mark.parametrize("n", [2, 8, 33, 128])

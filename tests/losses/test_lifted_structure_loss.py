@@ -15,22 +15,11 @@ from pytorch_metric_learning import reducers as pml_reducers
 from metricssl import distances, reducers
 from metricssl.losses.lifted_structure_loss import LiftedStructureLoss
 from metricssl.utils import loss_and_miner_utils as lmu
-from tests.parity import loss_parity, random_embeddings, random_labels
+from tests.parity import LAYOUTS, loss_parity, make_labels, random_embeddings, random_labels
 
 Ours, Theirs = LiftedStructureLoss, pml_losses.LiftedStructureLoss
 
 
-def make_labels(n, layout, seed=0):
-    if layout == "one_class":
-        return torch.zeros(n, dtype=torch.long)
-    if layout == "singletons":
-        return torch.arange(n)
-    if layout == "three":
-        return random_labels(n, 3, seed)
-    return random_labels(n, max(2, n // 3), seed)
-
-
-LAYOUTS = ["one_class", "singletons", "three", "many"]
 GRID = [
     (n, d, layout)
     for n in [2, 8, 33, 128]

@@ -10,9 +10,8 @@ from pytorch_metric_learning import reducers as pml_reducers
 from metricssl import distances, reducers
 from metricssl.losses import margin_loss as ml_module
 from metricssl.losses.margin_loss import MarginLoss
-from tests.parity import loss_parity, random_embeddings, random_labels
+from tests.parity import LAYOUTS, loss_parity, make_labels, random_embeddings, random_labels
 
-LAYOUTS = ["one_class", "singletons", "three", "many"]
 REDUCERS = {
     "divisor": ("DivisorReducer", {}),
     "avg_non_zero": ("AvgNonZeroReducer", {}),
@@ -28,16 +27,6 @@ BETAS = [
     dict(learn_beta=True, nu=0.3, num_classes=50),
     dict(num_classes=50, beta=1.0),
 ]
-
-
-def make_labels(n, layout, seed=0):
-    if layout == "one_class":
-        return torch.zeros(n, dtype=torch.long)
-    if layout == "singletons":
-        return torch.arange(n)
-    if layout == "three":
-        return random_labels(n, 3, seed)
-    return random_labels(n, max(2, n // 3), seed)
 
 
 def pair(reducer=None, distance=None, **kwargs):

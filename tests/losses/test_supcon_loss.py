@@ -11,20 +11,7 @@ from pytorch_metric_learning import regularizers as pml_regularizers
 
 from metricssl import distances, reducers, regularizers
 from metricssl.losses.supcon_loss import SupConLoss
-from tests.parity import loss_parity, random_embeddings, random_labels
-
-
-def make_labels(n, layout, seed=0):
-    if layout == "one_class":
-        return torch.zeros(n, dtype=torch.long)
-    if layout == "singletons":
-        return torch.arange(n)
-    if layout == "three":
-        return random_labels(n, 3, seed)
-    return random_labels(n, max(2, n // 3), seed)
-
-
-LAYOUTS = ["one_class", "singletons", "three", "many"]
+from tests.parity import LAYOUTS, loss_parity, make_labels, random_embeddings, random_labels
 
 
 @pytest.mark.parametrize("n", [2, 8, 33, 128])

@@ -12,9 +12,8 @@ from metricssl import distances, reducers, regularizers
 from metricssl.losses import triplet_margin_loss as tml_module
 from metricssl.losses.triplet_margin_loss import TripletMarginLoss
 from metricssl.utils import chunking
-from tests.parity import loss_parity, random_embeddings, random_labels
+from tests.parity import LAYOUTS, loss_parity, make_labels, random_embeddings, random_labels
 
-LAYOUTS = ["one_class", "singletons", "three", "many"]
 REDUCERS = {
     "avg_non_zero": ("AvgNonZeroReducer", {}),
     "mean": ("MeanReducer", {}),
@@ -24,16 +23,6 @@ REDUCERS = {
     "threshold_negative_low": ("ThresholdReducer", {"low": -1.0}),
 }
 FLAGS = [dict(swap=True), dict(smooth_loss=True), dict(swap=True, smooth_loss=True)]
-
-
-def make_labels(n, layout, seed=0):
-    if layout == "one_class":
-        return torch.zeros(n, dtype=torch.long)
-    if layout == "singletons":
-        return torch.arange(n)
-    if layout == "three":
-        return random_labels(n, 3, seed)
-    return random_labels(n, max(2, n // 3), seed)
 
 
 def pair(reducer=None, distance=None, **kwargs):
