@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -304,27 +303,21 @@ def run_embed_command(args) -> int:
     path = _output_path(args.output, (".npy", ".safetensors"))
     if path.suffix.lower() == ".safetensors":
         try:
-            from safetensors.torch import save_file
+            from safetensors.torch import save
         except ImportError:
             raise ValueError(
                 "--output .safetensors needs the safetensors package (pip install safetensors)"
             ) from None
     embeddings, labels = _embed_split(_load_method(args), args, args.split)
-    # Written next to the target, then renamed over it: never a half-written file.
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
+    from .utils.atomic import atomic_write
+
+    with atomic_write(path) as f:
         if path.suffix.lower() == ".npy":
             import numpy as np
 
-            np.save(tmp, embeddings.numpy())
+            np.save(f, embeddings.numpy())
         else:
-            save_file(
-                {"embeddings": embeddings.contiguous(), "labels": labels.contiguous()}, str(tmp)
-            )
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+            f.write(save({"embeddings": embeddings.contiguous(), "labels": labels.contiguous()}))
     shape = list(embeddings.shape)
     if args.json:
         print(json.dumps({"output": str(path), "split": args.split, "shape": shape}))

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.parse
 import urllib.request
 from pathlib import Path
+
+from ..utils.atomic import atomic_write
 
 _CHUNK = 1 << 20
 _SCHEMES = ("http", "https", "file")
@@ -100,39 +101,26 @@ def download_url(
     from tqdm.auto import tqdm
 
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     hashers = {"md5": hashlib.md5(), "sha256": hashlib.sha256()}
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with (
-            os.fdopen(fd, "wb") as out,
-            urllib.request.urlopen(url, timeout=timeout) as response,
-        ):
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            with tqdm(
-                total=total,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=dest.name,
-                disable=not progress,
-                leave=False,
-            ) as bar:
-                for block in iter(lambda: response.read(_CHUNK), b""):
-                    out.write(block)
-                    for h in hashers.values():
-                        h.update(block)
-                    bar.update(len(block))
-            out.flush()
-            os.fsync(out.fileno())
-        digests = {name: h.hexdigest() for name, h in hashers.items()}
-        wrong = _mismatches(digests, md5, sha256)
+    # The checksum is checked inside the atomic write: a bad download never replaces ``dest``.
+    with atomic_write(dest) as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        with tqdm(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=dest.name,
+            disable=not progress,
+            leave=False,
+        ) as bar:
+            for block in iter(lambda: response.read(_CHUNK), b""):
+                out.write(block)
+                for h in hashers.values():
+                    h.update(block)
+                bar.update(len(block))
+        wrong = _mismatches({name: h.hexdigest() for name, h in hashers.items()}, md5, sha256)
         if wrong:
             raise ValueError(f"download of {url} failed its checksum: " + "; ".join(wrong))
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return dest

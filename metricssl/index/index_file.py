@@ -23,10 +23,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import struct
 
 import faiss
+
+from ..utils.atomic import atomic_write
 
 MAGIC = b"METRICSSL-INDEX\n"
 END_MAGIC = b"\nMSSLEND"
@@ -44,33 +45,20 @@ def write_index_file(path: str | os.PathLike, header: dict, index: faiss.Index) 
     header = {"format_version": FORMAT_VERSION, **header}
     header_bytes = json.dumps(header, sort_keys=True).encode("utf-8")
     path = os.fspath(path)
+    with atomic_write(path) as f:
+        digest = hashlib.sha256(header_bytes)
+        payload_bytes = 0
+
+        def write_payload(data: bytes) -> None:
+            nonlocal payload_bytes
+            digest.update(data)
+            payload_bytes += len(data)
+            f.write(data)
+
+        f.write(MAGIC + _U64.pack(len(header_bytes)) + header_bytes)
+        faiss.write_index(index, faiss.PyCallbackIOWriter(write_payload))
+        f.write(_U64.pack(payload_bytes) + digest.digest() + END_MAGIC)
     directory = os.path.dirname(os.path.abspath(path))
-    tmp_path = os.path.join(
-        directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    )
-    # os.open with 0o666 lets the umask decide permissions, like a plain open() would.
-    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            digest = hashlib.sha256(header_bytes)
-            payload_bytes = 0
-
-            def write_payload(data: bytes) -> None:
-                nonlocal payload_bytes
-                digest.update(data)
-                payload_bytes += len(data)
-                f.write(data)
-
-            f.write(MAGIC + _U64.pack(len(header_bytes)) + header_bytes)
-            faiss.write_index(index, faiss.PyCallbackIOWriter(write_payload))
-            f.write(_U64.pack(payload_bytes) + digest.digest() + END_MAGIC)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.unlink(tmp_path)
-        raise
     _fsync_directory(directory)
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..utils.atomic import atomic_write
+
 FORMAT = "metricssl-ssl-checkpoint"
 VERSION = 1
 
@@ -29,17 +31,8 @@ def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
     """Write ``payload`` to ``path`` atomically: a temporary file in the same folder, flushed
     to disk, then renamed over ``path``. A crash mid-write leaves the previous file intact."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_write(path) as f:
+        torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
     return path
 
 

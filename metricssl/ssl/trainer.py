@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from ..data.splits import stratified_split
 from ..samplers import MPerClassSampler
 from ..utils import common_functions as c_f
+from ..utils.atomic import atomic_write
 from ..utils.distributed import is_distributed, rank, world_size
 from ..utils.validation import check_bool, check_choice, check_number
 from .checkpoint import (
@@ -558,13 +559,10 @@ class Trainer:
         columns: list[str] = []
         for row in self.history:
             columns += [k for k in row if k not in columns]
-        tmp = self.log_path.with_name(f".{self.log_path.name}.tmp")
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", newline="") as f:
+        with atomic_write(self.log_path, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             writer.writerows(self.history)
-        os.replace(tmp, self.log_path)
 
     # -- training -----------------------------------------------------------------------------
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import importlib
 import os
-import tempfile
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import torch
+
+from ..utils.atomic import atomic_write
 
 
 def require(module: str, package: str, purpose: str) -> ModuleType:
@@ -70,14 +71,6 @@ def check_path(path, name: str = "path") -> Path:
 
 def save_png(fig, path: Path) -> Path:
     """Write ``fig`` to ``path`` atomically: a reader never sees a half-written PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as fh:
+        fig.savefig(fh, format="png", bbox_inches="tight")
     return path
