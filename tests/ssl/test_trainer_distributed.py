@@ -7,7 +7,6 @@ batch in one process and compares.
 """
 
 import os
-import socket
 
 import pytest
 import torch
@@ -64,11 +63,9 @@ def run_steps(model, method, views, rows, steps):
     return loss.detach(), grads
 
 
-def worker(rank, port, out_dir):
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
+def worker(rank, rendezvous, out_dir):
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=WORLD)
     try:
         half = slice(rank * BATCH // WORLD, (rank + 1) * BATCH // WORLD)
         results = {}
@@ -118,19 +115,18 @@ def run_trainer(out_dir):
     }
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
     # fork, not spawn: the children inherit the imported modules instead of importing torch
     # again (seconds on a busy machine); they use one thread each, as DataLoader workers do.
     mp.start_processes(
-        worker, args=(free_port(), str(out)), nprocs=WORLD, join=True, start_method="fork"
+        worker,
+        # A file rendezvous: no TCP port to race for with tests running in parallel.
+        args=(f"file://{out / 'rendezvous'}", str(out)),
+        nprocs=WORLD,
+        join=True,
+        start_method="fork",
     )
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 

@@ -1,8 +1,6 @@
 """utils.distributed: single-process behaviour, and a 2-process gloo run of gather_with_grad
 and of the losses that gather (their DDP gradients must equal the single-process ones)."""
 
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
@@ -74,11 +72,9 @@ def _check_loss_under_ddp(rank, make_loss):
     assert not torch.allclose(local_only, ref_loss)
 
 
-def _worker(rank, port):
+def _worker(rank, rendezvous):
     torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD
-    )
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=WORLD)
     try:
         assert distributed.is_distributed()
         assert distributed.world_size() == WORLD and distributed.rank() == rank
@@ -89,12 +85,7 @@ def _worker(rank, port):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
-def test_two_process_gloo_gather_and_losses():
-    mp.spawn(_worker, args=(_free_port(),), nprocs=WORLD, join=True)
+def test_two_process_gloo_gather_and_losses(tmp_path):
+    # A file rendezvous: no TCP port to race for with tests running in parallel.
+    mp.spawn(_worker, args=(f"file://{tmp_path / 'rendezvous'}",), nprocs=WORLD, join=True)
