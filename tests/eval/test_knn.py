@@ -51,6 +51,19 @@ def test_l2_matches_brute_force_with_ties(k, exclude_self, small_budget):
     torch.testing.assert_close(d.double(), ref_d)
 
 
+@pytest.mark.parametrize("k", [1, 10, 64])
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_faiss_path_matches_brute_force_with_ties(k, exclude_self):
+    # Half-integers: not the int8 path, yet every distance is exact, so ties are exact.
+    q = integer_points(300, 640, seed=20) + 0.5
+    r = torch.cat([q, q[:100], integer_points(200, 640, seed=21) + 0.5])  # duplicates tie at 0
+    assert ReferenceSet(r).uses_faiss(k, len(q))
+    d, i = knn(q, r, k, exclude_self=exclude_self)
+    ref_d, ref_i = brute_force(q, r, k, exclude_self=exclude_self)
+    assert torch.equal(i, ref_i)
+    torch.testing.assert_close(d.double(), ref_d)
+
+
 @pytest.mark.parametrize("scale", [1.0, 100.0])  # 100: spans > 256 values, float path
 def test_integer_data_exact_and_float_paths_agree_with_brute_force(scale, small_budget):
     q = integer_points(50, 3, seed=10) * scale
