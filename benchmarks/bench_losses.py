@@ -100,6 +100,11 @@ def est_pos_by_neg(bytes_per_element):
     return estimate
 
 
+def est_smooth_ap(ne, m, d):
+    """PML's SmoothAP and PNP build a few N x N x N float tensors (and their gradients)."""
+    return 16 * ne**3 + est_matrix(ne, m, d)
+
+
 def est_snr(ne, m, d):
     """PML's SNRDistance builds an N x N x D difference tensor (and its gradient)."""
     return 16 * ne * ne * d + est_matrix(ne, m, d)
@@ -117,6 +122,28 @@ class Case:
     kwargs: dict = field(default_factory=dict)
     ssl: bool = False
     random: bool = False  # samples at random: indices are not expected to agree
+    # Arguments that depend on the workload, from (N, D, per class): e.g. num_classes.
+    sized_kwargs: Callable[[int, int, int], dict] | None = None
+    # The batch must come grouped by class (SmoothAPLoss: PML reads classes from positions).
+    grouped: bool = False
+    use_labels: bool = True  # False: the loss is called without labels (ManifoldLoss)
+
+    def arguments(self, n: int, dim: int, m: int) -> dict:
+        extra = self.sized_kwargs(n, dim, m) if self.sized_kwargs else {}
+        return {**self.kwargs, **extra}
+
+
+def _p2s_grad(n: int, dim: int, m: int) -> dict:
+    return {"descriptors_dim": dim, "num_classes": max(1, n // m)}
+
+
+def _manifold(n: int, dim: int, m: int) -> dict:
+    return {"l": dim}
+
+
+def classes_and_width(n: int, dim: int, m: int) -> dict:
+    """Classification and proxy losses: one class per label, embedding_size = D."""
+    return {"num_classes": max(1, n // m), "embedding_size": dim}
 
 
 def _cases():
@@ -137,7 +164,39 @@ def _cases():
             "SignalToNoiseRatioContrastiveLoss", "SignalToNoiseRatioContrastiveLoss", loss, est_snr
         ),
         Case("TupletMarginLoss", "TupletMarginLoss", loss, est_pos_by_neg(28)),
+        Case("AngularLoss", "AngularLoss", loss, est_angular),
+        Case("DynamicSoftMarginLoss", "DynamicSoftMarginLoss", loss, est_all_triplets),
+        Case("InstanceLoss", "InstanceLoss", loss),
+        Case("IntraPairVarianceLoss", "IntraPairVarianceLoss", loss),
+        Case("ThresholdConsistentMarginLoss", "ThresholdConsistentMarginLoss", loss),
+        Case("NCALoss", "NCALoss", loss),
+        Case("FastAPLoss", "FastAPLoss", loss),
+        Case("SmoothAPLoss", "SmoothAPLoss", loss, est_smooth_ap, grouped=True),
+        Case("PNPLoss", "PNPLoss", loss, est_smooth_ap),
+        Case("RankedListLoss", "RankedListLoss", loss, kwargs={"margin": 0.4, "Tn": 4}),
+        Case("HistogramLoss", "HistogramLoss", loss, est_all_triplets),
+        Case(
+            "ManifoldLoss",
+            "ManifoldLoss",
+            loss,
+            kwargs={"K": 50},
+            sized_kwargs=_manifold,
+            use_labels=False,
+        ),
     ]
+    for name in (
+        "ArcFaceLoss",
+        "CosFaceLoss",
+        "SphereFaceLoss",
+        "LargeMarginSoftmaxLoss",
+        "NormalizedSoftmaxLoss",
+        "SubCenterArcFaceLoss",
+        "ProxyNCALoss",
+        "ProxyAnchorLoss",
+        "SoftTripleLoss",
+    ):
+        cases.append(Case(name, name, loss, sized_kwargs=classes_and_width))
+    cases.append(Case("P2SGradLoss", "P2SGradLoss", loss, sized_kwargs=_p2s_grad))
     for kind in ("all", "semihard", "hard"):
         cases.append(
             Case(
@@ -168,7 +227,9 @@ def embeddings_count(case: Case, n: int) -> int:
     return 2 * n if case.ssl else n
 
 
-def per_class(case: Case, m: int) -> int:
+def per_class(case: Case, m: int, n: int) -> int:
+    if case.grouped:  # sqrt(N) classes of sqrt(N): the layout PML's SmoothAPLoss handles
+        return max(1, math.isqrt(n))
     return 2 if case.ssl else m
 
 
@@ -212,7 +273,10 @@ def make_inputs(case: Case, n: int, dim: int, m: int, seed: int, device: str):
         emb, labels = torch.cat(views), torch.arange(n).repeat(2)
     else:
         num_classes = max(1, n // m)
-        labels = torch.randperm(n, generator=g) % num_classes
+        if case.grouped:
+            labels = torch.arange(n) // m
+        else:
+            labels = torch.randperm(n, generator=g) % num_classes
         centres = torch.randn(num_classes, dim, generator=g)
         emb = centres[labels] + torch.randn(n, dim, generator=g)
     return emb.to(device), labels.to(device)
@@ -259,7 +323,9 @@ def make_workload(args: dict) -> Workload:
         raise NotAvailable(f"metricssl has no {case.cls} yet")
     device, seed = args["device"], args["seed"]
     emb, labels = make_inputs(case, args["n"], args["dim"], args["per_class"], seed, device)
-    module = cls(**case.kwargs).to(device)
+    # Seeded, so that learnable weights (proxies, class centres) start equal in both libraries.
+    torch.manual_seed(seed)
+    module = cls(**case.arguments(args["n"], args["dim"], args["per_class"])).to(device)
 
     if case.kind == "loss":
         leaf = emb.clone().requires_grad_(True)
@@ -267,7 +333,11 @@ def make_workload(args: dict) -> Workload:
         def run():
             torch.manual_seed(seed)
             leaf.grad = None
-            loss = module(leaf, labels)
+            module.zero_grad(set_to_none=True)
+            if torch.is_tensor(getattr(module, "hist_", None)):
+                # PML's DynamicSoftMarginLoss keeps its histogram attached to the last graph.
+                module.hist_ = module.hist_.detach()
+            loss = module(leaf, labels if case.use_labels else None)
             loss.backward()
             return loss.detach()
 
@@ -547,7 +617,7 @@ def main(argv=None):
 
 def run_case(runner: Runner, case: Case, n: int, args, mem_limit: float) -> dict:
     ne = embeddings_count(case, n)
-    m = per_class(case, args.per_class)
+    m = per_class(case, args.per_class, n)
     row = {
         "case": case.name,
         "class": case.cls,
@@ -560,7 +630,7 @@ def run_case(runner: Runner, case: Case, n: int, args, mem_limit: float) -> dict
         "case": case.name,
         "n": n,
         "dim": args.dim,
-        "per_class": args.per_class,
+        "per_class": m,
         "device": args.device,
         "seed": args.seed,
     }

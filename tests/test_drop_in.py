@@ -108,7 +108,56 @@ CONCRETE_LOSSES = [
     "SupConLoss",
     "TripletMarginLoss",
     "TupletMarginLoss",
+    "AngularLoss",
+    "DynamicSoftMarginLoss",
+    "FastAPLoss",
+    "HistogramLoss",
+    "InstanceLoss",
+    "IntraPairVarianceLoss",
+    "NCALoss",
+    "PNPLoss",
+    "SmoothAPLoss",
+    "ThresholdConsistentMarginLoss",
+    "RankedListLoss",
+    "ManifoldLoss",
+    "ArcFaceLoss",
+    "CosFaceLoss",
+    "SphereFaceLoss",
+    "LargeMarginSoftmaxLoss",
+    "NormalizedSoftmaxLoss",
+    "SubCenterArcFaceLoss",
+    "P2SGradLoss",
+    "ProxyNCALoss",
+    "ProxyAnchorLoss",
+    "SoftTripleLoss",
 ]
+
+# Losses whose constructor has required arguments (the same in both libraries).
+_SIZES = {"num_classes": 5, "embedding_size": 8}
+REQUIRED_ARGS = {
+    "RankedListLoss": {"margin": 0.4, "Tn": 4},
+    "ManifoldLoss": {"l": 8},
+    "P2SGradLoss": {"descriptors_dim": 8, "num_classes": 5},
+    **{
+        name: _SIZES
+        for name in (
+            "ArcFaceLoss",
+            "CosFaceLoss",
+            "SphereFaceLoss",
+            "LargeMarginSoftmaxLoss",
+            "NormalizedSoftmaxLoss",
+            "SubCenterArcFaceLoss",
+            "ProxyNCALoss",
+            "ProxyAnchorLoss",
+            "SoftTripleLoss",
+        )
+    },
+}
+
+
+def _both(name):
+    args = REQUIRED_ARGS.get(name, {})
+    return getattr(metricssl.losses, name)(**args), getattr(pml.losses, name)(**args)
 
 
 def _reducer_layout(loss):
@@ -120,7 +169,7 @@ def _reducer_layout(loss):
 
 @pytest.mark.parametrize("name", CONCRETE_LOSSES)
 def test_default_distance_and_reducer_match_pml(name):
-    ours, theirs = getattr(metricssl.losses, name)(), getattr(pml.losses, name)()
+    ours, theirs = _both(name)
     assert type(ours.distance).__name__ == type(theirs.distance).__name__
     assert _reducer_layout(ours) == _reducer_layout(theirs)
 
@@ -128,7 +177,7 @@ def test_default_distance_and_reducer_match_pml(name):
 @pytest.mark.parametrize("name", CONCRETE_LOSSES)
 def test_default_hyperparameters_match_pml(name):
     """Every constructor argument with a default that PML stores as an attribute is equal."""
-    ours, theirs = getattr(metricssl.losses, name)(), getattr(pml.losses, name)()
+    ours, theirs = _both(name)
     params = inspect.signature(getattr(metricssl.losses, name)).parameters
     compared = 0
     for arg, p in params.items():
@@ -142,3 +191,40 @@ def test_default_hyperparameters_match_pml(name):
             torch.testing.assert_close(torch.as_tensor(a).float(), b.float())
             compared += 1
     assert compared > 0 or not any(hasattr(theirs, a) for a in params)
+
+
+def _pml_classes(module):
+    import importlib
+
+    pml_module = importlib.import_module(f"pytorch_metric_learning.{module}")
+    return sorted(
+        name
+        for name, obj in vars(pml_module).items()
+        if isinstance(obj, type) and not name.startswith("_") and hasattr(metricssl, module)
+    )
+
+
+SIGNATURE_MODULES = ("distances", "losses", "miners", "reducers", "regularizers", "samplers")
+
+
+@pytest.mark.parametrize(
+    "module, name",
+    [(m, n) for m in SIGNATURE_MODULES for n in _pml_classes(m)],
+)
+def test_constructor_arguments_match_pml(module, name):
+    """Every explicit argument of PML's constructor exists here, with PML's default."""
+    import importlib
+
+    theirs = getattr(importlib.import_module(f"pytorch_metric_learning.{module}"), name)
+    ours = getattr(importlib.import_module(f"metricssl.{module}"), name, None)
+    if ours is None:
+        pytest.skip(f"metricssl.{module} has no {name} (the name-coverage test reports it)")
+    ours_params = inspect.signature(ours.__init__).parameters
+    for arg, p in inspect.signature(theirs.__init__).parameters.items():
+        if arg == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        assert arg in ours_params, f"{name} lacks PML's argument {arg!r}"
+        if callable(p.default):  # a default function: its behaviour is tested elsewhere
+            assert callable(ours_params[arg].default), (name, arg)
+        elif p.default is not p.empty:
+            assert ours_params[arg].default == p.default, (name, arg)

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import math
 
-import faiss
 import numpy as np
 import torch
 
-from ..index.faiss_gpu import faiss_gpu_count
 from ..utils.validation import check_number
 from .inputs import check_finite, to_tensor
 
@@ -71,6 +69,15 @@ def cluster(
         >>> centroids.shape
         torch.Size([2, 8])
     """
+    try:
+        import faiss
+    except ImportError:
+        raise ImportError(
+            "k-means clustering (and so the NMI/AMI/ARI metrics) needs FAISS: pip install "
+            "faiss-cpu, or exclude those metrics, or pass kmeans_func"
+        ) from None
+    from ..index.faiss_gpu import faiss_gpu_count
+
     x = _float32_rows(embeddings, "embeddings")
     check_number("n_clusters", n_clusters, low=1, high=x.shape[0], integer=True)
     check_number("seed", seed, low=0, high=2**31 - 1, integer=True)

@@ -44,7 +44,6 @@ from dataclasses import dataclass
 from functools import cache, cached_property, partial
 from typing import NamedTuple
 
-import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -53,6 +52,11 @@ from tqdm.auto import tqdm
 from ..utils.chunking import row_chunks, rows_per_chunk
 from ..utils.validation import check_choice, check_number
 from .inputs import as_embeddings, resolve_device
+
+try:
+    import faiss
+except ImportError:  # optional here: without FAISS every search takes the torch path
+    faiss = None
 
 METRICS = ("l2", "cosine")
 
@@ -183,7 +187,8 @@ class ReferenceSet:
         slower than a matmul against many references).
         """
         return (
-            self.metric == "l2"
+            faiss is not None
+            and self.metric == "l2"
             and self._small_ints is None
             and self.vectors.device.type == "cpu"
             and k < self.size - 1

@@ -42,10 +42,9 @@ class WeightMixin:
 
     def __init__(self, weight_init_func=None, **kwargs):
         super().__init__(**kwargs)
+        # As PML: a subclass picks its own default through get_default_weight_init_func.
         self.weight_init_func = (
-            c_f.TorchInitWrapper(torch.nn.init.normal_)
-            if weight_init_func is None
-            else weight_init_func
+            self.get_default_weight_init_func() if weight_init_func is None else weight_init_func
         )
 
     def get_default_weight_init_func(self):

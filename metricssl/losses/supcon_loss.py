@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import torch
+
 from ..distances import BaseDistance, CosineSimilarity
-from ..reducers import AvgNonZeroReducer, BaseReducer
+from ..reducers import AvgNonZeroReducer, BaseReducer, ClassWeightedReducer, MultipleReducers
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
-from ..utils.pair_masks import pos_neg_masks
+from ..utils.pair_masks import is_self_reference, pos_neg_masks
 from ..utils.validation import check_number
 from .base_metric_loss_function import require_ref_labels
 from .generic_pair_loss import GenericPairLoss
@@ -26,6 +28,13 @@ class SupConLoss(GenericPairLoss):
     without positives get 0, and the default AvgNonZeroReducer leaves them out of the mean.
     The log-softmax is taken row by row over the query-by-reference matrix (O(N^2) memory),
     in float32 for half-precision inputs; the loss comes back in the input dtype.
+
+    Multi-label (not in PML): ``labels`` may also be a multi-hot ``(N, C)`` matrix of 0/1
+    (bool, integer or float), one column per class. Two samples are positives when they
+    share at least one class and negatives when they share none (a row of zeros is a
+    negative of every sample). ``ref_labels`` must then be an ``(M, C)`` matrix too. A
+    matrix with a single 1 per row gives exactly the 1-D result. ClassWeightedReducer, which
+    indexes weights by a class id, needs 1-D labels.
 
     Args:
         temperature: the softmax temperature ``T`` (> 0).
@@ -61,11 +70,49 @@ class SupConLoss(GenericPairLoss):
         self.temperature = temperature
         self.add_to_recordable_attributes(list_of_names=["temperature"], is_stat=False)
 
+    def check_inputs(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
+        """The base checks, plus multi-hot ``(N, C)`` labels (the base accepts only 1-D)."""
+        if not (torch.is_tensor(labels) and labels.ndim == 2):
+            return super().check_inputs(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+        given_ref = ref_emb is not None
+        # The base validates everything but the labels; they are checked here.
+        embeddings, _, indices_tuple, ref_emb, _ = super().check_inputs(
+            embeddings, None, indices_tuple, ref_emb, None
+        )
+        _check_multi_hot(labels, embeddings.shape[0], "labels", "embeddings")
+        labels = c_f.to_device(labels, embeddings)
+        if not given_ref:
+            if ref_labels is not None:
+                raise ValueError("ref_labels was given without ref_emb")
+            ref_labels = labels
+        elif ref_labels is not None:
+            _check_multi_hot(ref_labels, ref_emb.shape[0], "ref_labels", "ref_emb")
+            if ref_labels.shape[1] != labels.shape[1]:
+                raise ValueError(
+                    f"ref_labels has {ref_labels.shape[1]} classes but labels has {labels.shape[1]}"
+                )
+            ref_labels = c_f.to_device(ref_labels, ref_emb)
+        reducers = (
+            list(self.reducer.reducers.values()) + [self.reducer.default_reducer]
+            if isinstance(self.reducer, MultipleReducers)
+            else [self.reducer]
+        )
+        if any(isinstance(r, ClassWeightedReducer) for r in reducers):
+            raise ValueError("ClassWeightedReducer needs 1-D labels (class ids), not multi-hot")
+        return embeddings, labels, indices_tuple, ref_emb, ref_labels
+
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         if indices_tuple is not None or labels is None:
             return super().compute_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
         # From labels, the bool masks go straight in (GenericPairLoss would make float copies).
         require_ref_labels(labels, embeddings, ref_emb, ref_labels, None, type(self).__name__)
+        if labels.ndim == 2:
+            pos, neg = _multi_hot_masks(labels, ref_labels)
+            # As for 1-D labels (PML's rule): zero with at most one pair of each kind, which
+            # only tiny batches can have.
+            if pos.numel() <= 4 and pos.sum() <= 1 and neg.sum() <= 1:
+                return self.zero_losses()
+            return self._supcon(self.distance(embeddings, ref_emb), pos, neg)
         if not self._has_pairs(labels, ref_labels):
             return self.zero_losses()
         pos, neg = pos_neg_masks(labels, ref_labels)
@@ -98,3 +145,33 @@ class SupConLoss(GenericPairLoss):
 
     def get_default_distance(self) -> BaseDistance:
         return CosineSimilarity()
+
+
+def _check_multi_hot(labels, n: int, name: str, embeddings_name: str) -> None:
+    if not torch.is_tensor(labels):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.ndim != 2 or labels.shape[1] == 0:
+        raise ValueError(
+            f"multi-hot {name} must be a 2D tensor of shape (batch_size, num_classes), got "
+            f"shape {tuple(labels.shape)}"
+        )
+    if labels.shape[0] != n:
+        raise ValueError(f"{name} has {labels.shape[0]} rows but {embeddings_name} has {n}")
+    if labels.is_complex():
+        raise TypeError(f"multi-hot {name} must be bool, integer or float, got {labels.dtype}")
+    if labels.dtype != torch.bool and not bool(((labels == 0) | (labels == 1)).all()):
+        raise ValueError(f"multi-hot {name} must hold only 0 and 1")
+
+
+def _multi_hot_masks(labels: torch.Tensor, ref_labels: torch.Tensor):
+    """(pos, neg) bool masks: positives share at least one class, negatives share none.
+
+    The diagonal is dropped from both when the reference set is the query set itself (a
+    row of zeros shares no class with itself, yet is no negative of itself).
+    """
+    shared = (labels.float() @ ref_labels.float().T) > 0
+    pos, neg = shared, ~shared
+    if is_self_reference(labels, ref_labels):
+        pos.fill_diagonal_(False)
+        neg.fill_diagonal_(False)
+    return pos, neg

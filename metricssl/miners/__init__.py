@@ -5,6 +5,7 @@ from .base_miner import BaseMiner
 from .batch_easy_hard_miner import BatchEasyHardMiner
 from .batch_hard_miner import BatchHardMiner
 from .distance_weighted_miner import DistanceWeightedMiner
+from .embeddings_already_packaged_as_triplets import EmbeddingsAlreadyPackagedAsTriplets
 from .hdc_miner import HDCMiner
 from .multi_similarity_miner import MultiSimilarityMiner
 from .pair_margin_miner import PairMarginMiner
@@ -17,6 +18,7 @@ __all__ = [
     "BatchEasyHardMiner",
     "BatchHardMiner",
     "DistanceWeightedMiner",
+    "EmbeddingsAlreadyPackagedAsTriplets",
     "HDCMiner",
     "MultiSimilarityMiner",
     "PairMarginMiner",

@@ -24,7 +24,7 @@ class LpRegularizer(BaseRegularizer):
         check_number("power", power)
         super().__init__(distance=distance, reducer=reducer, collect_stats=collect_stats)
         self.p, self.power = p, power
-        self.add_to_recordable_attributes(list_of_names=["p"], is_stat=False)
+        self.add_to_recordable_attributes(list_of_names=["p", "power"], is_stat=False)
 
     def compute_loss(self, embeddings):
         reg = torch.norm(embeddings, p=self.p, dim=1)

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import Sampler
 
 from ..utils import common_functions as c_f
-from ..utils.validation import check_number
+from ..utils.validation import check_bool, check_number
 
 
 def _uniform(rng, size) -> np.ndarray:
@@ -88,12 +88,25 @@ class MPerClassSampler(Sampler[int]):
     m * num_classes``, PML yields a whole pass (more indices than its own ``len``), whereas
     this sampler yields exactly ``len(sampler)`` indices.
 
+    ``cover_all=True`` (not in PML) makes every sample appear at least once per epoch,
+    with the same batch layout (distinct classes, ``m`` contiguous samples each). A class
+    of ``n`` samples needs ``ceil(n / m)`` runs of ``m`` to show them all; the epoch is
+    lengthened, if needed, until every class gets that many runs (a class never appears
+    twice in a batch), so ``len`` is the larger of the usual length and that minimum.
+    Runs beyond the minimum are spread as evenly as possible over the classes, the
+    remainder to random classes. Each class walks through a random permutation of its
+    samples, without replacement, starting a new permutation when it is used up; the last
+    run of a permutation is topped up with other samples from that permutation's start.
+    Only classes with fewer than ``m`` samples repeat a sample inside a run (they cycle
+    through their samples).
+
     Args:
         labels: one label per dataset item (tensor, array or sequence).
         m: samples per class in each batch.
         batch_size: the DataLoader's batch size, a multiple of ``m`` and at most
             ``m * num_classes``; None for "all classes each iteration".
         length_before_new_iter: indices per epoch (before rounding).
+        cover_all: visit every sample at least once per epoch (see above).
 
     Example:
         >>> import torch
@@ -106,8 +119,14 @@ class MPerClassSampler(Sampler[int]):
     """
 
     def __init__(
-        self, labels, m: int, batch_size: int | None = None, length_before_new_iter: int = 100000
+        self,
+        labels,
+        m: int,
+        batch_size: int | None = None,
+        length_before_new_iter: int = 100000,
+        cover_all: bool = False,
     ):
+        check_bool("cover_all", cover_all)
         labels = _labels_to_numpy(labels)
         # PML casts with int(); accept numpy integers and integral floats from config files.
         m = _as_int("m", m)
@@ -149,6 +168,22 @@ class MPerClassSampler(Sampler[int]):
             if batch_size % m:
                 raise ValueError(f"batch_size ({batch_size}) must be a multiple of m ({m})")
             self.list_size -= self.list_size % batch_size
+        self.cover_all = bool(cover_all)
+        if self.cover_all:
+            self._extend_to_cover_all()
+
+    def _classes_per_iter(self) -> int:
+        num_classes = len(self._counts)
+        return num_classes if self.batch_size is None else self.batch_size // self.m_per_class
+
+    def _extend_to_cover_all(self):
+        """Lengthen the epoch until every class can show each of its samples once."""
+        self._runs_to_cover = -(-self._counts // self.m_per_class)  # ceil(n_c / m)
+        per_iter = self._classes_per_iter()
+        # Enough class slots in total, and a class appears at most once per iteration.
+        iters = max(-(-int(self._runs_to_cover.sum()) // per_iter), int(self._runs_to_cover.max()))
+        iter_len = self.m_per_class * per_iter
+        self.list_size = max(iters, self.list_size // iter_len) * iter_len
 
     def __len__(self) -> int:
         return self.list_size
@@ -160,6 +195,8 @@ class MPerClassSampler(Sampler[int]):
 
     def __iter__(self):
         rng = c_f.NUMPY_RANDOM
+        if self.cover_all:
+            return iter(self._cover_all_indices(rng).tolist())
         num_classes = len(self._counts)
         per_iter = num_classes if self.batch_size is None else self.batch_size // self.m_per_class
         classes = _random_orderings(rng, self.calculate_num_iters(), num_classes, per_iter)
@@ -177,6 +214,68 @@ class MPerClassSampler(Sampler[int]):
             within[small] = np.minimum(draws.astype(np.int64), sizes[small, None] - 1)
         indices = self._order[self._starts[slots, None] + within].reshape(-1)
         return iter(indices[: self.list_size].tolist())
+
+    def _cover_all_indices(self, rng) -> np.ndarray:
+        m, counts = self.m_per_class, self._counts
+        num_classes, per_iter = len(counts), self._classes_per_iter()
+        iters = self.calculate_num_iters()
+        need = self._runs_to_cover
+        runs = _runs_per_class(rng, need, iters, per_iter)
+        slots = _layout(rng, runs, iters, per_iter).reshape(-1)
+
+        # Rank of each run among its class's runs, in epoch order.
+        by_class = np.argsort(slots, kind="stable")
+        first_run = np.cumsum(runs) - runs
+        rank = np.empty_like(slots)
+        rank[by_class] = np.arange(len(slots)) - first_run[slots[by_class]]
+
+        # Each class walks through fresh random permutations ("cycles") of its samples; a
+        # cycle spans need[c] runs and wraps around to its start to fill its last run.
+        cycles = -(-runs // need)
+        cycle_class = np.repeat(np.arange(num_classes), cycles)
+        sizes = counts[cycle_class]
+        cycle_start = np.cumsum(sizes) - sizes
+        item_cycle = np.repeat(np.arange(len(cycle_class)), sizes)
+        local = np.arange(len(item_cycle)) - cycle_start[item_cycle]
+        perms = local[np.lexsort((_uniform(rng, len(local)), item_cycle))]
+
+        run_cycle = (np.cumsum(cycles) - cycles)[slots] + rank // need[slots]
+        offset = (rank % need[slots]) * m
+        pos = (offset[:, None] + np.arange(m)) % counts[slots, None]
+        within = perms[cycle_start[run_cycle, None] + pos]
+        # The wrap-around samples sit at the end of a run: shuffle every run.
+        within = np.take_along_axis(within, np.argsort(_uniform(rng, within.shape), axis=1), 1)
+        return self._order[self._starts[slots, None] + within].reshape(-1)
+
+
+def _runs_per_class(rng, need: np.ndarray, iters: int, per_iter: int) -> np.ndarray:
+    """Runs per class in an epoch: at least ``need``, at most ``iters``, ``iters * per_iter``
+    in total, otherwise as equal as possible (water-filling), ties broken at random."""
+    total = iters * per_iter
+
+    def filled(level):
+        return int(np.clip(level, need, iters).sum())
+
+    lo, hi = 0, iters  # filled(0) = sum(need) <= total <= filled(iters)
+    while lo < hi:  # the highest level whose fill still fits
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if filled(mid) <= total else (lo, mid - 1)
+    runs = np.clip(lo, need, iters)
+    extra = total - int(runs.sum())
+    if extra:
+        # Classes at the level can take one more run each; there are more of them than extra.
+        at_level = np.flatnonzero(need <= lo)
+        runs[at_level[_random_orderings(rng, 1, len(at_level), extra)[0]]] += 1
+    return runs
+
+
+def _layout(rng, runs: np.ndarray, iters: int, per_iter: int) -> np.ndarray:
+    """(iters, per_iter) class ids, class c appearing runs[c] <= iters times, at most once per
+    iteration: classes in random order, their runs dealt column by column across the rows."""
+    order = np.argsort(_uniform(rng, len(runs)))
+    dealt = np.repeat(order, runs[order]).reshape(per_iter, iters).T
+    dealt = dealt[np.argsort(_uniform(rng, iters))]
+    return np.take_along_axis(dealt, np.argsort(_uniform(rng, dealt.shape), axis=1), axis=1)
 
 
 def _as_int(name: str, value):

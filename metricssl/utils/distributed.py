@@ -1,23 +1,30 @@
-"""torch.distributed helpers: who am I, how many are we, and an all-gather that keeps gradients.
+"""torch.distributed helpers: who am I, how many are we, all-gathers that keep gradients, and
+PML's ``DistributedLossWrapper`` / ``DistributedMinerWrapper``.
 
 Losses that compute statistics over the batch (Barlow Twins' cross-correlation, VICReg's
-variance and covariance) must see the *global* batch under DistributedDataParallel, or each
-rank optimises a different, smaller-batch objective. :func:`gather_with_grad` gives every rank
-the concatenation of all ranks' rows, and its backward pass routes the gradient of each row
-back to the rank that produced it.
+variance and covariance) or compare every pair of the batch must see the *global* batch under
+DistributedDataParallel, or each rank optimises a different, smaller-batch objective.
+:func:`gather_with_grad` gives every rank the concatenation of all ranks' rows, and its
+backward pass routes the gradient of each row back to the rank that produced it.
 
 Gradient convention (the usual one for DDP, as in SimCLR's and Barlow Twins' reference code):
 every rank computes the same loss ``L`` on the gathered tensor, so every rank holds the same
 ``dL/d(gathered)``. The backward pass sums these over ranks (``all_reduce(SUM)``) and keeps
 this rank's slice, i.e. ``world_size * dL/d(local rows)``. DDP then *averages* parameter
 gradients over ranks, which cancels the factor: the parameters receive exactly the gradient a
-single process would compute on the global batch.
+single process would compute on the global batch. More generally, when rank ``r`` computes a
+loss ``L_r`` on the gathered rows, the parameters receive the gradient of ``mean_r L_r``.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.distributed as dist
+
+from . import loss_and_miner_utils as lmu
+from .pair_masks import pos_neg_masks
 
 
 def is_distributed() -> bool:
@@ -35,42 +42,53 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
-def _all_gather_rows(tensor: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
-    """Concatenate every rank's ``tensor`` along dim 0; ranks may hold different row counts.
-
-    Returns the concatenation and the list of row counts, in rank order.
-    """
-    n = world_size()
+def _row_counts(tensor: torch.Tensor) -> list[int]:
+    """Every rank's number of rows of ``tensor``, in rank order."""
     local_rows = torch.tensor([tensor.shape[0]], device=tensor.device, dtype=torch.int64)
-    all_rows = [torch.empty_like(local_rows) for _ in range(n)]
+    all_rows = [torch.empty_like(local_rows) for _ in range(world_size())]
     dist.all_gather(all_rows, local_rows)
-    sizes = [int(r.item()) for r in all_rows]
+    return [int(r.item()) for r in all_rows]
+
+
+def _all_gather_rows(tensor: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """Concatenate every rank's ``tensor`` along dim 0 (rank order); rank i holds sizes[i] rows.
+
+    No gradient flows through this function (``dist.all_gather`` is not differentiable).
+    """
     longest = max(sizes)
-    if tensor.shape[0] < longest:
+    # gloo's all_gather takes no bool tensors: carry them as uint8.
+    payload = tensor.to(torch.uint8) if tensor.dtype == torch.bool else tensor
+    if payload.shape[0] < longest:
         # all_gather needs equal shapes: pad, then cut the padding off each rank's piece.
-        pad = tensor.new_zeros((longest - tensor.shape[0],) + tuple(tensor.shape[1:]))
-        padded = torch.cat([tensor, pad], dim=0)
+        pad = payload.new_zeros((longest - payload.shape[0],) + tuple(payload.shape[1:]))
+        payload = torch.cat([payload, pad], dim=0)
     else:
-        padded = tensor.contiguous()
-    pieces = [torch.empty_like(padded) for _ in range(n)]
-    dist.all_gather(pieces, padded)
-    return torch.cat([p[:s] for p, s in zip(pieces, sizes)], dim=0), sizes
+        payload = payload.contiguous()
+    pieces = [torch.empty_like(payload) for _ in sizes]
+    dist.all_gather(pieces, payload)
+    return torch.cat([p[:s] for p, s in zip(pieces, sizes)], dim=0).to(tensor.dtype)
 
 
 class _GatherWithGrad(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
-        gathered, sizes = _all_gather_rows(tensor)
+    def forward(ctx, tensor: torch.Tensor, sizes: list[int]) -> torch.Tensor:
         start = sum(sizes[: rank()])
         ctx.rows = (start, start + sizes[rank()])
-        return gathered
+        return _all_gather_rows(tensor, sizes)
 
     @staticmethod
-    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:
+    def backward(ctx, grad_output: torch.Tensor):
         grad = grad_output.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         start, stop = ctx.rows
-        return grad[start:stop]
+        return grad[start:stop], None
+
+
+def _check_gatherable(tensor) -> None:
+    if not torch.is_tensor(tensor):
+        raise TypeError(f"tensor must be a torch.Tensor, got {type(tensor).__name__}")
+    if tensor.ndim == 0:
+        raise ValueError("tensor must have at least one dimension (rows are gathered)")
 
 
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
@@ -91,10 +109,344 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
         >>> gather_with_grad(z).shape  # (4 * world_size, 8)
         torch.Size([4, 8])
     """
-    if not torch.is_tensor(tensor):
-        raise TypeError(f"tensor must be a torch.Tensor, got {type(tensor).__name__}")
-    if tensor.ndim == 0:
-        raise ValueError("tensor must have at least one dimension (rows are gathered)")
+    _check_gatherable(tensor)
     if world_size() == 1:
         return tensor
-    return _GatherWithGrad.apply(tensor)
+    return _GatherWithGrad.apply(tensor, _row_counts(tensor))
+
+
+def gather_local_first(tensor: torch.Tensor | None, with_grad: bool = True):
+    """This rank's rows followed by every other rank's rows (in rank order): PML's order.
+
+    With ``with_grad``, the other ranks' rows carry gradient back to them
+    (:func:`gather_with_grad`'s convention); without, they are constants. The local rows are
+    ``tensor`` itself, so an index computed on the local batch points at the same row here.
+    ``None`` gives ``None``; one process gives ``tensor``.
+    """
+    if tensor is None:
+        return None
+    _check_gatherable(tensor)
+    if world_size() == 1:
+        return tensor
+    sizes = _row_counts(tensor)
+    if with_grad:
+        gathered = _GatherWithGrad.apply(tensor, sizes)
+    else:
+        gathered = _all_gather_rows(tensor.detach(), sizes)
+    start = sum(sizes[: rank()])
+    stop = start + sizes[rank()]
+    return torch.cat([tensor, gathered[:start], gathered[stop:]], dim=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# PML's helpers (pytorch_metric_learning.utils.distributed), same names and outputs. Unlike
+# PML's, they accept ranks holding different numbers of rows.
+
+
+def all_gather(x: torch.Tensor) -> torch.Tensor | None:
+    """The other ranks' rows of ``x`` (rank order, without this rank's), as constants.
+
+    None with one process. Not differentiable, as in PML; see :func:`gather_with_grad`.
+    """
+    if world_size() <= 1:
+        return None
+    sizes = _row_counts(x)
+    gathered = _all_gather_rows(x.detach(), sizes)
+    start = sum(sizes[: rank()])
+    return torch.cat([gathered[:start], gathered[start + sizes[rank()] :]], dim=0)
+
+
+def all_gather_embeddings_and_labels(emb, labels):
+    """``(all_gather(emb), all_gather(labels))``; ``(None, None)`` when not distributed."""
+    if not is_distributed():
+        return None, None
+    ref_labels = all_gather(labels) if labels is not None else None
+    return all_gather(emb), ref_labels
+
+
+def gather(emb, labels):
+    """``(all_emb, all_labels, labels)``: local rows first (with their gradient), then the
+    other ranks' rows as constants (PML's gather); labels are moved to ``emb``'s device."""
+    if labels is not None:
+        labels = labels.to(emb.device)
+    if world_size() <= 1:
+        return emb, labels, labels
+    all_emb = torch.cat([emb, all_gather(emb)], dim=0)
+    all_labels = torch.cat([labels, all_gather(labels)], dim=0) if labels is not None else None
+    return all_emb, all_labels, labels
+
+
+def gather_emb_and_ref(emb, labels, ref_emb=None, ref_labels=None):
+    """:func:`gather` of the embeddings and, when given, of the reference set:
+    ``(all_emb, all_labels, all_ref_emb, all_ref_labels, labels)``."""
+    all_emb, all_labels, labels = gather(emb, labels)
+    all_ref_emb = all_ref_labels = None
+    if ref_emb is not None:
+        all_ref_emb, all_ref_labels, _ = gather(ref_emb, ref_labels)
+    return all_emb, all_labels, all_ref_emb, all_ref_labels, labels
+
+
+def get_indices_tuple(labels, ref_labels, embeddings=None, ref_emb=None, miner=None):
+    """Pairs (or the miner's tuples) of local anchors against a gathered reference set whose
+    first ``len(labels)`` rows are the anchors themselves; those self-pairs are removed."""
+    n = len(labels)
+    if miner is None:
+        # Masks instead of PML's index-list search: the same pairs in the same order.
+        pos, neg = pos_neg_masks(labels, ref_labels, exclude_self=False)
+        pos[:, :n].fill_diagonal_(False)
+        return (*torch.where(pos), *torch.where(neg))
+    indices_tuple = miner(embeddings, labels, ref_emb, ref_labels)
+    if len(indices_tuple) not in (3, 4):
+        raise ValueError("the miner must return a tuple of 3 or 4 index tensors")
+    # PML's remove_self_comparisons for a batch at rows [0, n) of the reference, without its
+    # (pairs x n) comparison: a positive p < n is the anchor's own copy when p == a.
+    a, p = indices_tuple[0], indices_tuple[1]
+    keep = (a != p) | (p >= n)
+    if len(indices_tuple) == 3:
+        return tuple(x[keep] for x in indices_tuple)
+    return a[keep], p[keep], indices_tuple[2], indices_tuple[3]
+
+
+def gather_enqueue_mask(enqueue_mask, device):
+    """The enqueue mask of the gathered batch (local rows first), or None."""
+    if enqueue_mask is None:
+        return None
+    enqueue_mask = enqueue_mask.to(device)
+    others = all_gather(enqueue_mask)
+    return enqueue_mask if others is None else torch.cat([enqueue_mask, others], dim=0)
+
+
+def select_ref_or_regular(regular, ref):
+    return regular if ref is None else ref
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_efficient(efficient) -> None:
+    if not isinstance(efficient, bool):
+        raise TypeError(f"efficient must be a bool, got {efficient!r}")
+
+
+def _mean_over_ranks(loss: torch.Tensor) -> torch.Tensor:
+    """``loss``'s value replaced by its mean over ranks; its gradient stays this rank's."""
+    total = loss.detach().clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return loss + (total / world_size() - loss).detach()
+
+
+class DistributedLossWrapper(torch.nn.Module):
+    """Computes a loss over the batch of every rank, with gradients, under torch.distributed.
+
+    A drop-in for PML's ``DistributedLossWrapper`` (same arguments and call), whose result is
+    the single-process result on the global batch. Each rank passes its own embeddings; the
+    wrapper gathers every rank's embeddings (and labels, reference set, enqueue mask) with
+    :func:`gather_local_first`: this rank's rows first, then the other ranks' in rank order
+    (PML's order, so an ``indices_tuple`` mined on the local batch, or by
+    :class:`DistributedMinerWrapper`, indexes the same rows). Without a process group, or with
+    one process, the loss is called as is (with PML's warning when not distributed).
+
+    ``efficient=False``: every rank computes the loss over the whole gathered batch. The
+    value returned is that loss, the same number a single process would compute on the
+    global batch. Under DDP the model's parameters receive exactly the single-process
+    gradient.
+
+    ``efficient=True``: rank ``r`` computes ``L_r``, the loss of its own rows as anchors
+    against the gathered batch as ``ref_emb`` (all pairs, without an anchor's pair with
+    itself, unless ``indices_tuple`` is given); the whole N x N matrix is never formed on one
+    rank. The objective is ``mean_r L_r``: the value returned on every rank is that mean, and
+    under DDP the parameters receive exactly its gradient. It equals the global-batch loss
+    when the loss is a mean whose terms are shared evenly by the ranks (e.g. a
+    ``MeanReducer`` with the same number of pairs on each rank); otherwise it is a close
+    cousin (``AvgNonZeroReducer`` averages per rank before the ranks are averaged).
+
+    How this differs from PML's wrapper (2.9):
+
+    - Gradient: PML gathers the other ranks' embeddings as constants. With
+      ``efficient=False`` that still gives the right gradient (every rank holds every term),
+      but with ``efficient=True`` each embedding loses the gradient of the terms where it is
+      the *reference* of another rank's anchor. Here the gathered rows carry gradient back
+      to the rank that produced them (:func:`gather_with_grad`), so those terms are kept.
+    - Scaling: PML returns ``world_size * loss`` (so that DDP's averaging, applied to a
+      gradient that only reaches local rows, comes out right); its logged loss is then
+      ``world_size`` times too large, and the parameters of a loss with weights (e.g. a
+      proxy loss) get ``world_size`` times their gradient. Here the returned value is not
+      scaled: the factor lives only in the backward pass of the gather, where DDP's average
+      cancels it. Each rank's own embeddings receive ``world_size * dL/d(embedding)``
+      (PML's gradient in the ``efficient=False`` case), the parameters of a loss with
+      weights receive the single-process gradient ``dL/dW`` with ``efficient=False``; with
+      ``efficient=True`` they receive ``dL_r/dW``, so wrap such a loss in DDP (or average
+      its gradients) to keep its weights equal across ranks.
+    - With ``efficient=True`` and a ``ref_emb``, an anchor's pair with the reference row at
+      its own position is kept (PML removes it, though the reference set is a different
+      set); the returned value is the mean over ranks rather than this rank's loss.
+    - Ranks may hold different numbers of rows (PML needs equal batch sizes).
+
+    Every rank must call the wrapper and back-propagate through its result (the backward
+    pass is a collective).
+
+    Args:
+        loss: a :class:`~metricssl.losses.BaseMetricLossFunction` or a
+            :class:`~metricssl.losses.CrossBatchMemory` (only with ``efficient=False``).
+        efficient: compute only the local anchors' rows of the loss (see above).
+
+    Example:
+        >>> import torch
+        >>> from metricssl.losses.contrastive_loss import ContrastiveLoss
+        >>> from metricssl.utils.distributed import DistributedLossWrapper
+        >>> loss_fn = DistributedLossWrapper(ContrastiveLoss())
+        >>> # in each process of a torchrun job, on its share of the batch:
+        >>> loss = loss_fn(torch.randn(8, 16), torch.randint(0, 3, (8,)))  # doctest: +SKIP
+    """
+
+    def __init__(self, loss: torch.nn.Module, efficient: bool = False):
+        super().__init__()
+        from ..losses.base_metric_loss_function import BaseMetricLossFunction
+        from ..losses.cross_batch_memory import CrossBatchMemory
+
+        if not isinstance(loss, (BaseMetricLossFunction, CrossBatchMemory)):
+            raise TypeError(
+                "loss must be a BaseMetricLossFunction or a CrossBatchMemory, got "
+                f"{type(loss).__name__}"
+            )
+        _check_efficient(efficient)
+        if isinstance(loss, CrossBatchMemory) and efficient:
+            raise ValueError("CrossBatchMemory with efficient=True is not supported")
+        self.loss = loss
+        self.efficient = efficient
+
+    def forward(
+        self,
+        embeddings,
+        labels=None,
+        indices_tuple=None,
+        ref_emb=None,
+        ref_labels=None,
+        enqueue_mask=None,
+    ):
+        from ..losses.cross_batch_memory import CrossBatchMemory
+
+        is_memory = isinstance(self.loss, CrossBatchMemory)
+        if not is_distributed():
+            warnings.warn(
+                "DistributedLossWrapper is used without an initialised process group: "
+                "returning the wrapped loss as is",
+                stacklevel=2,
+            )
+        if world_size() <= 1:
+            if is_memory:
+                return self.loss(embeddings, labels, indices_tuple, enqueue_mask)
+            return self.loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+        if is_memory:
+            return self._cross_batch_memory(
+                embeddings, labels, indices_tuple, ref_emb, enqueue_mask
+            )
+        if enqueue_mask is not None:
+            raise ValueError("enqueue_mask is only for a wrapped CrossBatchMemory")
+        if not torch.is_tensor(embeddings):
+            raise TypeError(f"embeddings must be a torch.Tensor, got {type(embeddings).__name__}")
+        device = embeddings.device
+        labels = None if labels is None else labels.to(device)
+        ref_labels = None if ref_labels is None else ref_labels.to(device)
+        if not self.efficient:
+            loss = self.loss(
+                gather_local_first(embeddings),
+                gather_local_first(labels, with_grad=False),
+                indices_tuple,
+                gather_local_first(ref_emb),
+                gather_local_first(ref_labels, with_grad=False),
+            )
+            return _mean_over_ranks(loss)
+        if ref_emb is None:
+            ref = gather_local_first(embeddings)
+            all_ref_labels = gather_local_first(labels, with_grad=False)
+        else:
+            ref = gather_local_first(ref_emb)
+            all_ref_labels = gather_local_first(ref_labels, with_grad=False)
+        if indices_tuple is None:
+            if labels is None or all_ref_labels is None:
+                raise ValueError("efficient=True needs labels (or an indices_tuple)")
+            if ref_emb is None:
+                indices_tuple = get_indices_tuple(labels, all_ref_labels)
+            else:
+                indices_tuple = lmu.get_all_pairs_indices(labels, all_ref_labels)
+        return _mean_over_ranks(self.loss(embeddings, labels, indices_tuple, ref, all_ref_labels))
+
+    def _cross_batch_memory(self, embeddings, labels, indices_tuple, ref_emb, enqueue_mask):
+        if ref_emb is not None:
+            raise ValueError("CrossBatchMemory is not compatible with ref_emb and ref_labels")
+        device = embeddings.device
+        all_emb = gather_local_first(embeddings)
+        all_labels = gather_local_first(
+            None if labels is None else labels.to(device), with_grad=False
+        )
+        all_mask = gather_local_first(
+            None if enqueue_mask is None else enqueue_mask.to(device), with_grad=False
+        )
+        return _mean_over_ranks(self.loss(all_emb, all_labels, indices_tuple, all_mask))
+
+
+class DistributedMinerWrapper(torch.nn.Module):
+    """Mines pairs or triplets over the batch of every rank, under torch.distributed.
+
+    A drop-in for PML's ``DistributedMinerWrapper``. The batch is gathered in PML's order
+    (this rank's rows first, then the other ranks' in rank order), the same order
+    :class:`DistributedLossWrapper` uses, so its output can be passed to that wrapper as
+    ``indices_tuple`` with the same ``efficient`` setting:
+
+    - ``efficient=False``: the miner runs on the whole gathered batch; indices point into it.
+      Every rank gets the tuples a single process would mine on the global batch (indices
+      permuted by the local-first order).
+    - ``efficient=True``: the miner runs with this rank's rows as anchors and the gathered
+      batch as reference; an anchor's pairs with its own copy are removed (not when
+      ``ref_emb`` is given, unlike PML, since then the reference is a different set).
+
+    Without a process group, or with one process, the miner is called as is (PML's wrapper
+    fails when no process group is initialised). Miners do not back-propagate, so the
+    gathered rows are constants here.
+
+    Args:
+        miner: a :class:`~metricssl.miners.BaseMiner`.
+        efficient: mine only the local anchors (see above).
+
+    Example:
+        >>> import torch
+        >>> from metricssl.miners.triplet_margin_miner import TripletMarginMiner
+        >>> from metricssl.utils.distributed import DistributedMinerWrapper
+        >>> miner = DistributedMinerWrapper(TripletMarginMiner(margin=0.2))
+        >>> a, p, n = miner(torch.randn(8, 16), torch.randint(0, 3, (8,)))
+    """
+
+    def __init__(self, miner: torch.nn.Module, efficient: bool = False):
+        super().__init__()
+        from ..miners.base_miner import BaseMiner
+
+        if not isinstance(miner, BaseMiner):
+            raise TypeError(f"miner must be a BaseMiner, got {type(miner).__name__}")
+        _check_efficient(efficient)
+        self.miner = miner
+        self.efficient = efficient
+
+    def forward(self, emb, labels, ref_emb=None, ref_labels=None):
+        if world_size() <= 1:
+            return self.miner(emb, labels, ref_emb, ref_labels)
+        if not torch.is_tensor(emb):
+            raise TypeError(f"embeddings must be a torch.Tensor, got {type(emb).__name__}")
+        device = emb.device
+        labels = None if labels is None else labels.to(device)
+        ref_labels = None if ref_labels is None else ref_labels.to(device)
+        if not self.efficient:
+            return self.miner(
+                gather_local_first(emb, with_grad=False),
+                gather_local_first(labels, with_grad=False),
+                gather_local_first(ref_emb, with_grad=False),
+                gather_local_first(ref_labels, with_grad=False),
+            )
+        if labels is None:
+            raise ValueError(f"{type(self.miner).__name__} needs labels")
+        if ref_emb is None:
+            all_emb = gather_local_first(emb, with_grad=False)
+            all_labels = gather_local_first(labels, with_grad=False)
+            return get_indices_tuple(labels, all_labels, emb, all_emb, self.miner)
+        all_ref = gather_local_first(ref_emb, with_grad=False)
+        return self.miner(emb, labels, all_ref, gather_local_first(ref_labels, with_grad=False))

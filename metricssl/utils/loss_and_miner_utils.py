@@ -113,6 +113,18 @@ def get_all_triplets_indices(labels, ref_labels=None):
     return triplets_from_masks(pos, neg)
 
 
+def get_all_triplets_indices_vectorized_method(all_matches, all_diffs):
+    """PML's helper: every (a, p, n) with ``all_matches[a, p]`` and ``all_diffs[a, n]``, in
+    (a, p, n) order — built from the masks, without PML's N x N x N product."""
+    return triplets_from_masks(all_matches.bool(), all_diffs.bool())
+
+
+def get_all_triplets_indices_loop_method(labels, all_matches, all_diffs):
+    """PML's per-anchor variant of :func:`get_all_triplets_indices_vectorized_method`; the
+    same triplets in the same order (all int64, where PML gives anchors the labels' dtype)."""
+    return triplets_from_masks(all_matches.bool(), all_diffs.bool())
+
+
 def get_random_triplet_indices(labels, ref_labels=None, t_per_anchor=None, weights=None):
     """Random triplets, ``t_per_anchor`` per anchor (all positives' count when None).
 
@@ -245,6 +257,8 @@ __all__ = [
     "neg_pairs_from_tuple",
     "triplets_from_masks",
     "get_all_triplets_indices",
+    "get_all_triplets_indices_vectorized_method",
+    "get_all_triplets_indices_loop_method",
     "get_random_triplet_indices",
     "repeat_to_match_size",
     "matched_size_indices",

@@ -1,5 +1,7 @@
 """SupConLoss: parity with PML in values and gradients, errors and edge cases."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -206,3 +208,110 @@ def test_bad_inputs():
         loss_fn(x, torch.zeros(8, dtype=torch.long), ref_emb=random_embeddings(5, 4))
     with pytest.raises(TypeError):
         loss_fn(x, torch.zeros(8))
+
+
+# -- multi-label (multi-hot) labels: not in PML ------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [torch.long, torch.bool, torch.float32, torch.uint8])
+def test_one_label_per_row_equals_the_1d_result(layout, dtype):
+    x = random_embeddings(24, 8, torch.float64, seed=14)
+    labels = make_labels(24, layout)
+    one_hot = F.one_hot(labels, int(labels.max()) + 3).to(dtype)  # unused classes too
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    multi, single = SupConLoss()(x1, one_hot), SupConLoss()(x2, labels)
+    torch.testing.assert_close(multi, single)
+    if single.requires_grad:
+        multi.backward()
+        single.backward()
+        torch.testing.assert_close(x1.grad, x2.grad)
+
+
+def test_one_label_per_row_with_ref_emb_and_miner():
+    x, ref = random_embeddings(20, 8, torch.float64, seed=15), random_embeddings(9, 8, seed=16)
+    ref = ref.double()
+    labels, ref_labels = random_labels(20, 4, 3), random_labels(9, 4, 4)
+    hot, ref_hot = F.one_hot(labels, 4), F.one_hot(ref_labels, 4)
+    torch.testing.assert_close(
+        SupConLoss()(x, hot, ref_emb=ref, ref_labels=ref_hot),
+        SupConLoss()(x, labels, ref_emb=ref, ref_labels=ref_labels),
+    )
+    tuples = pml_miners.MultiSimilarityMiner(epsilon=0.1)(x, labels)
+    torch.testing.assert_close(SupConLoss()(x, hot, tuples), SupConLoss()(x, labels, tuples))
+
+
+def test_multi_hot_hand_computed():
+    # Unit vectors at 0, 90 and 180 degrees: cosines s01 = s12 = 0, s02 = -1. Sample 1 has
+    # both classes, so 0~1 and 1~2 are positives and 0, 2 are negatives. With T = 1:
+    #   anchor 0: -log(e^0 / (e^0 + e^-1)) = log(1 + e^-1), and the same for anchor 2;
+    #   anchor 1: -(1/2) * 2 * log(e^0 / (e^0 + e^0)) = log(2).
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], dtype=torch.float64)
+    labels = torch.tensor([[1, 0], [1, 1], [0, 1]])
+    expected = (2 * math.log(1 + math.exp(-1)) + math.log(2)) / 3
+    assert SupConLoss(temperature=1.0)(x, labels).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_multi_hot_matches_the_formula():
+    x = random_embeddings(14, 6, torch.float64, seed=17)
+    g = torch.Generator().manual_seed(18)
+    labels = (torch.rand(14, 5, generator=g) < 0.3).long()
+    labels[3] = 0  # a sample with no class: a negative of everyone, no positives itself
+    t = 0.2
+    z = F.normalize(x, dim=1)
+    log_prob = torch.log_softmax((z @ z.T / t).fill_diagonal_(float("-inf")), dim=1)
+    shared = (labels @ labels.T) > 0
+    per_anchor = []
+    for i in range(14):
+        pos = [j for j in range(14) if j != i and shared[i, j]]
+        if pos:
+            per_anchor.append(-log_prob[i, pos].mean())
+    expected = torch.stack(per_anchor).mean()
+    torch.testing.assert_close(SupConLoss(temperature=t)(x, labels), expected)
+
+
+def test_multi_hot_gradcheck():
+    x = random_embeddings(7, 4, torch.float64, seed=19, requires_grad=True)
+    labels = torch.tensor(
+        [[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1], [0, 1, 1], [1, 0, 0], [0, 0, 0]]
+    )
+    assert torch.autograd.gradcheck(lambda e: SupConLoss(temperature=0.5)(e, labels), (x,))
+
+
+def test_multi_hot_without_positives_gives_zero_that_backpropagates():
+    x = random_embeddings(6, 4, requires_grad=True)
+    loss = SupConLoss()(x, torch.eye(6, dtype=torch.long))
+    assert loss.item() == 0
+    loss.backward()
+    assert torch.equal(x.grad, torch.zeros_like(x))
+
+
+def test_multi_hot_bad_inputs():
+    loss_fn = SupConLoss()
+    x = random_embeddings(6, 4)
+    hot = torch.eye(6, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="rows"):
+        loss_fn(x, hot[:5])
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        loss_fn(x, hot * 2)
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        loss_fn(x, hot.float() * 0.5)
+    with pytest.raises(ValueError, match="shape"):
+        loss_fn(x, torch.zeros(6, 0, dtype=torch.long))
+    with pytest.raises(ValueError, match="ref_labels"):
+        loss_fn(x, hot, ref_emb=random_embeddings(4, 4))
+    with pytest.raises(ValueError, match="2D"):
+        loss_fn(
+            x, hot, ref_emb=random_embeddings(4, 4), ref_labels=torch.zeros(4, dtype=torch.long)
+        )
+    with pytest.raises(ValueError, match="classes"):
+        loss_fn(x, hot, ref_emb=random_embeddings(4, 4), ref_labels=torch.zeros(4, 5))
+    with pytest.raises(ValueError, match="rows"):
+        loss_fn(x, hot, ref_emb=random_embeddings(4, 4), ref_labels=torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="without ref_emb"):
+        loss_fn(x, hot, ref_labels=hot)
+    with pytest.raises(ValueError, match="1D"):
+        loss_fn(x, torch.zeros(6, 3, 2, dtype=torch.long))
+    weighted = SupConLoss(reducer=reducers.ClassWeightedReducer(torch.ones(3)))
+    with pytest.raises(ValueError, match="ClassWeightedReducer"):
+        weighted(x, hot)

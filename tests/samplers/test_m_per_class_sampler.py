@@ -198,3 +198,105 @@ def test_bad_labels():
 def test_integral_floats_and_numpy_ints_are_accepted():
     s = MPerClassSampler(uneven_labels(), m=np.int64(2), batch_size=4.0, length_before_new_iter=10)
     assert (s.m_per_class, s.batch_size, len(s)) == (2, 4, 8)
+
+
+# -- cover_all: every sample at least once per epoch ------------------------------------------
+
+
+def _check_runs(idx, labels, m, batch_size):
+    """Batches of distinct classes in runs of m; distinct items when the class has >= m."""
+    sizes = np.bincount(labels)
+    for batch in idx.reshape(-1, batch_size):
+        runs = batch.reshape(-1, m)
+        run_labels = labels[runs]
+        assert (run_labels == run_labels[:, :1]).all()
+        assert len(set(run_labels[:, 0].tolist())) == len(runs)
+        for run, lab in zip(runs, run_labels[:, 0]):
+            if sizes[lab] >= m:
+                assert len(set(run.tolist())) == m
+            else:  # a small class cycles through all of its items
+                counts = np.bincount(run, minlength=len(labels))[labels == lab]
+                assert counts.min() >= m // sizes[lab] and counts.max() <= -(-m // sizes[lab])
+
+
+@pytest.mark.parametrize(
+    "m, batch_size, length",
+    [(4, 8, 16), (4, 8, 1000), (2, 10, 30), (1, 5, 5), (4, 20, 20), (3, 6, 600), (5, 5, 50)],
+)
+def test_cover_all_visits_every_item_each_epoch(m, batch_size, length):
+    labels = uneven_labels()
+    default = MPerClassSampler(labels, m, batch_size, length)
+    sampler = MPerClassSampler(labels, m, batch_size, length, cover_all=True)
+    need = -(-np.bincount(labels) // m)  # runs a class needs to show every item once
+    iters = max(-(-need.sum() // (batch_size // m)), need.max())
+    assert len(sampler) == max(len(default), iters * batch_size)
+    assert sampler.calculate_num_iters() == len(sampler) // batch_size
+    for _ in range(3):
+        idx = np.array(list(sampler))
+        assert len(idx) == len(sampler)
+        assert (np.bincount(idx, minlength=len(labels)) >= 1).all()
+        _check_runs(idx, labels, m, batch_size)
+
+
+def test_cover_all_spreads_extra_runs_evenly():
+    labels = uneven_labels()  # sizes 1, 3, 5, 12, 30; m = 4 needs 1, 1, 2, 3, 8 runs
+    sampler = MPerClassSampler(labels, 4, 8, 4000, cover_all=True)
+    runs = np.bincount(labels[np.array(list(sampler))[::4]], minlength=5)
+    assert runs.sum() == 1000 and runs.max() <= 500  # a class at most once per batch
+    assert runs.max() - runs.min() <= 1  # far above every minimum: as equal as possible
+
+
+def test_cover_all_items_of_a_class_are_visited_evenly():
+    # One class of 10 items, m = 4: a permutation every 3 runs (12 slots), 2 slots wrap.
+    labels = np.repeat(np.arange(3), [10, 4, 4])
+    sampler = MPerClassSampler(labels, 4, 8, 8 * 30, cover_all=True)
+    idx = np.array(list(sampler))
+    counts = np.bincount(idx, minlength=len(labels))[:10]
+    # Every full permutation shows each item once; the wrap-around shows 2 of them again.
+    runs = (labels[idx[::4]] == 0).sum()
+    full_cycles = runs // 3
+    assert counts.min() >= full_cycles and counts.max() <= 2 * (full_cycles + 1)
+    assert counts.sum() == runs * 4
+
+
+def test_cover_all_dominant_class_lengthens_the_epoch():
+    labels = np.repeat(np.arange(4), [100, 2, 2, 2])  # class 0 needs 25 runs of 4
+    sampler = MPerClassSampler(labels, 4, 8, 16, cover_all=True)
+    assert len(sampler) == 25 * 8
+    idx = np.array(list(sampler))
+    assert (np.bincount(idx, minlength=len(labels)) >= 1).all()
+    _check_runs(idx, labels, 4, 8)
+    assert (labels[idx.reshape(-1, 8)] == 0).sum(axis=1).tolist() == [4] * 25
+
+
+def test_cover_all_without_batch_size():
+    labels = uneven_labels()
+    sampler = MPerClassSampler(labels, 4, None, 10, cover_all=True)
+    assert len(sampler) == 8 * 20  # class of 30 needs 8 passes over all 5 classes
+    idx = np.array(list(sampler))
+    assert (np.bincount(idx, minlength=len(labels)) >= 1).all()
+    for one_pass in idx.reshape(-1, 20):
+        assert np.array_equal(np.bincount(labels[one_pass], minlength=5), np.full(5, 4))
+
+
+def test_cover_all_reproducible_and_dataloader():
+    labels = uneven_labels()
+    sampler = MPerClassSampler(labels, 4, 8, 100, cover_all=True)
+    np.random.seed(5)
+    first = list(sampler)
+    np.random.seed(5)
+    assert list(sampler) == first and list(sampler) != first
+    old = c_f.NUMPY_RANDOM
+    try:
+        c_f.NUMPY_RANDOM = np.random.default_rng(1)
+        assert len(list(sampler)) == len(sampler)
+    finally:
+        c_f.NUMPY_RANDOM = old
+    loader = torch.utils.data.DataLoader(labels, batch_size=8, sampler=sampler)
+    assert sum(len(b) for b in loader) == len(sampler)
+
+
+def test_cover_all_is_validated_and_off_by_default():
+    assert MPerClassSampler(uneven_labels(), 2).cover_all is False
+    with pytest.raises(TypeError, match="cover_all"):
+        MPerClassSampler(uneven_labels(), 2, cover_all=1)

@@ -1,14 +1,30 @@
-"""utils.distributed: single-process behaviour, and a 2-process gloo run of gather_with_grad
-and of the losses that gather (their DDP gradients must equal the single-process ones)."""
+"""utils.distributed: single-process behaviour, and a 2-process gloo run of gather_with_grad,
+of the losses that gather, and of DistributedLossWrapper / DistributedMinerWrapper: their
+values and DDP gradients must equal one process's on the whole batch."""
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from pytorch_metric_learning.losses import ContrastiveLoss as PMLContrastiveLoss
+from pytorch_metric_learning.utils import distributed as pml_distributed
 
 from metricssl.losses.barlow_twins_loss import BarlowTwinsLoss
+from metricssl.losses.base_metric_loss_function import BaseMetricLossFunction
+from metricssl.losses.contrastive_loss import ContrastiveLoss
+from metricssl.losses.cross_batch_memory import CrossBatchMemory
+from metricssl.losses.triplet_margin_loss import TripletMarginLoss
 from metricssl.losses.vicreg_loss import VICRegLoss
+from metricssl.miners.pair_margin_miner import PairMarginMiner
+from metricssl.miners.triplet_margin_miner import TripletMarginMiner
+from metricssl.reducers.mean_reducer import MeanReducer
 from metricssl.utils import distributed
+from metricssl.utils import loss_and_miner_utils as lmu
+from metricssl.utils.distributed import (
+    DistributedLossWrapper,
+    DistributedMinerWrapper,
+)
+from tests.parity import same_indices
 
 
 def test_single_process_defaults():
@@ -72,6 +88,193 @@ def _check_loss_under_ddp(rank, make_loss):
     assert not torch.allclose(local_only, ref_loss)
 
 
+# ----------------------------------------------------------------------------------------------
+# DistributedLossWrapper / DistributedMinerWrapper and PML's helpers.
+
+UNEQUAL = (7, 9)  # rows held by rank 0 and rank 1
+EQUAL = (8, 8)
+
+
+def _rows(rank, sizes):
+    start = sum(sizes[:rank])
+    return slice(start, start + sizes[rank])
+
+
+def _local_first(rank, sizes):
+    """Global row of each row of the gathered batch as the wrappers order it."""
+    rows = _rows(rank, sizes)
+    n = sum(sizes)
+    return torch.cat(
+        [torch.arange(rows.start, rows.stop), torch.arange(rows.start), torch.arange(rows.stop, n)]
+    )
+
+
+def _data(seed=1, n=16, num_classes=4):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, num_classes, (n,), generator=g)
+    return x, labels
+
+
+def _models():
+    torch.manual_seed(2)
+    model = torch.nn.Linear(6, 5).double()
+    reference = torch.nn.Linear(6, 5).double()
+    reference.load_state_dict(model.state_dict())
+    return model, reference
+
+
+def _same_as_one_process(rank, sizes, distributed_fn, single_fn, x, labels, scale=1.0):
+    """Value and DDP-averaged parameter gradients of ``distributed_fn`` on this rank's rows
+    equal ``scale`` x value and the gradients of ``single_fn`` on the whole batch."""
+    model, reference = _models()
+    expected = single_fn(reference(x), labels)
+    expected.backward()
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    rows = _rows(rank, sizes)
+    value = distributed_fn(ddp(x[rows]), labels[rows])
+    torch.testing.assert_close(value, scale * expected.detach())
+    value.backward()
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad)
+
+
+def _check_pair_loss(rank):
+    x, labels = _data()
+    wrapped = DistributedLossWrapper(ContrastiveLoss())
+    _same_as_one_process(rank, UNEQUAL, wrapped, ContrastiveLoss(), x, labels)
+    # A reference set, gathered too.
+    x_ref, ref_labels = _data(seed=3)
+    rows = _rows(rank, UNEQUAL)
+
+    def dist_fn(e, lab):
+        return wrapped(e, lab, ref_emb=x_ref[rows, :5], ref_labels=ref_labels[rows])
+
+    def single_fn(e, lab):
+        return ContrastiveLoss()(e, lab, ref_emb=x_ref[:, :5], ref_labels=ref_labels)
+
+    _same_as_one_process(rank, UNEQUAL, dist_fn, single_fn, x, labels)
+
+
+def _check_pml_difference(rank):
+    """PML's wrapper returns world_size x the loss; its DDP gradients (efficient=False) are
+    the same as ours and as one process's."""
+    x, labels = _data()
+    pml_wrapped = pml_distributed.DistributedLossWrapper(PMLContrastiveLoss())
+    _same_as_one_process(rank, EQUAL, pml_wrapped, ContrastiveLoss(), x, labels, scale=float(WORLD))
+
+
+def _check_triplet_loss_with_miner(rank):
+    x, labels = _data(seed=4)
+    miner = DistributedMinerWrapper(TripletMarginMiner(margin=0.5, type_of_triplets="semihard"))
+    loss = DistributedLossWrapper(TripletMarginLoss(margin=0.5))
+
+    def dist_fn(e, lab):
+        return loss(e, lab, miner(e, lab))
+
+    def single_fn(e, lab):
+        return TripletMarginLoss(margin=0.5)(
+            e, lab, TripletMarginMiner(margin=0.5, type_of_triplets="semihard")(e, lab)
+        )
+
+    _same_as_one_process(rank, UNEQUAL, dist_fn, single_fn, x, labels)
+
+
+def _check_miner_wrapper(rank):
+    x, labels = _data(seed=5)
+    miner = TripletMarginMiner(margin=0.3)
+    expected = miner(x, labels)
+    rows = _rows(rank, UNEQUAL)
+    order = _local_first(rank, UNEQUAL)
+    mined = DistributedMinerWrapper(miner)(x[rows], labels[rows])
+    same_indices(tuple(order[t] for t in mined), expected)
+    # efficient: this rank's anchors against the gathered batch.
+    a, p, n = DistributedMinerWrapper(miner, efficient=True)(x[rows], labels[rows])
+    mine = expected[0] >= rows.start
+    mine &= expected[0] < rows.stop
+    same_indices((a + rows.start, order[p], order[n]), tuple(t[mine] for t in expected))
+
+
+def _check_efficient(rank):
+    # Balanced labels and a mean: each rank holds the same number of pairs, so the mean over
+    # ranks is the whole-batch loss.
+    x, _ = _data(seed=6)
+    balanced = torch.arange(16) % 4
+    wrapped = DistributedLossWrapper(ContrastiveLoss(reducer=MeanReducer()), efficient=True)
+    _same_as_one_process(rank, EQUAL, wrapped, ContrastiveLoss(reducer=MeanReducer()), x, balanced)
+
+    # In general: the objective is the mean over ranks of each rank's anchors' loss.
+    x, labels = _data(seed=7)
+    wrapped = DistributedLossWrapper(ContrastiveLoss(), efficient=True)
+
+    def mean_of_rank_losses(e, lab):
+        total = 0
+        for r in range(WORLD):
+            rows, order = _rows(r, UNEQUAL), _local_first(r, UNEQUAL)
+            a1, p, a2, n = lmu.get_all_pairs_indices(lab[rows], lab[order])
+            keep = a1 != p  # the anchor's own copy sits at its own row of the gathered batch
+            pairs = (a1[keep], p[keep], a2, n)
+            total = total + ContrastiveLoss()(e[rows], lab[rows], pairs, e[order], lab[order])
+        return total / WORLD
+
+    _same_as_one_process(rank, UNEQUAL, wrapped, mean_of_rank_losses, x, labels)
+
+
+def _check_cross_batch_memory(rank):
+    x, labels = _data(seed=8)
+
+    def make():
+        return CrossBatchMemory(ContrastiveLoss(), embedding_size=5, memory_size=32)
+
+    _same_as_one_process(rank, UNEQUAL, DistributedLossWrapper(make()), make(), x, labels)
+
+
+class _ProxyLoss(BaseMetricLossFunction):
+    """A loss with weights: each embedding's squared distance to its class's proxy."""
+
+    def __init__(self):
+        super().__init__()
+        self.proxies = torch.nn.Parameter(torch.randn(4, 6, dtype=torch.float64))
+
+    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
+        losses = (embeddings - self.proxies[labels]).pow(2).sum(dim=1)
+        indices = torch.arange(len(losses), device=losses.device)
+        return {"loss": {"losses": losses, "indices": indices, "reduction_type": "element"}}
+
+
+def _check_loss_weights(rank):
+    """The weights of a loss receive the single-process gradient (PML: world_size x it)."""
+    x, labels = _data(seed=9)
+    torch.manual_seed(3)
+    single = _ProxyLoss()
+    wrapped_loss = _ProxyLoss()
+    wrapped_loss.load_state_dict(single.state_dict())
+    single(x, labels).backward()
+    rows = _rows(rank, UNEQUAL)
+    DistributedLossWrapper(wrapped_loss)(x[rows], labels[rows]).backward()
+    torch.testing.assert_close(wrapped_loss.proxies.grad, single.proxies.grad)
+
+
+def _check_pml_helpers(rank):
+    x, labels = _data(seed=10)
+    rows = _rows(rank, EQUAL)
+    others = torch.cat([x[: rows.start], x[rows.stop :]])
+    torch.testing.assert_close(distributed.all_gather(x[rows]), others)
+    torch.testing.assert_close(pml_distributed.all_gather(x[rows]), others)
+    ours = distributed.gather_emb_and_ref(x[rows], labels[rows])
+    theirs = pml_distributed.gather_emb_and_ref(x[rows], labels[rows])
+    for a, b in zip(ours, theirs):
+        if a is None:
+            assert b is None
+        else:
+            torch.testing.assert_close(a, b)
+    mask = torch.arange(8) % 3 == 0
+    torch.testing.assert_close(
+        distributed.gather_enqueue_mask(mask, x.device),
+        pml_distributed.gather_enqueue_mask(mask, x.device),
+    )
+
+
 def _worker(rank, rendezvous):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=WORLD)
@@ -81,11 +284,69 @@ def _worker(rank, rendezvous):
         _check_gather(rank)
         _check_loss_under_ddp(rank, lambda on: BarlowTwinsLoss(gather_distributed=on))
         _check_loss_under_ddp(rank, lambda on: VICRegLoss(gather_distributed=on))
+        _check_pair_loss(rank)
+        _check_pml_difference(rank)
+        _check_triplet_loss_with_miner(rank)
+        _check_miner_wrapper(rank)
+        _check_efficient(rank)
+        _check_cross_batch_memory(rank)
+        _check_loss_weights(rank)
+        _check_pml_helpers(rank)
     finally:
         dist.destroy_process_group()
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
-def test_two_process_gloo_gather_and_losses(tmp_path):
-    # A file rendezvous: no TCP port to race for with tests running in parallel.
+def test_two_process_gloo(tmp_path):
+    # One pair of processes runs every check (starting them dominates the time). A file
+    # rendezvous: no TCP port to race for with tests running in parallel.
     mp.spawn(_worker, args=(f"file://{tmp_path / 'rendezvous'}",), nprocs=WORLD, join=True)
+
+
+def test_wrappers_without_process_group():
+    x, labels = _data()
+    loss = ContrastiveLoss()
+    with pytest.warns(UserWarning, match="process group"):
+        value = DistributedLossWrapper(loss)(x, labels)
+    torch.testing.assert_close(value, loss(x, labels))
+    miner = TripletMarginMiner(margin=0.3)
+    same_indices(DistributedMinerWrapper(miner)(x, labels), miner(x, labels))
+    memory = CrossBatchMemory(ContrastiveLoss(), embedding_size=6, memory_size=32)
+    with pytest.warns(UserWarning):
+        DistributedLossWrapper(memory)(x, labels)
+    assert memory.queue_idx == 16
+
+
+def test_wrapper_arguments():
+    with pytest.raises(TypeError, match="loss"):
+        DistributedLossWrapper(torch.nn.MSELoss())
+    with pytest.raises(TypeError, match="efficient"):
+        DistributedLossWrapper(ContrastiveLoss(), efficient=1)
+    memory = CrossBatchMemory(ContrastiveLoss(), embedding_size=6)
+    with pytest.raises(ValueError, match="CrossBatchMemory"):
+        DistributedLossWrapper(memory, efficient=True)
+    with pytest.raises(TypeError, match="miner"):
+        DistributedMinerWrapper(ContrastiveLoss())
+    with pytest.raises(TypeError, match="efficient"):
+        DistributedMinerWrapper(TripletMarginMiner(), efficient="yes")
+
+
+def test_pml_helpers_in_one_process():
+    x, labels = _data()
+    assert distributed.all_gather(x) is None
+    all_emb, all_labels, same_labels = distributed.gather(x, labels)
+    assert all_emb is x and torch.equal(all_labels, labels)
+    assert distributed.select_ref_or_regular(1, None) == 1
+    assert distributed.select_ref_or_regular(1, 2) == 2
+    # get_indices_tuple: local anchors against a set that starts with them.
+    ref_labels = torch.cat([labels[:6], torch.tensor([0, 1, 2, 3, 0])])
+    ours = distributed.get_indices_tuple(labels[:6], ref_labels)
+    theirs = pml_distributed.get_indices_tuple(labels[:6], ref_labels)
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a, b)
+    ref = torch.cat([x[:6], torch.randn(5, 6, dtype=x.dtype)])
+    for miner in (TripletMarginMiner(margin=0.5), PairMarginMiner(0.2, 0.8)):
+        ours = distributed.get_indices_tuple(labels[:6], ref_labels, x[:6], ref, miner)
+        theirs = pml_distributed.get_indices_tuple(labels[:6], ref_labels, x[:6], ref, miner)
+        assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+        assert len(ours[0]) > 0

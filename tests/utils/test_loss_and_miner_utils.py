@@ -285,3 +285,16 @@ def test_public_names_exist_in_pml_or_are_documented_additions():
         assert hasattr(pml_lmu, name), name
     for name in ["get_all_triplets_indices", "convert_to_weights", "logsumexp"]:
         assert name in ours
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("with_ref", [False, True])
+def test_all_triplets_method_helpers_equal_pml(layout, with_ref):
+    labels, ref_labels = label_pairs(layout, n=12, with_ref=with_ref)
+    matches, diffs = pml_lmu.get_matches_and_diffs(labels, ref_labels)
+    vectorized = lmu.get_all_triplets_indices_vectorized_method(matches, diffs)
+    assert_same(vectorized, pml_lmu.get_all_triplets_indices_vectorized_method(matches, diffs))
+    loop = lmu.get_all_triplets_indices_loop_method(labels, matches, diffs)
+    assert_same(loop, vectorized)
+    if matches.any() and diffs.any():
+        assert_same(loop, pml_lmu.get_all_triplets_indices_loop_method(labels, matches, diffs))

@@ -1,0 +1,66 @@
+"""Checks and helpers shared by the losses that own learnable proxies or class centres.
+
+ProxyNCALoss, ProxyAnchorLoss, SoftTripleLoss and ManifoldLoss hold a weight matrix sized by
+``num_classes`` and ``embedding_size``. A label outside ``[0, num_classes)`` or an embedding of
+the wrong width would otherwise surface as an index error or a matmul shape error deep inside
+torch; these checks name the argument instead.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..utils.validation import check_number
+
+
+def check_weight_arguments(weight_init_func, weight_regularizer, weight_reg_weight) -> None:
+    """The WeightRegularizerMixin arguments: callables (or None) and a number."""
+    if weight_init_func is not None and not callable(weight_init_func):
+        raise TypeError(f"weight_init_func must be callable or None, got {weight_init_func!r}")
+    if weight_regularizer is not None and not callable(weight_regularizer):
+        raise TypeError(
+            f"weight_regularizer must be a regularizer (callable) or None, "
+            f"got {weight_regularizer!r}"
+        )
+    check_number("weight_reg_weight", weight_reg_weight)
+
+
+def check_embedding_size(
+    embeddings: torch.Tensor, embedding_size: int, what: str, name: str = "embedding_size"
+) -> None:
+    """The embeddings' width is the one the weights were built for (argument ``name``)."""
+    if embeddings.shape[1] != embedding_size:
+        raise ValueError(
+            f"{what}: embeddings have width {embeddings.shape[1]} but the loss was built "
+            f"with {name}={embedding_size}"
+        )
+
+
+def check_class_labels(labels: torch.Tensor, num_classes: int, what: str) -> torch.Tensor:
+    """Labels as int64 class ids in ``[0, num_classes)`` (one host sync for the range)."""
+    lo, hi = torch.stack([labels.min(), labels.max()]).long().tolist()
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(
+            f"{what}: labels must be class ids in [0, num_classes={num_classes}), "
+            f"got values in [{lo}, {hi}]"
+        )
+    return labels.long()
+
+
+def no_ref_emb(embeddings, labels, ref_emb, ref_labels, what: str) -> None:
+    """The reference set of these losses is their own weights: ref_emb makes no sense."""
+    if ref_emb is not embeddings or ref_labels is not labels:
+        raise ValueError(f"{what} does not support ref_emb or ref_labels")
+
+
+def weights_for(param: torch.nn.Parameter, embeddings: torch.Tensor, dtype: torch.dtype):
+    """The parameter on the embeddings' device, as a differentiable cast to ``dtype``.
+
+    Like PML, a parameter left on another device is moved there for good (``.data``, so an
+    optimizer holding it keeps working). Unlike PML its dtype is never changed in place: a
+    cast copy is used for the computation, so float32 weights are not rounded to bf16/fp16
+    for good by one half-precision batch, and their gradient comes back in their own dtype.
+    """
+    if param.device != embeddings.device:
+        param.data = param.data.to(embeddings.device)
+    return param.to(dtype)
