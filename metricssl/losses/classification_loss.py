@@ -26,8 +26,9 @@ import torch.nn.functional as F
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.validation import check_embeddings, check_number
-from .base_metric_loss_function import BaseMetricLossFunction, require_labels
+from .base_metric_loss_function import BaseMetricLossFunction
 from .mixins import WeightRegularizerMixin
+from .proxy_utils import check_class_labels, check_embedding_size, check_proxy_inputs
 
 
 def check_finite_number(name: str, value, **bounds) -> None:
@@ -92,33 +93,19 @@ class BaseClassificationLoss(BaseMetricLossFunction):
 
     # -- input checks -------------------------------------------------------------------------
 
-    def check_embedding_width(self, embeddings: torch.Tensor, name: str = "embeddings") -> None:
-        if embeddings.shape[1] != self.embedding_size:
-            raise ValueError(
-                f"{name} have width {embeddings.shape[1]} but {type(self).__name__} was built "
-                f"with {self._embedding_size_name}={self.embedding_size}"
-            )
+    def check_embedding_width(self, embeddings: torch.Tensor) -> None:
+        check_embedding_size(
+            embeddings, self.embedding_size, type(self).__name__, self._embedding_size_name
+        )
 
-    def check_class_labels(self, labels: torch.Tensor, name: str = "labels") -> torch.Tensor:
+    def check_class_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """Labels as int64 class ids, all in ``[0, num_classes)`` (one host sync for the range:
         on CUDA a bad label would otherwise be a device-side assert that kills the context)."""
-        labels = labels.long()
-        lo, hi = (int(v) for v in torch.stack(torch.aminmax(labels)).tolist())
-        if lo < 0 or hi >= self.num_classes:
-            raise ValueError(
-                f"{name} must be class ids in [0, {self.num_classes}) "
-                f"(num_classes={self.num_classes}), got values in [{lo}, {hi}]"
-            )
-        return labels
+        return check_class_labels(labels, self.num_classes, type(self).__name__)
 
     def check_classification_inputs(self, embeddings, labels, ref_emb, ref_labels):
         """Labels required and in range, no separate reference set, the right width."""
-        name = type(self).__name__
-        require_labels(labels, name)
-        if ref_emb is not embeddings or ref_labels is not labels:
-            raise ValueError(f"{name} does not support ref_emb or ref_labels")
-        self.check_embedding_width(embeddings)
-        return self.check_class_labels(labels)
+        return check_proxy_inputs(self, embeddings, labels, ref_emb, ref_labels)
 
 
 class SoftmaxClassificationLoss(WeightRegularizerMixin, BaseClassificationLoss):

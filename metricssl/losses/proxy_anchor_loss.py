@@ -9,13 +9,11 @@ from ..reducers import BaseReducer, DivisorReducer
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.validation import check_number
-from .base_metric_loss_function import BaseMetricLossFunction, require_labels
+from .base_metric_loss_function import BaseMetricLossFunction
 from .mixins import WeightRegularizerMixin
 from .proxy_utils import (
-    check_class_labels,
-    check_embedding_size,
+    check_proxy_inputs,
     check_weight_arguments,
-    no_ref_emb,
     weights_for,
 )
 
@@ -93,8 +91,6 @@ class ProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
             embedding_reg_weight=embedding_reg_weight,
             collect_stats=collect_stats,
         )
-        if weight_init_func is None:
-            self.weight_init_func = self.get_default_weight_init_func()
         self.proxies = torch.nn.Parameter(torch.empty(num_classes, embedding_size))
         self.weight_init_func(self.proxies)
         self.num_classes = num_classes
@@ -110,11 +106,7 @@ class ProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         self.proxies.data = c_f.to_device(self.proxies.data, device=device, dtype=dtype)
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        what = type(self).__name__
-        require_labels(labels, what)
-        no_ref_emb(embeddings, labels, ref_emb, ref_labels, what)
-        check_embedding_size(embeddings, self.embedding_size, what)
-        labels = check_class_labels(labels, self.num_classes, what)
+        labels = check_proxy_inputs(self, embeddings, labels, ref_emb, ref_labels)
         acc = c_f.accumulation_dtype(embeddings.dtype)
         miner_weights = lmu.convert_to_weights(indices_tuple, labels, dtype=acc).unsqueeze(1) - 1
 

@@ -10,14 +10,11 @@ from ..reducers import BaseReducer
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.validation import check_number
-from .base_metric_loss_function import require_labels
 from .mixins import WeightRegularizerMixin
 from .nca_loss import NCALoss
 from .proxy_utils import (
-    check_class_labels,
-    check_embedding_size,
+    check_proxy_inputs,
     check_weight_arguments,
-    no_ref_emb,
     weights_for,
 )
 
@@ -89,8 +86,6 @@ class ProxyNCALoss(WeightRegularizerMixin, NCALoss):
             embedding_reg_weight=embedding_reg_weight,
             collect_stats=collect_stats,
         )
-        if weight_init_func is None:
-            self.weight_init_func = self.get_default_weight_init_func()
         self.num_classes = num_classes
         self.embedding_size = embedding_size
         self.proxies = torch.nn.Parameter(torch.empty(num_classes, embedding_size))
@@ -105,11 +100,7 @@ class ProxyNCALoss(WeightRegularizerMixin, NCALoss):
         self.proxies.data = c_f.to_device(self.proxies.data, device=device, dtype=dtype)
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        what = type(self).__name__
-        require_labels(labels, what)
-        no_ref_emb(embeddings, labels, ref_emb, ref_labels, what)
-        check_embedding_size(embeddings, self.embedding_size, what)
-        labels = check_class_labels(labels, self.num_classes, what)
+        labels = check_proxy_inputs(self, embeddings, labels, ref_emb, ref_labels)
         # Float32 at least: the proxies are float32 parameters even for half inputs.
         acc = c_f.accumulation_dtype(embeddings.dtype)
         # Every embedding has exactly one same-class reference, its class's proxy: the NCA

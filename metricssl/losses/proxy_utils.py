@@ -1,6 +1,7 @@
-"""Checks and helpers shared by the losses that own learnable proxies or class centres.
+"""Checks and helpers shared by the losses that own learnable proxies or class weights.
 
-ProxyNCALoss, ProxyAnchorLoss, SoftTripleLoss and ManifoldLoss hold a weight matrix sized by
+ProxyNCALoss, ProxyAnchorLoss, SoftTripleLoss, ManifoldLoss and the classification losses
+(:mod:`.classification_loss`) hold a weight matrix sized by
 ``num_classes`` and ``embedding_size``. A label outside ``[0, num_classes)`` or an embedding of
 the wrong width would otherwise surface as an index error or a matmul shape error deep inside
 torch; these checks name the argument instead.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..utils.validation import check_number
+from .base_metric_loss_function import require_labels
 
 
 def check_weight_arguments(weight_init_func, weight_regularizer, weight_reg_weight) -> None:
@@ -41,8 +43,8 @@ def check_class_labels(labels: torch.Tensor, num_classes: int, what: str) -> tor
     lo, hi = torch.stack([labels.min(), labels.max()]).long().tolist()
     if lo < 0 or hi >= num_classes:
         raise ValueError(
-            f"{what}: labels must be class ids in [0, num_classes={num_classes}), "
-            f"got values in [{lo}, {hi}]"
+            f"{what}: labels must be class ids in [0, {num_classes}) "
+            f"(num_classes={num_classes}), got values in [{lo}, {hi}]"
         )
     return labels.long()
 
@@ -51,6 +53,17 @@ def no_ref_emb(embeddings, labels, ref_emb, ref_labels, what: str) -> None:
     """The reference set of these losses is their own weights: ref_emb makes no sense."""
     if ref_emb is not embeddings or ref_labels is not labels:
         raise ValueError(f"{what} does not support ref_emb or ref_labels")
+
+
+def check_proxy_inputs(loss, embeddings, labels, ref_emb, ref_labels) -> torch.Tensor:
+    """Every input check of a proxy loss (``loss.num_classes``/``embedding_size`` sized);
+    returns the labels as int64 class ids."""
+    what = type(loss).__name__
+    require_labels(labels, what)
+    no_ref_emb(embeddings, labels, ref_emb, ref_labels, what)
+    size_name = getattr(loss, "_embedding_size_name", "embedding_size")
+    check_embedding_size(embeddings, loss.embedding_size, what, size_name)
+    return check_class_labels(labels, loss.num_classes, what)
 
 
 def weights_for(param: torch.nn.Parameter, embeddings: torch.Tensor, dtype: torch.dtype):

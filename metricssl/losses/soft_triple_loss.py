@@ -12,13 +12,11 @@ from ..reducers import BaseReducer
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.validation import check_number
-from .base_metric_loss_function import BaseMetricLossFunction, require_labels
+from .base_metric_loss_function import BaseMetricLossFunction
 from .mixins import WeightRegularizerMixin
 from .proxy_utils import (
-    check_class_labels,
-    check_embedding_size,
+    check_proxy_inputs,
     check_weight_arguments,
-    no_ref_emb,
     weights_for,
 )
 
@@ -107,8 +105,6 @@ class SoftTripleLoss(WeightRegularizerMixin, BaseMetricLossFunction):
                 f"SoftTripleLoss needs a similarity (an inverted distance such as "
                 f"CosineSimilarity) as distance, got {type(self.distance).__name__}"
             )
-        if weight_init_func is None:
-            self.weight_init_func = self.get_default_weight_init_func()
         self.la = la
         self.gamma = 1.0 / gamma
         self.margin = margin
@@ -134,11 +130,7 @@ class SoftTripleLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         self.fc.data = c_f.to_device(self.fc.data, device=device, dtype=dtype)
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        what = type(self).__name__
-        require_labels(labels, what)
-        no_ref_emb(embeddings, labels, ref_emb, ref_labels, what)
-        check_embedding_size(embeddings, self.embedding_size, what)
-        labels = check_class_labels(labels, self.num_classes, what)
+        labels = check_proxy_inputs(self, embeddings, labels, ref_emb, ref_labels)
         acc = c_f.accumulation_dtype(embeddings.dtype)
         miner_weights = lmu.convert_to_weights(indices_tuple, labels, dtype=acc)
         logits = self._class_similarities(embeddings) * self.la
