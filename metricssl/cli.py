@@ -147,16 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "demo",
         "train, index, search, evaluate and plot on a small data set",
-        "Train an embedding with a PML-style loss and miner, build a FAISS index, "
-        "show queries with their neighbours, evaluate against raw pixels, and write a UMAP "
-        "picture and a retrieval grid.",
+        "Train SimCLR on the training images without their labels, build a FAISS index of "
+        "their embeddings, show queries with their neighbours, score the test images against "
+        "the training images next to raw pixels, and write a UMAP picture and a retrieval grid.",
         DEMO_EXAMPLES,
     )
     demo.add_argument("--dataset", choices=["digits", "fashion-mnist"], default="digits")
     demo.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files")
     demo.add_argument("--out", default="metricssl-demo", help="folder for the pictures")
-    demo.add_argument("--epochs", type=positive_int, default=None)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--epochs", type=positive_int, default=None, help="SimCLR epochs (default: 200 on digits)"
+    )
+    demo.add_argument("--seed", type=non_negative_int, default=0)
     demo.add_argument("--no-plots", action="store_true", help="skip the UMAP and grid pictures")
     demo.add_argument("--json", action="store_true", help="print one JSON object")
 

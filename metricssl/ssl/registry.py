@@ -209,11 +209,16 @@ def check_method_name(name) -> MethodSpec:
 def build_backbone(name: str, input_shape: Sequence[int], **kwargs) -> nn.Module:
     """A backbone by name for images of ``input_shape = (C, H, W)``.
 
-    ``small_cnn``: :class:`~metricssl.models.SmallCNN` (default 128 features). ``resnet18`` /
+    ``small_cnn``: :class:`~metricssl.models.SmallCNN` with 128 channels, pooled to a 2x2 grid
+    (512 features) from 16 px up and globally (128 features) below. ``resnet18`` /
     ``resnet50``: the CIFAR stem below 64 px, the ImageNet stem from 64 px up.
     """
     channels, height, width = (int(s) for s in input_shape)
     if name == "small_cnn":
+        # Keeping the 2x2 layout raised SimCLR's held-out kNN accuracy on Fashion-MNIST by
+        # 0.02-0.03 at every epoch (validation split; BENCHMARKS.md); an 8x8 image's last map
+        # is 1x1, so there is no layout to keep.
+        kwargs.setdefault("pool_size", 2 if min(height, width) >= 16 else 1)
         return SmallCNN(in_channels=channels, **kwargs)
     if name in ("resnet18", "resnet50"):
         stem = kwargs.pop("stem", "cifar" if min(height, width) < 64 else "imagenet")

@@ -102,6 +102,8 @@ def retrieval_grid(
     fig = new_figure(
         (thumb_inches * (k + 1.15), (thumb_inches + text_space) * n_queries + 0.4), dpi
     )
+    # Matplotlib's fixed margins leave a wide band under the title of a tall grid.
+    fig.set_layout_engine("constrained")
     axes = fig.subplots(
         n_queries, n_cols, squeeze=False, gridspec_kw={"width_ratios": width_ratios}
     )

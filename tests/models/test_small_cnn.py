@@ -18,6 +18,17 @@ def test_output_shape(size, in_channels):
     assert (out >= 0).all()  # pooled ReLU features
 
 
+def test_pool_size_keeps_the_layout_of_the_last_map():
+    net = SmallCNN(embedding_dim=6, width=4, pool_size=2).eval()
+    x = torch.randn(2, 1, 28, 28)
+    out = net(x)
+    assert out.shape == (2, 24) and net.num_features == 24
+    last_map = net.features(x)  # (2, 6, 4, 4): the 2x2 cells are its quadrants
+    cells = out.view(2, 6, 2, 2)
+    torch.testing.assert_close(cells[..., 0, 1], last_map[..., :2, 2:].mean((2, 3)))
+    torch.testing.assert_close(cells[..., 1, 0], last_map[..., 2:, :2].mean((2, 3)))
+
+
 def test_default_layout_and_cost():
     net = SmallCNN()
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
@@ -56,6 +67,8 @@ def test_eval_mode_is_deterministic_per_sample():
         (dict(in_channels=0), ValueError),
         (dict(embedding_dim=1.5), TypeError),
         (dict(width=-1), ValueError),
+        (dict(pool_size=0), ValueError),
+        (dict(pool_size=2.0), TypeError),
     ],
 )
 def test_bad_arguments(kwargs, exc):

@@ -158,3 +158,11 @@ def test_batch_and_shape_errors():
         build_method("supervised", (1, 8, 8), hparams={"loss": "NoSuchLoss"})
     with pytest.raises(ValueError, match="unknown miner"):
         build_method("supervised", (1, 8, 8), hparams={"miner": "NoSuchMiner"})
+
+
+def test_small_cnn_pools_to_a_grid_from_16_pixels_up():
+    from metricssl.ssl.registry import build_backbone
+
+    assert build_backbone("small_cnn", (1, 28, 28)).num_features == 512
+    assert build_backbone("small_cnn", (1, 8, 8)).num_features == 128
+    assert build_backbone("small_cnn", (1, 28, 28), pool_size=1).num_features == 128
