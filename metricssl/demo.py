@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .models.small_cnn import SmallCNN, conv_bn_relu
 from .utils.validation import check_choice, check_number
 
 DATASETS = ("digits", "fashion-mnist")
@@ -49,15 +50,11 @@ class DigitsCNN(nn.Module):
 
     def __init__(self, width: int = 16):
         super().__init__()
-        layers: list[nn.Module] = []
-        channels = [1, width, 2 * width, 4 * width]
-        for i, stride in enumerate((1, 2, 2)):
-            layers += [
-                nn.Conv2d(channels[i], channels[i + 1], 3, stride, padding=1, bias=False),
-                nn.BatchNorm2d(channels[i + 1]),
-                nn.ReLU(inplace=True),
-            ]
-        self.features = nn.Sequential(*layers)
+        self.features = nn.Sequential(
+            *conv_bn_relu(1, width, stride=1),
+            *conv_bn_relu(width, 2 * width, stride=2),
+            *conv_bn_relu(2 * width, 4 * width, stride=2),
+        )
         self.num_features = 4 * width * 2 * 2
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -67,8 +64,6 @@ class DigitsCNN(nn.Module):
 
 
 def _small_cnn() -> nn.Module:
-    from .models.small_cnn import SmallCNN
-
     return SmallCNN(in_channels=1, embedding_dim=128, width=16, pool_size=2)
 
 
@@ -118,27 +113,24 @@ def as_float(images: torch.Tensor) -> torch.Tensor:
 
 
 def build_simclr(train_images: torch.Tensor, settings: SimCLRSettings):
-    """SimCLR with the settings' backbone, a projection head and the SimCLR recipe, the views
-    normalised with the training images' mean and standard deviation."""
-    from .augment.recipes import simclr_views
-    from .models.embedder import infer_num_features
-    from .models.heads import ProjectionHead
-    from .ssl.registry import clean_transform
-    from .ssl.simclr import SimCLR
+    """SimCLR with the settings' backbone, heads and views, the views normalised with the
+    training images' mean and standard deviation."""
+    from .ssl.registry import build_method
 
     pixels = train_images.float().div_(255.0)
     mean, std = [float(pixels.mean())], [max(float(pixels.std()), 1e-3)]
-    shape = tuple(train_images.shape[1:])
-    backbone = settings.backbone()
-    features = infer_num_features(backbone, shape)
-    return SimCLR(
-        backbone,
-        ProjectionHead(features, settings.proj_hidden_dim, settings.proj_output_dim),
-        temperature=settings.temperature,
-        feature_dim=features,
-        views=simclr_views(shape[1:], mean=mean, std=std, **settings.views),
-        preprocess=clean_transform(mean, std),
-        input_shape=shape,
+    return build_method(
+        "simclr",
+        train_images.shape[1:],
+        backbone=settings.backbone(),
+        hparams={
+            "temperature": settings.temperature,
+            "proj_hidden_dim": settings.proj_hidden_dim,
+            "proj_output_dim": settings.proj_output_dim,
+        },
+        mean=mean,
+        std=std,
+        view_kwargs=settings.views,
     )
 
 

@@ -8,7 +8,7 @@ from torch import nn
 from ..utils.validation import check_number
 
 
-def _conv_bn_relu(in_channels: int, out_channels: int, stride: int) -> list[nn.Module]:
+def conv_bn_relu(in_channels: int, out_channels: int, stride: int) -> list[nn.Module]:
     # No conv bias: the BatchNorm that follows has its own shift.
     return [
         nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
@@ -24,14 +24,14 @@ class SmallCNN(nn.Module):
     size: the spatial size is halved by the 1st, 3rd and 4th layers (28 -> 14 -> 14 -> 7 ->
     4; 8 -> 4 -> 4 -> 2 -> 1) and the pooling is adaptive. ``pool_size=1`` is global average
     pooling; ``pool_size=2`` keeps a 2x2 layout of the last map (top-left, top-right, ...),
-    which helps retrieval on aligned images such as Fashion-MNIST, where where a stroke is
-    says as much as what it is. Downsampling at the first layer
-    keeps the cost low on a CPU: with ``width=32`` a 28x28 image costs about 10 M
-    multiply-adds forward. Channels are ``width, 2*width, 4*width, embedding_dim``; the
-    output is the pooled last layer (non-negative, after ReLU), flattened to shape ``(N,
-    embedding_dim * pool_size**2)``, the representation a projection head is put on. On a CPU,
-    ``net.to(memory_format=torch.channels_last)`` (with channels-last inputs) trains about
-    15% faster; ``width=16`` costs about a third of ``width=32``.
+    which helps retrieval on aligned images such as Fashion-MNIST, where the position of a part
+    says as much as its shape. Downsampling at the first layer keeps the cost low on a CPU:
+    with ``width=32`` a 28x28 image costs about 10 M multiply-adds forward. Channels are
+    ``width, 2*width, 4*width, embedding_dim``; the output is the pooled last layer
+    (non-negative, after ReLU), flattened to shape ``(N, embedding_dim * pool_size**2)``, the
+    representation a projection head is put on. On a CPU,
+    ``net.to(memory_format=torch.channels_last)`` (with channels-last inputs) trains about 15%
+    faster; ``width=16`` costs about a third of ``width=32``.
 
     Args:
         in_channels: image channels (1 for grayscale).
@@ -58,10 +58,10 @@ class SmallCNN(nn.Module):
         self.in_channels = in_channels
         self.num_features = embedding_dim * pool_size**2
         self.features = nn.Sequential(
-            *_conv_bn_relu(in_channels, width, stride=2),
-            *_conv_bn_relu(width, 2 * width, stride=1),
-            *_conv_bn_relu(2 * width, 4 * width, stride=2),
-            *_conv_bn_relu(4 * width, embedding_dim, stride=2),
+            *conv_bn_relu(in_channels, width, stride=2),
+            *conv_bn_relu(width, 2 * width, stride=1),
+            *conv_bn_relu(2 * width, 4 * width, stride=2),
+            *conv_bn_relu(4 * width, embedding_dim, stride=2),
         )
         self.pool = nn.AdaptiveAvgPool2d(pool_size)
         for m in self.modules():

@@ -261,6 +261,7 @@ def build_method(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     num_classes: int | None = None,
+    view_kwargs: Mapping | None = None,
 ) -> SSLMethod:
     """Build a method by name with its heads, recipe and clean transform.
 
@@ -272,6 +273,8 @@ def build_method(
         hparams: method hyper-parameters overriding the spec's defaults.
         mean, std: per-channel normalisation applied after augmentation (and in ``embed``).
         num_classes: classes of the labelled data (losses with proxies need it).
+        view_kwargs: keyword arguments of the method's recipe (e.g. ``{"flip_p": 0.0}`` for
+            :func:`~metricssl.augment.simclr_views`), overriding its defaults.
 
     Example:
         >>> from metricssl.ssl.registry import build_method
@@ -297,7 +300,7 @@ def build_method(
         from .supervised import make_loss
 
         args["loss"] = make_loss(args["loss"], num_classes=num_classes, embedding_size=feature_dim)
-    views = spec.views(input_shape[1:], mean=mean, std=std)
+    views = spec.views(input_shape[1:], mean=mean, std=std, **dict(view_kwargs or {}))
     return spec.cls(
         net,
         **heads,

@@ -166,3 +166,15 @@ def test_small_cnn_pools_to_a_grid_from_16_pixels_up():
     assert build_backbone("small_cnn", (1, 28, 28)).num_features == 512
     assert build_backbone("small_cnn", (1, 8, 8)).num_features == 128
     assert build_backbone("small_cnn", (1, 28, 28), pool_size=1).num_features == 128
+
+
+def test_build_method_passes_view_kwargs_to_the_recipe():
+    from metricssl.augment.flip import RandomHorizontalFlip
+
+    def flips(method):
+        return [m for m in method.views.modules() if isinstance(m, RandomHorizontalFlip)]
+
+    assert flips(build_method("simclr", (1, 28, 28)))
+    assert not flips(build_method("simclr", (1, 28, 28), view_kwargs={"flip_p": 0.0}))
+    with pytest.raises(TypeError, match="no_such_option"):
+        build_method("simclr", (1, 28, 28), view_kwargs={"no_such_option": 1})
