@@ -98,7 +98,30 @@ Arguments after -- go to the script (one --suite only); `-- --help` shows them.
 """
 
 # Kept here rather than imported, so that building the parser needs no torch.
-METHOD_NAMES = ("simclr", "moco", "byol", "simsiam", "barlow_twins", "vicreg", "supervised")
+# Spelled out (not read from metricssl.ssl.METHODS) so that --help does not import torch;
+# tests/test_cli.py checks that the two agree.
+METHOD_NAMES = (
+    "simclr",
+    "moco",
+    "byol",
+    "simsiam",
+    "barlow_twins",
+    "vicreg",
+    "swav",
+    "dino",
+    "deepcluster",
+    "npid",
+    "pirl",
+    "rotnet",
+    "jigsaw",
+    "context_encoder",
+    "denoising_autoencoder",
+    "vae",
+    "supervised",
+    # Aliases (metricssl.ssl.registry.ALIASES).
+    "inpainting",
+    "dae",
+)
 DATASET_NAMES = ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100")
 BACKBONE_NAMES = ("small_cnn", "resnet18", "resnet50")
 INDEX_KINDS = ("flat", "ivf_flat", "hnsw", "ivf_pq")

@@ -142,7 +142,7 @@ def test_bad_values_exit_2_with_one_line(argv, message, capsys):
 @pytest.mark.parametrize(
     "argv",
     [
-        ["train", "--method", "swav", "--dataset", "digits"],
+        ["train", "--method", "mae", "--dataset", "digits"],
         ["train", "--method", "simclr", "--dataset", "imagenet"],
         ["train", "--method", "simclr", "--dataset", "digits", "--lr", "-1"],
         ["evaluate", "--dataset", "digits"],
@@ -484,3 +484,11 @@ def test_bench_finds_the_repository_scripts():
 
     folder = find_benchmarks_dir(list(BENCH_SUITES))
     assert folder.name == "benchmarks" and (folder / "_harness.py").is_file()
+
+
+def test_train_offers_every_registered_method():
+    from metricssl import cli
+    from metricssl.ssl import METHODS
+    from metricssl.ssl.registry import ALIASES
+
+    assert sorted(cli.METHOD_NAMES) == sorted([*METHODS, *ALIASES])

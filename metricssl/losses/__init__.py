@@ -9,6 +9,7 @@ from .circle_loss import CircleLoss
 from .contrastive_loss import ContrastiveLoss
 from .cosface_loss import CosFaceLoss
 from .cross_batch_memory import CrossBatchMemory
+from .dino_loss import DINOLoss
 from .dynamic_soft_margin_loss import DynamicSoftMarginLoss
 from .fast_ap_loss import FastAPLoss
 from .generalized_lifted_structure_loss import GeneralizedLiftedStructureLoss
@@ -41,6 +42,7 @@ from .soft_triple_loss import SoftTripleLoss
 from .sphereface_loss import SphereFaceLoss
 from .subcenter_arcface_loss import SubCenterArcFaceLoss
 from .supcon_loss import SupConLoss
+from .swav_loss import SwAVLoss, sinkhorn
 from .tcm_loss import ThresholdConsistentMarginLoss
 from .triplet_margin_loss import TripletMarginLoss
 from .tuplet_margin_loss import TupletMarginLoss
@@ -57,6 +59,7 @@ __all__ = [
     "ContrastiveLoss",
     "CosFaceLoss",
     "CrossBatchMemory",
+    "DINOLoss",
     "DynamicSoftMarginLoss",
     "EmbeddingRegularizerMixin",
     "FastAPLoss",
@@ -89,6 +92,7 @@ __all__ = [
     "SphereFaceLoss",
     "SubCenterArcFaceLoss",
     "SupConLoss",
+    "SwAVLoss",
     "ThresholdConsistentMarginLoss",
     "TripletMarginLoss",
     "TupletMarginLoss",
@@ -96,4 +100,5 @@ __all__ = [
     "VICRegLoss",
     "WeightMixin",
     "WeightRegularizerMixin",
+    "sinkhorn",
 ]

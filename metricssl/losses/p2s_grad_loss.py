@@ -22,7 +22,7 @@ class P2SGradLoss(BaseClassificationLoss):
     over all ``batch x num_classes`` entries; the loss is already reduced (the reducer passes
     it through). Before every call the columns of ``weight`` are projected back to unit
     length in place, as in PML. It is computed as ``(sum cos^2 - 2 sum cos_target + N) /
-    (N num_classes)``, without a one-hot matrix, the embeddings normalised before the matmul.
+    (N num_classes)``, without a one-hot matrix.
 
     Args:
         descriptors_dim: width of the embeddings; ``weight`` is ``(descriptors_dim,
@@ -72,7 +72,7 @@ class P2SGradLoss(BaseClassificationLoss):
 
     def _project_columns(self) -> None:
         # renorm caps each column's norm at 1e-5; scaling back by 1e5 gives unit columns.
-        self.weight.data = self.weight.data.renorm(2, 1, 1e-5).mul(1e5)
+        self.weight.data.renorm_(2, 1, 1e-5).mul_(1e5)
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         labels = self.check_classification_inputs(embeddings, labels, ref_emb, ref_labels)
@@ -82,12 +82,15 @@ class P2SGradLoss(BaseClassificationLoss):
             self._project_columns()
         x = embeddings.to(self.compute_dtype(embeddings))
         weights = self.weights_like(x)
-        # Normalising x first (PML divides the (N, C) product) saves passes over (N, C).
-        x_unit = x / torch.linalg.vector_norm(x, dim=1, keepdim=True)
-        cosine = (x_unit @ weights).clamp(-1, 1)
+        norms = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+        if weights.shape[1] > weights.shape[0]:
+            # Normalise whichever of (N, D) and (N, C) is smaller: with many classes, x first.
+            cosine = ((x / norms) @ weights).clamp(-1, 1)
+        else:
+            cosine = ((x @ weights) / norms).clamp(-1, 1)
         if self.targets_from_columns():
-            target = (x_unit * torch.index_select(weights, 1, labels).t()).sum(dim=1)
-            target = target.clamp(-1, 1)
+            target = (x * torch.index_select(weights, 1, labels).t()).sum(dim=1)
+            target = (target / norms.squeeze(1)).clamp(-1, 1)
         else:
             target = cosine.gather(1, labels.unsqueeze(1)).squeeze(1)
         n = cosine.shape[0]

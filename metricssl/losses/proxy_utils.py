@@ -40,7 +40,7 @@ def check_embedding_size(
 
 def check_class_labels(labels: torch.Tensor, num_classes: int, what: str) -> torch.Tensor:
     """Labels as int64 class ids in ``[0, num_classes)`` (one host sync for the range)."""
-    lo, hi = torch.stack([labels.min(), labels.max()]).long().tolist()
+    lo, hi = (int(v) for v in torch.aminmax(labels))
     if lo < 0 or hi >= num_classes:
         raise ValueError(
             f"{what}: labels must be class ids in [0, {num_classes}) "

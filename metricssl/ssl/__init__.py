@@ -6,7 +6,8 @@
     >>> encoder = trainer.method.backbone  # doctest: +SKIP
 
 Methods (one module each, composable from any backbone and heads): SimCLR, MoCo (v2), BYOL,
-SimSiam, BarlowTwins, VICReg, Supervised. :data:`METHODS` holds their defaults for small
+SimSiam, BarlowTwins, VICReg, SwAV, DINO, DeepCluster, NPID, PIRL, RotNet, Jigsaw, ContextEncoder,
+DenoisingAutoencoder, VAE, Supervised. :data:`METHODS` holds their defaults for small
 images; :func:`build_method` builds one by name; :func:`load_checkpoint` rebuilds a trained
 one from ``OUT/checkpoints/last.pt``; :func:`embed_dataset` embeds clean images with it.
 """
@@ -14,40 +15,65 @@ one from ``OUT/checkpoints/last.pt``; :func:`embed_dataset` embeds clean images 
 from .barlow_twins import BarlowTwins
 from .byol import BYOL
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from .clusterfit import clusterfit_labels
 from .datasets import DATASETS, load_dataset
+from .deepcluster import DeepCluster
+from .denoising_autoencoder import DenoisingAutoencoder
+from .dino import DINO
 from .embed import embed_dataset
+from .inpainting import ContextEncoder
+from .jigsaw import Jigsaw
 from .lars import LARS
+from .memory_bank import MemoryBank
 from .method import Batch, SSLMethod
 from .moco import MoCo
 from .monitor import CollapseWarning
-from .registry import BACKBONES, METHODS, MethodSpec, build_method
+from .npid import NPID
+from .pirl import PIRL
+from .registry import ALIASES, BACKBONES, METHODS, MethodSpec, build_method
+from .rotnet import RotNet
 from .schedule import WarmupCosineSchedule
 from .simclr import SimCLR
 from .simsiam import SimSiam
 from .supervised import Supervised
+from .swav import SwAV
 from .trainer import Trainer
+from .vae import VAE
 from .vicreg import VICReg
 
 __all__ = [
+    "ALIASES",
     "BACKBONES",
     "BYOL",
     "DATASETS",
+    "DINO",
     "LARS",
     "METHODS",
+    "NPID",
+    "PIRL",
+    "VAE",
     "BarlowTwins",
     "Batch",
     "CheckpointError",
     "CollapseWarning",
+    "ContextEncoder",
+    "DeepCluster",
+    "DenoisingAutoencoder",
+    "Jigsaw",
+    "MemoryBank",
     "MethodSpec",
     "MoCo",
+    "RotNet",
     "SSLMethod",
     "SimCLR",
     "SimSiam",
     "Supervised",
+    "SwAV",
     "Trainer",
     "VICReg",
     "WarmupCosineSchedule",
     "build_method",
+    "clusterfit_labels",
     "embed_dataset",
     "load_checkpoint",
     "load_dataset",

@@ -150,6 +150,7 @@ def load_checkpoint(
                 mean=build.get("mean"),
                 std=build.get("std"),
                 num_classes=build.get("num_classes"),
+                num_samples=build.get("num_samples"),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise CheckpointError(f"{path}: cannot rebuild the method: {err}") from err

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..utils.validation import check_number
+from .datasets import ImageData
 
 
 class Batch(NamedTuple):
@@ -17,10 +18,13 @@ class Batch(NamedTuple):
 
     ``views``: the augmented views, float (B, C, H, W) tensors on the training device (one
     per view of the method's recipe). ``labels``: int64 (B,) class labels, or None.
+    ``indices``: int64 (B,) positions of the images in the training split (the Trainer fills
+    it), which methods with a per-sample memory bank (NPID) need; None otherwise.
     """
 
     views: list[torch.Tensor]
     labels: torch.Tensor | None = None
+    indices: torch.Tensor | None = None
 
 
 def momentum_copy(module: nn.Module) -> nn.Module:
@@ -45,6 +49,18 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     torch._foreach_lerp_(t, o, 1.0 - momentum)
 
 
+def adopt_stored_shapes(
+    module: nn.Module, state_dict: dict, prefix: str, names: Sequence[str]
+) -> None:
+    """Give buffers whose shape is set on first use (a queue, centroids) the stored shape,
+    so that ``load_state_dict`` into a fresh module works; call from
+    ``_load_from_state_dict``."""
+    for name in names:
+        stored, current = state_dict.get(prefix + name), getattr(module, name)
+        if stored is not None and stored.shape != current.shape:
+            setattr(module, name, torch.zeros_like(stored, device=current.device))
+
+
 class SSLMethod(nn.Module):
     """The base of every method: a backbone, heads, a loss and an augmentation recipe.
 
@@ -58,6 +74,8 @@ class SSLMethod(nn.Module):
     - ``forward(batch)`` = ``training_step(batch)``: a :class:`Batch` -> dict with a scalar
       ``loss`` (with gradient) and any detached scalars to log; going through ``forward``
       lets DistributedDataParallel synchronise gradients;
+    - ``on_epoch_start(epoch, data)``: before each epoch, with the training split
+      (DeepCluster re-clusters it);
     - ``on_step_end(step, total_steps)``: after each optimizer step (momentum updates);
     - ``embed(images)``: the backbone's features of clean (un-augmented) images, for kNN
       monitoring, evaluation and indexing.
@@ -115,6 +133,13 @@ class SSLMethod(nn.Module):
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError(f"{type(self).__name__} must implement training_step")
 
+    def check_dataset_size(self, num_samples: int) -> None:
+        """Refuse a training set too small for the method (called by the Trainer)."""
+
+    def on_epoch_start(self, epoch: int, data: ImageData) -> None:
+        """Called before training epoch ``epoch`` (0-based) starts, with the training split
+        (``data.batches(indices, batch_size)`` yields its uint8 images in order)."""
+
     def on_step_end(self, step: int, total_steps: int) -> None:
         """Called after optimizer step ``step`` (1-based) of ``total_steps``."""
 
@@ -151,8 +176,11 @@ class SSLMethod(nn.Module):
         :func:`metricssl.ssl.embed.embed_dataset`.
         """
         self.check_images(images)
-        x = self.preprocess(images) if self.preprocess is not None else images.float()
-        return self.backbone(x)
+        return self.backbone(self.clean_images(images))
+
+    def clean_images(self, images: torch.Tensor) -> torch.Tensor:
+        """The recipe's conversion without augmentation (uint8 -> normalised float)."""
+        return self.preprocess(images) if self.preprocess is not None else images.float()
 
     # -- checks -------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..utils.distributed import gather_with_grad
 from ..utils.validation import check_bool, check_number
-from .method import Batch, SSLMethod, ema_update, momentum_copy
+from .method import Batch, SSLMethod, adopt_stored_shapes, ema_update, momentum_copy
 
 
 class MoCo(SSLMethod):
@@ -141,7 +141,5 @@ class MoCo(SSLMethod):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # The queue's width is known only after the first batch: take the stored shape.
-        stored = state_dict.get(prefix + "queue")
-        if stored is not None and stored.shape != self.queue.shape:
-            self.queue = torch.zeros_like(stored, device=self.queue.device)
+        adopt_stored_shapes(self, state_dict, prefix, ["queue"])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -28,28 +28,40 @@ from ..models.embedder import infer_num_features
 from ..models.heads import PredictionHead, ProjectionHead
 from ..models.resnet import resnet18, resnet50
 from ..models.small_cnn import SmallCNN
+from ..utils.validation import check_number
 from .barlow_twins import BarlowTwins
 from .byol import BYOL
+from .deepcluster import DeepCluster, deepcluster_heads, deepcluster_views
+from .denoising_autoencoder import DenoisingAutoencoder
+from .dino import DINO, dino_heads, dino_views
+from .inpainting import ContextEncoder
+from .jigsaw import Jigsaw, jigsaw_heads, jigsaw_views
 from .method import SSLMethod
 from .moco import MoCo
+from .npid import NPID, npid_heads, npid_views
+from .pirl import PIRL, pirl_heads, pirl_views
+from .reconstruction import reconstruction_heads, reconstruction_views
+from .rotnet import RotNet, rotnet_heads, rotnet_views
 from .simclr import SimCLR
 from .simsiam import SimSiam
 from .supervised import Supervised
+from .swav import SwAV, swav_heads, swav_views
+from .vae import VAE
 from .vicreg import VICReg
 
 
-def _supervised_views(image_size, *, mean=None, std=None):
-    # One mildly augmented view: metric learning with labels needs less invariance than SSL.
-    return simclr_views(
-        image_size,
+def _supervised_views(image_size, *, mean=None, std=None, **options):
+    # Only flips: with labels, crops and jitter cost more than they add. On the Fashion-MNIST
+    # validation split (6 epochs) dropping them raised MAP@R from 0.585 to 0.682.
+    settings = dict(
         n_views=1,
-        crop_scale=(0.5, 1.0),
-        jitter_p=0.5,
+        crop_scale=(1.0, 1.0),
+        crop_ratio=(1.0, 1.0),
+        jitter_p=0.0,
         grayscale_p=0.0,
         blur_p=0.0,
-        mean=mean,
-        std=std,
     )
+    return simclr_views(image_size, mean=mean, std=std, **{**settings, **options})
 
 
 def _projection(hidden: str, output: str, **fixed) -> Callable:
@@ -72,8 +84,12 @@ def _projection_and_predictor(num_layers: int, last_bn: bool) -> Callable:
     return build
 
 
-def _no_heads(f: int, hp: dict) -> dict[str, nn.Module]:
-    return {}
+def _embedding_head(f: int, hp: dict) -> dict[str, nn.Module]:
+    # A linear embedder on the pooled (non-negative, post-ReLU) features, as in PML's
+    # trunk + embedder recipe: it lets the loss use the whole sphere, not one orthant.
+    dim = hp.get("embedding_dim")
+    check_number("embedding_dim", dim, low=1, integer=True, allow_none=True)
+    return {} if dim is None else {"embedding_head": nn.Linear(f, int(dim))}
 
 
 @dataclass(frozen=True)
@@ -148,9 +164,11 @@ METHODS: dict[str, MethodSpec] = {
         simsiam_views,
         _projection_and_predictor(num_layers=3, last_bn=True),
         {"proj_hidden_dim": 512, "proj_output_dim": 512, "pred_hidden_dim": 128},
-        optimizer="sgd",
-        lr=0.05,
-        weight_decay=1e-4,
+        # AdamW, not the paper's SGD at 0.05: on the validation split it reached a kNN score
+        # of 0.795 after 3 epochs against SGD's 0.756 (0.785 at lr 0.5).
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=1e-5,
     ),
     "barlow_twins": MethodSpec(
         BarlowTwins,
@@ -181,11 +199,165 @@ METHODS: dict[str, MethodSpec] = {
         lr=2e-3,
         weight_decay=1e-5,
     ),
+    "swav": MethodSpec(
+        SwAV,
+        swav_views,
+        swav_heads,
+        {
+            "proj_hidden_dim": 512,
+            "proj_output_dim": 128,
+            "num_prototypes": 100,
+            "temperature": 0.1,
+            "sinkhorn_epsilon": 0.05,
+            "sinkhorn_iterations": 3,
+            "freeze_prototypes_iters": 200,
+            "queue_length": 0,
+            "queue_start_step": 0,
+        },
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=1e-5,
+    ),
+    "dino": MethodSpec(
+        DINO,
+        dino_views,
+        dino_heads,
+        {
+            "proj_hidden_dim": 512,
+            "proj_bottleneck_dim": 128,
+            "output_dim": 2048,
+            "proj_batch_norm": True,
+            "norm_last_layer": True,
+            "warmup_teacher_temp": 0.04,
+            "teacher_temp": 0.04,
+            "warmup_teacher_temp_steps": 0,
+            "student_temp": 0.1,
+            "center_momentum": 0.9,
+            # 0.996 suits the paper's hundreds of epochs; a short CPU run needs a teacher
+            # that keeps up (as BYOL's 0.99 here).
+            "momentum": 0.99,
+            "final_momentum": 1.0,
+            # About one Fashion-MNIST epoch at batch 256, the paper's frozen first epoch.
+            "freeze_last_layer_iters": 200,
+        },
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=1e-5,
+    ),
+    "npid": MethodSpec(
+        NPID,
+        npid_views,
+        npid_heads,
+        {
+            "embedding_dim": 128,
+            "num_negatives": 4096,
+            "temperature": 0.07,
+            "memory_momentum": 0.5,
+            "loss": "softmax",
+        },
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=1e-5,
+    ),
+    "pirl": MethodSpec(
+        PIRL,
+        pirl_views,
+        pirl_heads,
+        {
+            "embedding_dim": 128,
+            "grid": 3,
+            "tile_dim": 128,
+            "tile_jitter": None,
+            "num_negatives": 4096,
+            "temperature": 0.07,
+            "memory_momentum": 0.5,
+            "loss_weight": 0.5,
+        },
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=1e-5,
+    ),
+    "deepcluster": MethodSpec(
+        DeepCluster,
+        deepcluster_views,
+        deepcluster_heads,
+        {
+            "proj_hidden_dim": 512,
+            "proj_output_dim": 128,
+            "num_clusters": 100,
+            "temperature": 0.1,
+            "recluster_every": 1,
+            "kmeans_iterations": 10,
+        },
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=1e-5,
+    ),
+    "rotnet": MethodSpec(
+        RotNet,
+        rotnet_views,
+        rotnet_heads,
+        {"head_hidden_dim": 512, "head_num_layers": 2, "all_rotations": True},
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=1e-5,
+    ),
+    "jigsaw": MethodSpec(
+        Jigsaw,
+        jigsaw_views,
+        jigsaw_heads,
+        {
+            "grid": 3,
+            "num_permutations": 100,
+            "permutation_seed": 0,
+            "tile_jitter": None,
+            "normalize_tiles": False,
+            "tile_dim": 128,
+            "head_hidden_dim": 512,
+        },
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=1e-5,
+    ),
+    "context_encoder": MethodSpec(
+        ContextEncoder,
+        reconstruction_views,
+        reconstruction_heads,
+        {"mask_fraction": 0.25, "context_weight": 0.0, "fill_value": 0.0, "decoder_width": 16},
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=1e-5,
+    ),
+    "denoising_autoencoder": MethodSpec(
+        DenoisingAutoencoder,
+        reconstruction_views,
+        reconstruction_heads,
+        {"masking_fraction": 0.25, "noise_std": 0.0, "mask_value": 0.0, "decoder_width": 16},
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=1e-5,
+    ),
+    "vae": MethodSpec(
+        VAE,
+        reconstruction_views,
+        reconstruction_heads,
+        {
+            "latent_dim": 32,
+            "beta": 1.0,
+            "capacity": 0.0,
+            "capacity_warmup": 1.0,
+            "decoder_width": 16,
+        },
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=1e-5,
+    ),
     "supervised": MethodSpec(
         Supervised,
         _supervised_views,
-        _no_heads,
+        _embedding_head,
         {
+            "embedding_dim": 128,
             "loss": "MultiSimilarityLoss",
             "miner": "MultiSimilarityMiner",
             "samples_per_class": "auto",
@@ -200,10 +372,23 @@ METHODS: dict[str, MethodSpec] = {
 BACKBONES = ("small_cnn", "resnet18", "resnet50")
 
 
-def check_method_name(name) -> MethodSpec:
+# Short names the field also uses; a run stores the full name.
+ALIASES = {"inpainting": "context_encoder", "dae": "denoising_autoencoder"}
+
+
+def canonical_method_name(name) -> str:
+    """``name`` with :data:`ALIASES` resolved; an unknown name is a ``ValueError``."""
+    name = ALIASES.get(name, name) if isinstance(name, str) else name
     if not isinstance(name, str) or name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
-    return METHODS[name]
+        raise ValueError(
+            f"unknown method {name!r}; choose one of {sorted(METHODS)} "
+            f"(aliases: {', '.join(f'{a}={n}' for a, n in ALIASES.items())})"
+        )
+    return name
+
+
+def check_method_name(name) -> MethodSpec:
+    return METHODS[canonical_method_name(name)]
 
 
 def build_backbone(name: str, input_shape: Sequence[int], **kwargs) -> nn.Module:
@@ -234,7 +419,8 @@ def clean_transform(mean: Sequence[float] | None, std: Sequence[float] | None) -
 
 def method_hparams(name: str, hparams: Mapping | None = None) -> dict:
     """The method's default hyper-parameters updated with ``hparams`` (unknown keys refused)."""
-    spec = check_method_name(name)
+    name = canonical_method_name(name)
+    spec = METHODS[name]
     merged = dict(spec.hparams)
     allowed = set(merged) | _constructor_args(spec.cls)
     for key, value in (hparams or {}).items():
@@ -247,7 +433,7 @@ def method_hparams(name: str, hparams: Mapping | None = None) -> dict:
 
 
 def _constructor_args(cls: type) -> set[str]:
-    skip = {"self", "backbone", "feature_dim", "views", "preprocess", "input_shape"}
+    skip = {"self", "backbone", "feature_dim", "views", "preprocess", "input_shape", "num_samples"}
     params = inspect.signature(cls.__init__).parameters
     return {p for p in params if p not in skip and not p.endswith("_head")}
 
@@ -262,6 +448,7 @@ def build_method(
     std: Sequence[float] | None = None,
     num_classes: int | None = None,
     view_kwargs: Mapping | None = None,
+    num_samples: int | None = None,
 ) -> SSLMethod:
     """Build a method by name with its heads, recipe and clean transform.
 
@@ -275,6 +462,8 @@ def build_method(
         num_classes: classes of the labelled data (losses with proxies need it).
         view_kwargs: keyword arguments of the method's recipe (e.g. ``{"flip_p": 0.0}`` for
             :func:`~metricssl.augment.simclr_views`), overriding its defaults.
+        num_samples: images in the training split, for methods with a per-sample memory
+            bank (their constructor takes ``num_samples``).
 
     Example:
         >>> from metricssl.ssl.registry import build_method
@@ -282,7 +471,8 @@ def build_method(
         >>> method.temperature
         0.1
     """
-    spec = check_method_name(method)
+    method = canonical_method_name(method)
+    spec = METHODS[method]
     input_shape = tuple(int(s) for s in input_shape)
     if len(input_shape) != 3:
         raise ValueError(f"input_shape must be (C, H, W), got {input_shape}")
@@ -299,8 +489,15 @@ def build_method(
     if spec.cls is Supervised and isinstance(args.get("loss"), str):
         from .supervised import make_loss
 
-        args["loss"] = make_loss(args["loss"], num_classes=num_classes, embedding_size=feature_dim)
+        embedding_size = hp.get("embedding_dim") or feature_dim
+        args["loss"] = make_loss(
+            args["loss"], num_classes=num_classes, embedding_size=embedding_size
+        )
     views = spec.views(input_shape[1:], mean=mean, std=std, **dict(view_kwargs or {}))
+    if "num_samples" in inspect.signature(spec.cls.__init__).parameters:
+        if num_samples is None:
+            raise ValueError(f"method {method!r} needs num_samples (images in the training set)")
+        args["num_samples"] = num_samples
     return spec.cls(
         net,
         **heads,

@@ -55,7 +55,13 @@ from .embed import embed_dataset
 from .lars import LARS
 from .method import Batch, SSLMethod
 from .monitor import collapse_diagnostics, knn_accuracy, warn_if_collapsed
-from .registry import BACKBONES, METHODS, build_method, check_method_name, method_hparams
+from .registry import (
+    BACKBONES,
+    METHODS,
+    build_method,
+    canonical_method_name,
+    method_hparams,
+)
 from .schedule import WarmupCosineSchedule
 from .supervised import Supervised, auto_samples_per_class
 
@@ -202,11 +208,12 @@ class Trainer:
         steps_per_epoch: int | None = None,
         eval_batch_size: int = 512,
     ):
-        name = method.name if isinstance(method, SSLMethod) else method
         if isinstance(method, SSLMethod):
+            name = method.name
             spec = METHODS.get(name)
         else:
-            spec = check_method_name(method)
+            method = name = canonical_method_name(method)
+            spec = METHODS[name]
         check_number("epochs", epochs, low=1, integer=True)
         check_number("batch_size", batch_size, low=1, integer=True, allow_none=True)
         check_number("lr", lr, low=0, low_inclusive=False, allow_none=True)
@@ -325,6 +332,7 @@ class Trainer:
                 "mean": mean,
                 "std": std,
                 "num_classes": self.num_classes,
+                "num_samples": len(self.train_data),
             }
             self.method = build_method(
                 name,
@@ -335,8 +343,10 @@ class Trainer:
                 mean=mean,
                 std=std,
                 num_classes=self.num_classes,
+                num_samples=len(self.train_data),
             )
         self.method_name = name
+        self.method.check_dataset_size(len(self.train_data))
         if self.method.input_shape is not None and self.method.input_shape != self.input_shape:
             raise ValueError(
                 f"the dataset's images have shape (C, H, W) = {self.input_shape} but the "
@@ -627,6 +637,7 @@ class Trainer:
 
     def _train_epoch(self, epoch: int, bar) -> dict:
         self.model.train()
+        self.method.on_epoch_start(epoch, self.train_data)
         batches = self._epoch_batches(epoch)
         # Sums stay on the device as tensors: no host synchronisation per step.
         sums: dict[str, torch.Tensor] = {}
@@ -650,7 +661,8 @@ class Trainer:
             if timing and cuda:
                 torch.cuda.synchronize(self.device)
             t1 = time.perf_counter()
-            out = self._forward_backward(Batch(views, labels), micro, check=timing)
+            indices = batches[micro].to(self.device, non_blocking=True)
+            out = self._forward_backward(Batch(views, labels, indices), micro, check=timing)
             if timing:
                 if cuda:
                     torch.cuda.synchronize(self.device)

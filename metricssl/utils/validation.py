@@ -141,11 +141,22 @@ def nonfinite_flag(*tensors: torch.Tensor | None) -> torch.Tensor:
 
     It stays on the device: no host synchronisation is added on CUDA.
     """
-    flags = [~torch.isfinite(t).all() for t in tensors if t is not None]
+    flags = [_nonfinite(t) for t in tensors if t is not None]
     flag = flags[0]
     for f in flags[1:]:
         flag = flag | f
     return flag
+
+
+def _nonfinite(t: torch.Tensor) -> torch.Tensor:
+    if t.device.type == "cpu":
+        # On CPU isfinite().all() costs ~20x a sum (0.2 ms for 256 x 256 floats); a sum is
+        # NaN/Inf whenever an entry is, so the exact test runs only when the sum is not finite
+        # (which finite entries can also cause, by overflowing). The host sync is free on CPU.
+        acc = torch.float64 if t.dtype == torch.float64 else torch.float32
+        if bool(torch.isfinite(t.detach().sum(dtype=acc))):
+            return torch.zeros((), dtype=torch.bool)
+    return ~torch.isfinite(t).all()
 
 
 def apply_nonfinite_policy(value: torch.Tensor, flag: torch.Tensor, what: str) -> torch.Tensor:
@@ -155,7 +166,9 @@ def apply_nonfinite_policy(value: torch.Tensor, flag: torch.Tensor, what: str) -
     A ``RuntimeWarning`` is emitted where checking is free (CPU tensors); on CUDA the NaN is
     returned without a warning, because finding out would cost a device synchronisation.
     """
-    if value.device.type == "cpu" and bool(flag):
+    if value.device.type == "cpu":
+        if not bool(flag):
+            return value
         warnings.warn(
             f"{what}: embeddings contain NaN or Inf; the loss is NaN", RuntimeWarning, stacklevel=3
         )

@@ -6,6 +6,7 @@ from torch import nn
 
 from metricssl.losses.ntxent_loss import NTXentLoss
 from metricssl.ssl.byol import BYOL
+from metricssl.ssl.datasets import ImageData
 from metricssl.ssl.method import Batch
 from metricssl.ssl.moco import MoCo
 from metricssl.ssl.registry import METHODS, build_method
@@ -19,6 +20,32 @@ SMALL = {
     "barlow_twins": {"proj_hidden_dim": 64, "proj_output_dim": 64},
     "vicreg": {"proj_hidden_dim": 64, "proj_output_dim": 64},
     "supervised": {"miner": None},
+    "npid": {"embedding_dim": 16, "num_negatives": 16},
+    "pirl": {"embedding_dim": 16, "grid": 2, "tile_dim": 8, "num_negatives": 16, "tile_jitter": 0},
+    "rotnet": {"head_hidden_dim": 32},
+    "jigsaw": {
+        "grid": 2,
+        "num_permutations": 8,
+        "tile_dim": 16,
+        "head_hidden_dim": 32,
+        "tile_jitter": 0,
+    },
+    "context_encoder": {"decoder_width": 8},
+    "denoising_autoencoder": {"decoder_width": 8},
+    "vae": {"latent_dim": 8, "decoder_width": 8},
+    "swav": {
+        "proj_hidden_dim": 32,
+        "proj_output_dim": 16,
+        "num_prototypes": 8,
+        "freeze_prototypes_iters": 2,
+    },
+    "deepcluster": {"proj_hidden_dim": 32, "proj_output_dim": 16, "num_clusters": 4},
+    "dino": {
+        "proj_hidden_dim": 32,
+        "proj_bottleneck_dim": 16,
+        "output_dim": 64,
+        "freeze_last_layer_iters": 2,
+    },
 }
 
 
@@ -47,16 +74,18 @@ def test_loss_falls_on_a_fixed_batch(name):
         mean=[0.5],
         std=[0.3],
         num_classes=4,
+        num_samples=32,
     )
     images = tiny_images()
     labels = torch.arange(32) % 4
+    method.on_epoch_start(0, ImageData(images, labels))
     gen = torch.Generator().manual_seed(1)
     views = method.make_views(images, gen)
-    assert len(views) == method.num_views
+    assert len(views) >= method.num_views  # multi-crop recipes give more
     opt = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=3e-3)
     losses = []
     for step in range(1, 16):
-        out = method.training_step(Batch(views, labels))
+        out = method.training_step(Batch(views, labels, torch.arange(32)))
         assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
         opt.zero_grad()
         out["loss"].backward()
@@ -178,3 +207,21 @@ def test_build_method_passes_view_kwargs_to_the_recipe():
     assert not flips(build_method("simclr", (1, 28, 28), view_kwargs={"flip_p": 0.0}))
     with pytest.raises(TypeError, match="no_such_option"):
         build_method("simclr", (1, 28, 28), view_kwargs={"no_such_option": 1})
+
+
+def test_supervised_embeds_through_a_linear_head_of_embedding_dim():
+    method = build_method("supervised", (1, 8, 8), num_classes=3)
+    assert isinstance(method.embedding_head, nn.Linear)
+    assert method.embed(tiny_images(4)).shape == (4, 128)
+    plain = build_method("supervised", (1, 8, 8), hparams={"embedding_dim": None})
+    assert plain.embedding_head is None and plain.embed(tiny_images(4)).shape == (4, 128)
+    # Proxy losses are sized by the embedding width, not the backbone's.
+    proxy = build_method(
+        "supervised",
+        (1, 8, 8),
+        hparams={"embedding_dim": 16, "loss": "ProxyAnchorLoss", "miner": None},
+        num_classes=3,
+    )
+    assert proxy.loss_fn.proxies.shape == (3, 16)
+    with pytest.raises(ValueError, match="embedding_dim"):
+        build_method("supervised", (1, 8, 8), hparams={"embedding_dim": 0})

@@ -21,6 +21,32 @@ SMALL = {
     "barlow_twins": {"proj_hidden_dim": 32, "proj_output_dim": 32},
     "vicreg": {"proj_hidden_dim": 32, "proj_output_dim": 32},
     "supervised": {"samples_per_class": 4},
+    "npid": {"embedding_dim": 16, "num_negatives": 16},
+    "pirl": {"embedding_dim": 16, "grid": 2, "tile_dim": 8, "num_negatives": 16, "tile_jitter": 0},
+    "rotnet": {"head_hidden_dim": 32},
+    "jigsaw": {
+        "grid": 2,
+        "num_permutations": 8,
+        "tile_dim": 16,
+        "head_hidden_dim": 32,
+        "tile_jitter": 0,
+    },
+    "context_encoder": {"decoder_width": 4},
+    "denoising_autoencoder": {"decoder_width": 4},
+    "vae": {"latent_dim": 8, "decoder_width": 4},
+    "swav": {
+        "proj_hidden_dim": 32,
+        "proj_output_dim": 16,
+        "num_prototypes": 8,
+        "freeze_prototypes_iters": 2,
+    },
+    "deepcluster": {"proj_hidden_dim": 32, "proj_output_dim": 16, "num_clusters": 4},
+    "dino": {
+        "proj_hidden_dim": 32,
+        "proj_bottleneck_dim": 16,
+        "output_dim": 64,
+        "freeze_last_layer_iters": 2,
+    },
 }
 
 

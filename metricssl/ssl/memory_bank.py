@@ -1,0 +1,91 @@
+"""MemoryBank: one L2-normalised vector per training image, refreshed by a moving average."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..utils.distributed import gather_with_grad
+from ..utils.validation import check_number
+
+
+def positive_softmax_loss(positive: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+    """The cross-entropy of ``positive`` (B,) among ``[positive, negatives]`` (B, 1 + K)."""
+    logits = torch.cat([positive.unsqueeze(1), negatives], dim=1)
+    return torch.logsumexp(logits, dim=1).sub(positive).mean()
+
+
+class MemoryBank(nn.Module):
+    """A (num_samples, dim) bank of unit vectors, one per training image, as in NPID and PIRL.
+
+    Row ``i`` starts as a random unit vector and, each time image ``i`` is in a batch, becomes
+    ``normalize(momentum * bank[i] + (1 - momentum) * value)`` (Wu et al., CVPR 2018, section
+    3.2; momentum 0.5). Under torch.distributed the batch's indices and values are gathered
+    from every rank first, so every rank holds the same bank. The bank is a registered buffer:
+    it is in ``state_dict()`` and a checkpoint resumes it exactly.
+
+    Args:
+        num_samples: rows (images in the training split), >= 1.
+        dim: width of each vector, >= 1.
+        momentum: weight of the old entry in each update, in [0, 1).
+
+    Example:
+        >>> import torch
+        >>> from metricssl.ssl.memory_bank import MemoryBank
+        >>> bank = MemoryBank(num_samples=100, dim=8)
+        >>> bank.update(torch.tensor([3, 7]), torch.randn(2, 8))
+        >>> bank.bank.norm(dim=1).allclose(torch.ones(100))
+        True
+    """
+
+    def __init__(self, num_samples: int, dim: int, momentum: float = 0.5):
+        super().__init__()
+        check_number("num_samples", num_samples, low=1, integer=True)
+        check_number("dim", dim, low=1, integer=True)
+        check_number("momentum", momentum, low=0, high=1, high_inclusive=False)
+        self.num_samples = int(num_samples)
+        self.dim = int(dim)
+        self.momentum = float(momentum)
+        self.register_buffer("bank", F.normalize(torch.randn(self.num_samples, self.dim), dim=1))
+
+    def forward(self, indices: torch.Tensor) -> torch.Tensor:
+        """The bank's rows at ``indices`` (a copy, without gradient)."""
+        return self.bank[indices]
+
+    @torch.no_grad()
+    def update(self, indices: torch.Tensor, values: torch.Tensor) -> None:
+        """Move rows ``indices`` towards ``values`` (every rank's, under torch.distributed)."""
+        if indices.shape[0] != values.shape[0] or values.shape[1:] != (self.dim,):
+            raise ValueError(
+                f"update needs (B,) indices and (B, {self.dim}) values, got "
+                f"{tuple(indices.shape)} and {tuple(values.shape)}"
+            )
+        indices = gather_with_grad(indices.to(self.bank.device))
+        values = gather_with_grad(values.detach().to(self.bank))
+        mixed = self.momentum * self.bank[indices] + (1 - self.momentum) * values
+        self.bank[indices] = F.normalize(mixed, dim=1)
+
+    def logits(
+        self,
+        v: torch.Tensor,
+        indices: torch.Tensor,
+        negative_indices: torch.Tensor,
+        temperature: float,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(positive, negatives)``: ``v . bank[indices] / T`` (B,) and ``v . bank[j] / T``
+        for each ``j`` of ``negative_indices`` (B, K); ``v`` are unit rows (B, dim)."""
+        if v.ndim != 2 or v.shape[1] != self.dim:
+            raise ValueError(
+                f"the embeddings have shape {tuple(v.shape)}, but the bank holds "
+                f"embedding_dim={self.dim} rows: the head must output {self.dim} features"
+            )
+        positive = (v * self.bank[indices]).sum(dim=1) / temperature
+        negatives = v @ self.bank[negative_indices].t() / temperature
+        return positive, negatives
+
+    def sample(self, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``count`` row indices drawn uniformly with replacement (the noise distribution)."""
+        return torch.randint(
+            self.num_samples, (count,), device=self.bank.device, generator=generator
+        )

@@ -1,0 +1,151 @@
+"""NPID: instance discrimination against a memory bank of every training image."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..augment.recipes import simclr_views
+from ..utils.validation import check_choice, check_number
+from .memory_bank import MemoryBank, positive_softmax_loss
+from .method import Batch, SSLMethod
+
+NPID_LOSSES = ("softmax", "nce")
+
+
+def npid_views(image_size, *, mean=None, std=None, **options):
+    """NPID's recipe: one view per image, SimCLR's augmentations (crop, flip, jitter, gray)."""
+    return simclr_views(image_size, n_views=1, mean=mean, std=std, **options)
+
+
+def nce_loss(
+    positive: torch.Tensor, negatives: torch.Tensor, log_z: torch.Tensor, num_samples: int
+) -> torch.Tensor:
+    """Noise-contrastive estimation with a uniform noise distribution (NPID's equation 6).
+
+    ``positive`` (B,) and ``negatives`` (B, K) are logits ``v . m / T``; ``P(i|v) =
+    exp(logit) / Z``; each data sample should be told apart from ``K`` noise samples drawn
+    with probability ``1 / n``: ``h = P / (P + K / n)`` and the loss is ``-log h(positive) -
+    sum log(1 - h(negative))``, averaged over the batch. Computed in log space.
+    """
+    log_k_pn = math.log(negatives.shape[1] / num_samples)
+    log_p_pos = positive - log_z
+    log_p_neg = negatives - log_z
+    data = log_p_pos - torch.logaddexp(log_p_pos, torch.full_like(log_p_pos, log_k_pn))
+    noise = log_k_pn - torch.logaddexp(log_p_neg, torch.full_like(log_p_neg, log_k_pn))
+    return -(data + noise.sum(dim=1)).mean()
+
+
+class NPID(SSLMethod):
+    """Non-parametric instance discrimination: each image is its own class.
+
+    Wu, Xiong, Yu and Lin, "Unsupervised Feature Learning via Non-Parametric Instance
+    Discrimination", CVPR 2018. The backbone and a linear projection give a unit vector
+    ``v_i`` for image ``i``; a :class:`~metricssl.ssl.memory_bank.MemoryBank` holds one unit
+    vector ``m_j`` per training image. ``v_i`` should be close to ``m_i`` and far from the
+    entries of ``num_negatives`` images drawn uniformly from the bank (one draw per batch,
+    shared by its rows), through
+
+    - ``loss="softmax"``: the cross-entropy of the positive among ``[v . m_i, v . m_j ...] /
+      T`` (a softmax over sampled negatives, as MoCo later did with a queue);
+    - ``loss="nce"``: the paper's noise-contrastive estimation (:func:`nce_loss`) with the
+      normaliser ``Z`` estimated on the first batch and then held fixed (as in the paper).
+
+    After each step ``m_i`` moves towards ``v_i`` (bank momentum 0.5). The Trainer supplies
+    each batch's image positions (``Batch.indices``) and the training split's size
+    (``num_samples``).
+
+    Args:
+        backbone: images -> features.
+        projection_head: features -> the embedding ``v`` (normalised here).
+        num_samples: images in the training split (rows of the bank).
+        embedding_dim: width of ``v`` (the projection's output; 128 in the paper).
+        num_negatives: bank entries per batch used as negatives (4096 in the paper).
+        temperature: ``T`` (0.07 in the paper).
+        memory_momentum: weight of the old bank entry in each update (0.5 in the paper).
+        loss: ``"softmax"`` or ``"nce"``.
+        feature_dim, views, preprocess, input_shape: see :class:`SSLMethod`.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from metricssl.ssl.method import Batch
+        >>> from metricssl.ssl.npid import NPID
+        >>> backbone = nn.Sequential(nn.Flatten(), nn.Linear(64, 32))
+        >>> method = NPID(backbone, nn.Linear(32, 16), num_samples=100, embedding_dim=16,
+        ...               num_negatives=50)
+        >>> batch = Batch([torch.rand(8, 1, 8, 8)], indices=torch.arange(8))
+        >>> method.training_step(batch)["loss"].backward()
+    """
+
+    name = "npid"
+    num_views = 1
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        projection_head: nn.Module,
+        num_samples: int,
+        embedding_dim: int = 128,
+        num_negatives: int = 4096,
+        temperature: float = 0.07,
+        memory_momentum: float = 0.5,
+        loss: str = "softmax",
+        feature_dim: int | None = None,
+        views: Callable | None = None,
+        preprocess: Callable | None = None,
+        input_shape: Sequence[int] | None = None,
+    ):
+        super().__init__(backbone, feature_dim, views, preprocess, input_shape)
+        check_number("num_samples", num_samples, low=2, integer=True)
+        check_number("num_negatives", num_negatives, low=1, integer=True)
+        check_number("temperature", temperature, low=0, low_inclusive=False)
+        check_choice("loss", loss, NPID_LOSSES)
+        self.projection_head = projection_head
+        self.memory = MemoryBank(num_samples, embedding_dim, memory_momentum)
+        self.num_negatives = int(num_negatives)
+        self.temperature = float(temperature)
+        self.loss = loss
+        # Estimated on the first NCE batch; buffers, so a resumed run keeps it.
+        self.register_buffer("log_z", torch.zeros(()))
+        self.register_buffer("log_z_estimated", torch.zeros((), dtype=torch.bool))
+
+    def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        self.check_batch(batch)
+        if batch.indices is None:
+            raise ValueError("NPID needs each image's position in the training set (indices)")
+        v = self.projection_head(self.backbone(batch.views[0]))
+        with torch.autocast(device_type=v.device.type, enabled=False):
+            v = F.normalize(v.float(), dim=1)
+            negative_ids = self.memory.sample(self.num_negatives)
+            positive, negatives = self.memory.logits(
+                v, batch.indices, negative_ids, self.temperature
+            )
+            if self.loss == "softmax":
+                loss = positive_softmax_loss(positive, negatives)
+            else:
+                if not self.log_z_estimated:
+                    self.log_z.copy_(self._estimate_log_z(positive, negatives))
+                    self.log_z_estimated.fill_(True)
+                loss = nce_loss(positive, negatives, self.log_z, self.memory.num_samples)
+        self.memory.update(batch.indices, v)
+        return {"loss": loss, "positive_similarity": positive.detach().mean() * self.temperature}
+
+    @torch.no_grad()
+    def _estimate_log_z(self, positive: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        # Z = n * E[exp(v . m / T)], the mean taken over the first batch's logits.
+        logits = torch.cat([positive.unsqueeze(1), negatives], dim=1).flatten()
+        return (
+            torch.logsumexp(logits, 0)
+            - math.log(logits.numel())
+            + math.log(self.memory.num_samples)
+        )
+
+
+def npid_heads(feature_dim: int, hparams: dict) -> dict[str, nn.Module]:
+    """NPID's head: one linear map to ``embedding_dim`` (normalised in the loss)."""
+    return {"projection_head": nn.Linear(feature_dim, int(hparams["embedding_dim"]))}
