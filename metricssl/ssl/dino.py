@@ -13,7 +13,14 @@ from ..augment.multi_crop import MultiCrop, multi_crop
 from ..augment.recipes import Range, Size
 from ..losses.dino_loss import DINOLoss
 from ..utils.validation import check_bool, check_number
-from .method import Batch, SSLMethod, ema_update, momentum_copy
+from .method import (
+    Batch,
+    SSLMethod,
+    check_multi_crop_views,
+    ema_update,
+    features_by_size,
+    momentum_copy,
+)
 from .schedule import cosine_momentum
 
 
@@ -337,7 +344,7 @@ class DINO(SSLMethod):
             student_temp=student_temp,
             center_momentum=center_momentum,
         )
-        self._check_views(views, self.input_shape)
+        check_multi_crop_views(views, self.input_shape, self.num_global)
         self.dino_head = dino_head
         self.teacher_backbone = momentum_copy(backbone)
         self.teacher_head = momentum_copy(dino_head)
@@ -346,21 +353,6 @@ class DINO(SSLMethod):
         self.final_momentum = float(final_momentum)
         self.freeze_last_layer_iters = int(freeze_last_layer_iters)
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.int64))
-
-    @staticmethod
-    def _check_views(views, input_shape) -> None:
-        n_views = getattr(views, "n_views", None)
-        if n_views is not None and n_views < DINO.num_views:
-            raise ValueError(f"views must make at least 2 crops (2 global), it makes {n_views}")
-        if isinstance(views, MultiCrop) and views.n_global != DINO.num_global:
-            raise ValueError(f"views must have 2 global crops, it has {views.n_global}")
-        if input_shape is not None and hasattr(views, "check_input"):
-            # The recipe's own check (MultiCrop: no crop larger than the image), now rather
-            # than at the first batch.
-            try:
-                views.check_input(torch.empty((0, *input_shape)))
-            except ValueError as error:
-                raise ValueError(f"views do not fit input_shape {input_shape}: {error}") from None
 
     # -- schedules ------------------------------------------------------------------------------
 
@@ -389,14 +381,8 @@ class DINO(SSLMethod):
     def _student(self, views: Sequence[torch.Tensor]) -> torch.Tensor:
         """Student outputs of all crops, in order: one backbone pass per run of same-size
         crops (the global crops, then the local ones), one head pass for all of them."""
-        features, start = [], 0
-        while start < len(views):
-            stop = start + 1
-            while stop < len(views) and views[stop].shape == views[start].shape:
-                stop += 1
-            features.append(self.backbone(torch.cat(list(views[start:stop]))))
-            start = stop
-        return self.dino_head(torch.cat(features), **self._head_kwargs())
+        features = features_by_size(self.backbone, views)
+        return self.dino_head(features, **self._head_kwargs())
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.check_batch(batch)

@@ -9,6 +9,7 @@ from typing import ClassVar, NamedTuple
 import torch
 from torch import nn
 
+from ..augment.multi_crop import MultiCrop
 from ..utils.validation import check_number
 from .datasets import ImageData
 
@@ -59,6 +60,38 @@ def adopt_stored_shapes(
         stored, current = state_dict.get(prefix + name), getattr(module, name)
         if stored is not None and stored.shape != current.shape:
             setattr(module, name, torch.zeros_like(stored, device=current.device))
+
+
+def check_multi_crop_views(views, input_shape, n_global: int = 2) -> None:
+    """A multi-crop recipe for SwAV or DINO: at least ``n_global`` views, exactly
+    ``n_global`` global crops for a :class:`~metricssl.augment.MultiCrop`, and (with
+    ``input_shape``) no crop larger than the image, checked now rather than at the first
+    batch."""
+    n_views = getattr(views, "n_views", None)
+    if n_views is not None and n_views < n_global:
+        raise ValueError(
+            f"views must make at least {n_global} crops ({n_global} global), it makes {n_views}"
+        )
+    if isinstance(views, MultiCrop) and views.n_global != n_global:
+        raise ValueError(f"views must have {n_global} global crops, it has {views.n_global}")
+    if input_shape is not None and hasattr(views, "check_input"):
+        try:
+            views.check_input(torch.empty((0, *input_shape)))
+        except ValueError as error:
+            raise ValueError(f"views do not fit input_shape {input_shape}: {error}") from None
+
+
+def features_by_size(backbone: nn.Module, views: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The backbone's features of every crop, in order: one pass per run of same-size crops
+    (the global crops, then the local ones), concatenated."""
+    features, start = [], 0
+    while start < len(views):
+        stop = start + 1
+        while stop < len(views) and views[stop].shape == views[start].shape:
+            stop += 1
+        features.append(backbone(torch.cat(list(views[start:stop]))))
+        start = stop
+    return torch.cat(features)
 
 
 class SSLMethod(nn.Module):

@@ -16,7 +16,7 @@ from ..models.heads import ProjectionHead, PrototypesHead
 from ..utils import common_functions as c_f
 from ..utils.distributed import gather_with_grad
 from ..utils.validation import check_number
-from .method import Batch, SSLMethod
+from .method import Batch, SSLMethod, check_multi_crop_views, features_by_size
 
 
 def swav_views(
@@ -231,7 +231,7 @@ class SwAV(SSLMethod):
         self.criterion = SwAVLoss(
             temperature, sinkhorn_epsilon, sinkhorn_iterations, gather_distributed=True
         )
-        self._check_views(views, self.input_shape)
+        check_multi_crop_views(views, self.input_shape, self.num_global)
         self.projection_head = projection_head
         self.prototype_head = prototype_head
         self.temperature = float(temperature)
@@ -256,21 +256,6 @@ class SwAV(SSLMethod):
     def check_dataset_size(self, num_samples: int) -> None:
         check_num_prototypes(self.num_prototypes, num_samples)
 
-    @staticmethod
-    def _check_views(views, input_shape) -> None:
-        n_views = getattr(views, "n_views", None)
-        if n_views is not None and n_views < SwAV.num_views:
-            raise ValueError(f"views must make at least 2 crops (2 global), it makes {n_views}")
-        if isinstance(views, MultiCrop) and views.n_global != SwAV.num_global:
-            raise ValueError(f"views must have 2 global crops, it has {views.n_global}")
-        if input_shape is not None and hasattr(views, "check_input"):
-            # The recipe's own check (MultiCrop: no crop larger than the image), now rather
-            # than at the first batch.
-            try:
-                views.check_input(torch.empty((0, *input_shape)))
-            except ValueError as error:
-                raise ValueError(f"views do not fit input_shape {input_shape}: {error}") from None
-
     @torch.no_grad()
     def normalize_prototypes_(self) -> None:
         """Rescale every prototype (weight row) to unit length, in place."""
@@ -280,14 +265,7 @@ class SwAV(SSLMethod):
     def _project(self, views: Sequence[torch.Tensor]) -> torch.Tensor:
         """Unit projections of all crops, in order; one backbone pass per run of same-size
         crops (the global crops, then the local ones), one head pass for all of them."""
-        features, start = [], 0
-        while start < len(views):
-            stop = start + 1
-            while stop < len(views) and views[stop].shape == views[start].shape:
-                stop += 1
-            features.append(self.backbone(torch.cat(list(views[start:stop]))))
-            start = stop
-        z = self.projection_head(torch.cat(features))
+        z = self.projection_head(features_by_size(self.backbone, views))
         return F.normalize(z.to(c_f.accumulation_dtype(z.dtype)), dim=1)
 
     def _prototypes(self) -> torch.Tensor:
