@@ -429,10 +429,14 @@ def run_train_command(args) -> int:
         progress=not args.json,
         steps_per_epoch=args.steps_per_epoch,
     )
-    metrics = {key: _plain_number(value) for key, value in trainer.fit().items()}
     from .utils.distributed import rank
 
-    if rank() != 0:
+    try:
+        metrics = {key: _plain_number(value) for key, value in trainer.fit().items()}
+        reporter = rank() == 0
+    finally:
+        trainer.close()
+    if not reporter:
         return 0  # under torchrun, rank 0 reports (its metrics include the kNN evaluation)
     checkpoint = str(trainer.checkpoint_path)
     if args.json:

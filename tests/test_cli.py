@@ -2,6 +2,9 @@
 arguments."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -492,3 +495,26 @@ def test_train_offers_every_registered_method():
     from metricssl.ssl.registry import ALIASES
 
     assert sorted(cli.METHOD_NAMES) == sorted([*METHODS, *ALIASES])
+
+
+def test_train_under_torchrun_reports_once_and_exits_cleanly(tmp_path):
+    # Two CPU processes through torch.distributed.run (what `torchrun` runs), as users launch it.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+        + ["-m", "metricssl.cli", "train", "--method", "simclr", "--dataset", "digits"]
+        + ["--out", str(tmp_path), "--json"]
+        + ["--epochs", "1", "--batch-size", "32", "--steps-per-epoch", "2", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1  # rank 0 only
+    result = json.loads(lines[0])
+    assert result["epoch"] == 1 and result["metrics"]["step"] == 2
+    assert (tmp_path / "checkpoints" / "last.pt").is_file()
+    assert "terminate called" not in run.stderr
+    assert "Warning" not in run.stderr

@@ -380,15 +380,20 @@ class Trainer:
             self.method = nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
         # Buffers are not broadcast: queues are filled identically on every rank from
         # gathered keys, and broadcasting them every step would cost a copy of the queue.
-        self.model = nn.parallel.DistributedDataParallel(
-            self.method,
-            device_ids=[self.device.index] if self.device.type == "cuda" else None,
-            broadcast_buffers=False,
-        )
+        with warnings.catch_warnings():
+            # torch >= 2.12 deprecates the argument, yet its replacement still syncs buffers
+            # at init and does not exist before; the argument still works as documented.
+            warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated", FutureWarning)
+            self.model = nn.parallel.DistributedDataParallel(
+                self.method,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False,
+            )
 
     def _setup_distributed(self, device) -> None:
         env_world = int(os.environ.get("WORLD_SIZE", "1"))
-        if env_world > 1 and not is_distributed():
+        self._owns_process_group = env_world > 1 and not is_distributed()
+        if self._owns_process_group:
             backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
             dist.init_process_group(backend=backend)
         if device == "auto":
@@ -564,6 +569,17 @@ class Trainer:
         if is_distributed():
             dist.barrier()
         return path
+
+    def close(self) -> None:
+        """Destroy the process group this Trainer started under torchrun (else nothing).
+
+        Every rank calls it once training is over: a process that exits with a live gloo
+        group can abort its peers (SIGABRT) while they still talk to it.
+        """
+        if self._owns_process_group and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+        self._owns_process_group = False
 
     def _write_log(self) -> None:
         columns: list[str] = []

@@ -7,7 +7,6 @@ import os
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
@@ -16,6 +15,7 @@ from metricssl.losses.dino_loss import DINOLoss
 from metricssl.models.small_cnn import SmallCNN
 from metricssl.ssl.dino import DINO, DINOHead, dino_heads, dino_views
 from metricssl.ssl.method import Batch
+from tests.gloo import WORLD, run_ranks
 
 # The hyper-parameters proposed for the registry's tests (tiny heads for 8x8 images).
 SMALL = {
@@ -453,8 +453,6 @@ def test_batch_errors():
 
 # -- torch.distributed --------------------------------------------------------------------------
 
-WORLD = 2
-
 
 def ddp_method():
     # No BatchNorm (per-rank statistics would differ from the whole batch's, correctly).
@@ -485,31 +483,20 @@ def ddp_steps(model, method, rows, steps=2):
     return loss.detach(), grads, method.criterion.center.clone()
 
 
-def ddp_worker(rank, rendezvous, out_dir):
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=WORLD)
-    try:
-        method = ddp_method()
-        model = nn.parallel.DistributedDataParallel(method, broadcast_buffers=False)
-        loss, grads, center = ddp_steps(model, method, slice(rank * 4, rank * 4 + 4))
-        dist.all_reduce(loss)
-        torch.save(
-            {"loss": loss / WORLD, "grads": grads, "center": center},
-            os.path.join(out_dir, f"rank{rank}.pt"),
-        )
-    finally:
-        dist.destroy_process_group()
+def ddp_worker(rank, out_dir):
+    method = ddp_method()
+    model = nn.parallel.DistributedDataParallel(method, broadcast_buffers=False)
+    loss, grads, center = ddp_steps(model, method, slice(rank * 4, rank * 4 + 4))
+    dist.all_reduce(loss)
+    torch.save(
+        {"loss": loss / WORLD, "grads": grads, "center": center},
+        os.path.join(out_dir, f"rank{rank}.pt"),
+    )
 
 
 def test_half_batches_under_ddp_match_the_whole_batch(tmp_path):
     # Step 1 updates the centre from both ranks' teacher outputs; step 2's targets use it.
-    mp.start_processes(
-        ddp_worker,
-        args=(f"file://{tmp_path / 'rendezvous'}", str(tmp_path)),
-        nprocs=WORLD,
-        join=True,
-        start_method="fork",
-    )
+    run_ranks(ddp_worker, tmp_path, str(tmp_path))
     method = ddp_method()
     loss, grads, center = ddp_steps(method, method, slice(None))
     assert center.abs().sum() > 0

@@ -7,7 +7,6 @@ import os
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
@@ -17,6 +16,7 @@ from metricssl.models.heads import PrototypesHead
 from metricssl.models.small_cnn import SmallCNN
 from metricssl.ssl.method import Batch
 from metricssl.ssl.swav import SwAV, check_num_prototypes, swav_heads, swav_views
+from tests.gloo import WORLD, run_ranks
 
 # The hyper-parameters proposed for the registry (tiny heads for 8x8 images).
 SMALL = {
@@ -343,8 +343,6 @@ def test_check_num_prototypes():
 
 # -- torch.distributed ---------------------------------------------------------------------------
 
-WORLD = 2
-
 
 def ddp_method():
     # No BatchNorm (per-rank statistics would differ from the whole batch's, correctly).
@@ -374,31 +372,20 @@ def ddp_steps(model, method, rows, steps=2):
     return loss.detach(), grads, method.queue.clone()
 
 
-def ddp_worker(rank, rendezvous, out_dir):
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=WORLD)
-    try:
-        method = ddp_method()
-        model = nn.parallel.DistributedDataParallel(method, broadcast_buffers=False)
-        loss, grads, queue = ddp_steps(model, method, slice(rank * 4, rank * 4 + 4))
-        dist.all_reduce(loss)
-        torch.save(
-            {"loss": loss / WORLD, "grads": grads, "queue": queue},
-            os.path.join(out_dir, f"rank{rank}.pt"),
-        )
-    finally:
-        dist.destroy_process_group()
+def ddp_worker(rank, out_dir):
+    method = ddp_method()
+    model = nn.parallel.DistributedDataParallel(method, broadcast_buffers=False)
+    loss, grads, queue = ddp_steps(model, method, slice(rank * 4, rank * 4 + 4))
+    dist.all_reduce(loss)
+    torch.save(
+        {"loss": loss / WORLD, "grads": grads, "queue": queue},
+        os.path.join(out_dir, f"rank{rank}.pt"),
+    )
 
 
 def test_half_batches_under_ddp_match_the_whole_batch(tmp_path):
     # Step 1 fills the queue from both ranks, step 2 uses it in codes gathered over ranks.
-    mp.start_processes(
-        ddp_worker,
-        args=(f"file://{tmp_path / 'rendezvous'}", str(tmp_path)),
-        nprocs=WORLD,
-        join=True,
-        start_method="fork",
-    )
+    run_ranks(ddp_worker, tmp_path, str(tmp_path))
     method = ddp_method()
     loss, grads, queue = ddp_steps(method, method, slice(None))
     for r in range(WORLD):

@@ -11,7 +11,6 @@ import os
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from metricssl.ssl.barlow_twins import BarlowTwins
@@ -20,8 +19,8 @@ from metricssl.ssl.moco import MoCo
 from metricssl.ssl.simclr import SimCLR
 from metricssl.ssl.supervised import Supervised
 from metricssl.ssl.vicreg import VICReg
+from tests.gloo import WORLD, run_ranks
 
-WORLD = 2
 NAMES = ("simclr", "barlow_twins", "vicreg", "moco", "supervised")
 BATCH = 8  # global
 LABELS = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
@@ -63,25 +62,20 @@ def run_steps(model, method, views, rows, steps):
     return loss.detach(), grads
 
 
-def worker(rank, rendezvous, out_dir):
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=WORLD)
-    try:
-        half = slice(rank * BATCH // WORLD, (rank + 1) * BATCH // WORLD)
-        results = {}
-        for name in NAMES:
-            method = build(name).double()
-            model = nn.parallel.DistributedDataParallel(method, broadcast_buffers=False)
-            # MoCo: step 1 fills the queue from both ranks, step 2 contrasts against it.
-            loss, grads = run_steps(model, method, batch(), half, 2 if name == "moco" else 1)
-            dist.all_reduce(loss)
-            results[name] = {"loss": loss / WORLD, "grads": grads}
-            if name == "moco":
-                results[name]["queue"] = method.queue.clone()
-        results["trainer"] = run_trainer(out_dir)
-        torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+def worker(rank, out_dir):
+    half = slice(rank * BATCH // WORLD, (rank + 1) * BATCH // WORLD)
+    results = {}
+    for name in NAMES:
+        method = build(name).double()
+        model = nn.parallel.DistributedDataParallel(method, broadcast_buffers=False)
+        # MoCo: step 1 fills the queue from both ranks, step 2 contrasts against it.
+        loss, grads = run_steps(model, method, batch(), half, 2 if name == "moco" else 1)
+        dist.all_reduce(loss)
+        results[name] = {"loss": loss / WORLD, "grads": grads}
+        if name == "moco":
+            results[name]["queue"] = method.queue.clone()
+    results["trainer"] = run_trainer(out_dir)
+    torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
 
 
 def run_trainer(out_dir):
@@ -118,16 +112,7 @@ def run_trainer(out_dir):
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    # fork, not spawn: the children inherit the imported modules instead of importing torch
-    # again (seconds on a busy machine); they use one thread each, as DataLoader workers do.
-    mp.start_processes(
-        worker,
-        # A file rendezvous: no TCP port to race for with tests running in parallel.
-        args=(f"file://{out / 'rendezvous'}", str(out)),
-        nprocs=WORLD,
-        join=True,
-        start_method="fork",
-    )
+    run_ranks(worker, out, str(out))
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 

@@ -5,7 +5,6 @@ values and DDP gradients must equal one process's on the whole batch."""
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from pytorch_metric_learning.losses import ContrastiveLoss as PMLContrastiveLoss
 from pytorch_metric_learning.utils import distributed as pml_distributed
 
@@ -24,6 +23,7 @@ from metricssl.utils.distributed import (
     DistributedLossWrapper,
     DistributedMinerWrapper,
 )
+from tests.gloo import WORLD, run_ranks
 from tests.parity import same_indices
 
 
@@ -44,9 +44,6 @@ def test_gather_rejects_bad_input():
         distributed.gather_with_grad([1.0, 2.0])
     with pytest.raises(ValueError):
         distributed.gather_with_grad(torch.tensor(1.0))
-
-
-WORLD = 2
 
 
 def _check_gather(rank):
@@ -275,32 +272,26 @@ def _check_pml_helpers(rank):
     )
 
 
-def _worker(rank, rendezvous):
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=WORLD)
-    try:
-        assert distributed.is_distributed()
-        assert distributed.world_size() == WORLD and distributed.rank() == rank
-        _check_gather(rank)
-        _check_loss_under_ddp(rank, lambda on: BarlowTwinsLoss(gather_distributed=on))
-        _check_loss_under_ddp(rank, lambda on: VICRegLoss(gather_distributed=on))
-        _check_pair_loss(rank)
-        _check_pml_difference(rank)
-        _check_triplet_loss_with_miner(rank)
-        _check_miner_wrapper(rank)
-        _check_efficient(rank)
-        _check_cross_batch_memory(rank)
-        _check_loss_weights(rank)
-        _check_pml_helpers(rank)
-    finally:
-        dist.destroy_process_group()
+def _worker(rank):
+    assert distributed.is_distributed()
+    assert distributed.world_size() == WORLD and distributed.rank() == rank
+    _check_gather(rank)
+    _check_loss_under_ddp(rank, lambda on: BarlowTwinsLoss(gather_distributed=on))
+    _check_loss_under_ddp(rank, lambda on: VICRegLoss(gather_distributed=on))
+    _check_pair_loss(rank)
+    _check_pml_difference(rank)
+    _check_triplet_loss_with_miner(rank)
+    _check_miner_wrapper(rank)
+    _check_efficient(rank)
+    _check_cross_batch_memory(rank)
+    _check_loss_weights(rank)
+    _check_pml_helpers(rank)
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_two_process_gloo(tmp_path):
-    # One pair of processes runs every check (starting them dominates the time). A file
-    # rendezvous: no TCP port to race for with tests running in parallel.
-    mp.spawn(_worker, args=(f"file://{tmp_path / 'rendezvous'}",), nprocs=WORLD, join=True)
+    # One pair of processes runs every check (starting them dominates the time).
+    run_ranks(_worker, tmp_path, start_method="spawn")
 
 
 def test_wrappers_without_process_group():
