@@ -49,6 +49,7 @@ from benchmarks._harness import (  # noqa: E402
     geometric_mean,
     load_outputs,
     machine_info,
+    median_measurement,
     mem_available_bytes,
     write_json,
 )
@@ -499,6 +500,12 @@ def parse_args(argv=None):
     )
     p.add_argument("--quick", action="store_true", help="N=256, 2 repeats, 20 s time limit")
     p.add_argument("--repeats", type=int, default=None, help="timed runs after the warm-up (5)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="fresh processes per library, alternating; the median process is reported (1)",
+    )
     p.add_argument("--time-limit", type=float, default=None, help="seconds per run (60)")
     p.add_argument(
         "--mem-limit-gb",
@@ -569,6 +576,7 @@ def main(argv=None):
         f"{args.per_class} per class, shuffled; NTXentLoss[ssl]: N instances x 2 views",
         "dtype": "float32",
         "repeats": repeats,
+        "rounds": args.rounds,
         "time_limit_s": time_limit,
         "mem_limit_gb": round(mem_limit / GiB, 1),
         "device": args.device,
@@ -579,7 +587,7 @@ def main(argv=None):
     print(
         f"{machine['cpu_model']} ({machine['cpus_usable']} cpus), torch {machine['torch']}, "
         f"PML {machine['pytorch_metric_learning']}, device {args.device}; "
-        f"D={args.dim}, {args.per_class}/class, median of {repeats}, "
+        f"D={args.dim}, {args.per_class}/class, median of {repeats} x {args.rounds} process(es), "
         f"limits {time_limit:.0f} s / {mem_limit / GiB:.1f} GB",
         flush=True,
     )
@@ -635,6 +643,7 @@ def run_case(runner: Runner, case: Case, n: int, args, mem_limit: float) -> dict
         "seed": args.seed,
     }
     missing = find_class("ours", case) is None
+    runnable = []
     for impl in ("pml", "ours"):
         if missing and (impl == "ours" or args.skip_missing):
             row[impl] = {"status": "n/a", "detail": f"metricssl has no {case.cls} yet"}
@@ -649,8 +658,15 @@ def run_case(runner: Runner, case: Case, n: int, args, mem_limit: float) -> dict
                     f"(limit {mem_limit / GiB:.1f} GB)",
                 }
                 continue
-        key = (impl, ne, case.ssl, args.device)
-        measurement = runner.measure(TARGET, {**common, "impl": impl}, baseline_key=key)
+        runnable.append(impl)
+    rounds = {impl: [] for impl in runnable}
+    for r in range(args.rounds):
+        # Alternate which library goes first, so neither always meets a warmer machine.
+        for impl in runnable if r % 2 == 0 else runnable[::-1]:
+            key = (impl, ne, case.ssl, args.device)
+            rounds[impl].append(runner.measure(TARGET, {**common, "impl": impl}, baseline_key=key))
+    for impl, measurements in rounds.items():
+        measurement = median_measurement(measurements)
         row[impl] = measurement.to_json()
         row[f"_{impl}"] = measurement
     ours, pml = row.pop("_ours", None), row.pop("_pml", None)

@@ -67,8 +67,10 @@ class InstanceLoss(BaseMetricLossFunction):
             raise ValueError("InstanceLoss does not support indices_tuple")
         if ref_emb is not embeddings:
             raise ValueError("InstanceLoss does not support ref_emb")
-        sim = self.distance(embeddings)
-        logits = sim.to(c_f.accumulation_dtype(sim.dtype)) * self.gamma
+        logits = self.distance(embeddings)
+        # Rebound, not kept: the (N, N) similarities are freed before cross_entropy allocates
+        # its own (N, N) buffers (one matrix less at the peak, and fewer fresh pages to fault).
+        logits = logits.to(c_f.accumulation_dtype(logits.dtype)) * self.gamma
         _, target = torch.unique(labels, return_inverse=True)
         losses = F.cross_entropy(logits, target, reduction="none")
         return {

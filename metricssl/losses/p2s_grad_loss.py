@@ -21,8 +21,9 @@ class P2SGradLoss(BaseClassificationLoss):
 
     over all ``batch x num_classes`` entries; the loss is already reduced (the reducer passes
     it through). Before every call the columns of ``weight`` are projected back to unit
-    length in place, as in PML. It is computed as ``(sum cos^2 - 2 sum cos_target + N) /
-    (N num_classes)``, without a one-hot matrix.
+    length in place, as in PML. With many classes (more than 8x the embedding width) it is
+    computed as ``(sum cos^2 - 2 sum cos_target + N) / (N num_classes)``, without a one-hot
+    matrix.
 
     Args:
         descriptors_dim: width of the embeddings; ``weight`` is ``(descriptors_dim,
@@ -89,12 +90,16 @@ class P2SGradLoss(BaseClassificationLoss):
         else:
             cosine = ((x @ weights) / norms).clamp(-1, 1)
         if self.targets_from_columns():
+            # Many classes: no (N, C) one-hot matrix, and no dense gather backward.
             target = (x * torch.index_select(weights, 1, labels).t()).sum(dim=1)
             target = (target / norms.squeeze(1)).clamp(-1, 1)
+            n = cosine.shape[0]
+            loss = (cosine.square().sum() - 2 * target.sum() + n) / cosine.numel()
         else:
-            target = cosine.gather(1, labels.unsqueeze(1)).squeeze(1)
-        n = cosine.shape[0]
-        loss = (cosine.square().sum() - 2 * target.sum() + n) / cosine.numel()
+            # Few classes: the fused mse_loss has the cheapest backward (0.04 ms of 0.4 at N=256).
+            with torch.no_grad():
+                one_hot = torch.zeros_like(cosine).scatter_(1, labels.unsqueeze(1), 1)
+            loss = torch.nn.functional.mse_loss(cosine, one_hot)
         return {
             "loss": {
                 "losses": loss.to(embeddings.dtype),
