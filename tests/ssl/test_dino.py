@@ -2,11 +2,9 @@
 
 import copy
 import math
-import os
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -15,7 +13,7 @@ from metricssl.losses.dino_loss import DINOLoss
 from metricssl.models.small_cnn import SmallCNN
 from metricssl.ssl.dino import DINO, DINOHead, dino_heads, dino_views
 from metricssl.ssl.method import Batch
-from tests.gloo import WORLD, run_ranks
+from tests.gloo import check_half_batches_match_the_whole_batch
 
 # The hyper-parameters proposed for the registry's tests (tiny heads for 8x8 images).
 SMALL = {
@@ -463,46 +461,11 @@ def ddp_method():
     return DINO(backbone, head, momentum=0.9, center_momentum=0.0).double()
 
 
-def ddp_views():
-    g = torch.Generator().manual_seed(1)
-    return [torch.rand(8, 1, 4, 4, generator=g, dtype=torch.float64) for _ in range(3)]
-
-
-def ddp_steps(model, method, rows, steps=2):
-    """SGD steps on ``rows`` of the views: the last step's loss and gradients, the centre."""
-    opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1)
-    views = ddp_views()
-    for step in range(1, steps + 1):
-        opt.zero_grad()
-        loss = model(Batch([v[rows] for v in views]))["loss"]
-        loss.backward()
-        grads = {k: p.grad.clone() for k, p in method.named_parameters() if p.requires_grad}
-        if step < steps:
-            opt.step()
-            method.on_step_end(step, steps)
-    return loss.detach(), grads, method.criterion.center.clone()
-
-
-def ddp_worker(rank, out_dir):
-    method = ddp_method()
-    model = nn.parallel.DistributedDataParallel(method, broadcast_buffers=False)
-    loss, grads, center = ddp_steps(model, method, slice(rank * 4, rank * 4 + 4))
-    dist.all_reduce(loss)
-    torch.save(
-        {"loss": loss / WORLD, "grads": grads, "center": center},
-        os.path.join(out_dir, f"rank{rank}.pt"),
-    )
+def dino_center(method):
+    return method.criterion.center.clone()
 
 
 def test_half_batches_under_ddp_match_the_whole_batch(tmp_path):
     # Step 1 updates the centre from both ranks' teacher outputs; step 2's targets use it.
-    run_ranks(ddp_worker, tmp_path, str(tmp_path))
-    method = ddp_method()
-    loss, grads, center = ddp_steps(method, method, slice(None))
+    center = check_half_batches_match_the_whole_batch(tmp_path, ddp_method, dino_center)
     assert center.abs().sum() > 0
-    for r in range(WORLD):
-        got = torch.load(tmp_path / f"rank{r}.pt", weights_only=True)
-        torch.testing.assert_close(got["loss"], loss)
-        torch.testing.assert_close(got["center"], center)
-        for name, g in grads.items():
-            torch.testing.assert_close(got["grads"][name], g, msg=name)

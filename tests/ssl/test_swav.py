@@ -2,11 +2,9 @@
 
 import copy
 import math
-import os
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -16,7 +14,7 @@ from metricssl.models.heads import PrototypesHead
 from metricssl.models.small_cnn import SmallCNN
 from metricssl.ssl.method import Batch
 from metricssl.ssl.swav import SwAV, check_num_prototypes, swav_heads, swav_views
-from tests.gloo import WORLD, run_ranks
+from tests.gloo import check_half_batches_match_the_whole_batch
 
 # The hyper-parameters proposed for the registry (tiny heads for 8x8 images).
 SMALL = {
@@ -352,48 +350,13 @@ def ddp_method():
     return SwAV(backbone, head, nn.Linear(6, 5, bias=False), queue_length=12).double()
 
 
-def ddp_views():
-    g = torch.Generator().manual_seed(1)
-    return [torch.rand(8, 1, 4, 4, generator=g, dtype=torch.float64) for _ in range(3)]
-
-
-def ddp_steps(model, method, rows, steps=2):
-    """SGD steps on ``rows`` of the views: the last step's loss and gradients, the queue."""
-    opt = torch.optim.SGD(method.parameters(), lr=0.1)
-    views = ddp_views()
-    for step in range(1, steps + 1):
-        opt.zero_grad()
-        loss = model(Batch([v[rows] for v in views]))["loss"]
-        loss.backward()
-        grads = {k: p.grad.clone() for k, p in method.named_parameters()}
-        if step < steps:
-            opt.step()
-            method.on_step_end(step, steps)
-    return loss.detach(), grads, method.queue.clone()
-
-
-def ddp_worker(rank, out_dir):
-    method = ddp_method()
-    model = nn.parallel.DistributedDataParallel(method, broadcast_buffers=False)
-    loss, grads, queue = ddp_steps(model, method, slice(rank * 4, rank * 4 + 4))
-    dist.all_reduce(loss)
-    torch.save(
-        {"loss": loss / WORLD, "grads": grads, "queue": queue},
-        os.path.join(out_dir, f"rank{rank}.pt"),
-    )
+def swav_queue(method):
+    return method.queue.clone()
 
 
 def test_half_batches_under_ddp_match_the_whole_batch(tmp_path):
     # Step 1 fills the queue from both ranks, step 2 uses it in codes gathered over ranks.
-    run_ranks(ddp_worker, tmp_path, str(tmp_path))
-    method = ddp_method()
-    loss, grads, queue = ddp_steps(method, method, slice(None))
-    for r in range(WORLD):
-        got = torch.load(tmp_path / f"rank{r}.pt", weights_only=True)
-        torch.testing.assert_close(got["loss"], loss)
-        torch.testing.assert_close(got["queue"], queue)
-        for name, g in grads.items():
-            torch.testing.assert_close(got["grads"][name], g, msg=name)
+    check_half_batches_match_the_whole_batch(tmp_path, ddp_method, swav_queue)
 
 
 def test_codes_gathered_over_ranks_equal_one_process_sinkhorn():
