@@ -7,13 +7,7 @@ import torch
 
 from metricssl.losses.dino_loss import DINOLoss, entropy, teacher_temperature
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def outputs(n_crops, n=6, k=10, seed=0, dtype=torch.float64, requires_grad=False):

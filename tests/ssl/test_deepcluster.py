@@ -10,14 +10,6 @@ from metricssl.ssl.deepcluster import DeepCluster, check_num_clusters
 from metricssl.ssl.method import Batch
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def planted(n_per=30, k=4, seed=0):
     """Images near one of k random prototypes, shuffled; the planted cluster of each."""
     g = torch.Generator().manual_seed(seed)

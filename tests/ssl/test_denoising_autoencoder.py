@@ -11,14 +11,6 @@ from metricssl.ssl.method import Batch
 from metricssl.ssl.registry import build_method
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make(**kwargs):
     torch.manual_seed(0)
     backbone = SmallCNN(1, embedding_dim=16, width=4)

@@ -34,14 +34,6 @@ SMALL = {
 HEAD_KEYS = ("proj_hidden_dim", "proj_bottleneck_dim", "proj_batch_norm", "norm_last_layer")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_images(n=32, seed=0, side=8):
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (n, 1, side, side), dtype=torch.uint8, generator=g)

@@ -24,14 +24,6 @@ HPARAMS = dict(METHODS["jigsaw"].hparams)
 SMALL = {"grid": 2, "num_permutations": 8, "tile_dim": 16, "head_hidden_dim": 32, "tile_jitter": 0}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def hamming(perms):
     d = (perms[:, None, :] != perms[None, :, :]).sum(2)
     return d[~torch.eye(len(perms), dtype=torch.bool)]

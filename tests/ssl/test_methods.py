@@ -49,15 +49,6 @@ SMALL = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors: a second thread only adds synchronisation (and the machine is shared).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_images(n=32, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=g)

@@ -14,14 +14,6 @@ from metricssl.ssl.registry import build_method
 from metricssl.ssl.trainer import Trainer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make(num_samples=64, **kwargs):
     torch.manual_seed(0)
     backbone = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU())

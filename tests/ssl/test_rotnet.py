@@ -13,14 +13,6 @@ from metricssl.ssl.rotnet import RotNet, rotate_batch, rotnet_heads, rotnet_view
 SMALL = {"head_hidden_dim": 32}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make(all_rotations=True, seed=0, size=8):
     torch.manual_seed(seed)
     backbone = SmallCNN(1, embedding_dim=16, width=8)
