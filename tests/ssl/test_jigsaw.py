@@ -296,32 +296,3 @@ def test_registry_entry_builds_for_28_pixels():
     assert full.classification_head.input_dim == 9 * 128 and full.permutations.shape == (100, 9)
     with pytest.raises(ValueError, match="does not fit"):
         build_method("jigsaw", (1, 5, 5))
-
-
-def test_trainer_resumes_exactly_and_logs_the_accuracy(tmp_path):
-    from metricssl.ssl.trainer import Trainer
-
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (120, 1, 8, 8), dtype=torch.uint8, generator=g)
-    args = dict(
-        method="jigsaw",
-        dataset=(images, torch.arange(120) % 4),
-        backbone_kwargs={"embedding_dim": 16, "width": 4},
-        hparams={**SMALL, "tile_jitter": None},
-        epochs=3,
-        batch_size=16,
-        steps_per_epoch=2,
-        progress=False,
-        knn_k=10,
-    )
-    straight = Trainer(out=tmp_path / "a", **args)
-    straight.fit()
-    assert 0.0 <= straight.history[-1]["jigsaw_accuracy"] <= 1.0
-    Trainer(out=tmp_path / "b", **args).fit(epochs=1)
-    resumed = Trainer(out=tmp_path / "b", **args)
-    assert resumed.epoch == 1
-    resumed.fit()
-    a, b = straight.method.state_dict(), resumed.method.state_dict()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-    assert straight.history[-1]["loss"] == resumed.history[-1]["loss"]

@@ -78,13 +78,12 @@ def make(name, out, **kw):
     return Trainer(method=name, **args)
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
-def test_resume_is_exact(name, tmp_path):
-    straight = make(name, tmp_path / "a")
+def check_resume_is_exact(name, tmp_path, **kw):
+    """3 epochs straight == 1 epoch, a new Trainer resuming from last.pt, 2 more epochs."""
+    straight = make(name, tmp_path / "a", **kw)
     straight.fit()
-    first = make(name, tmp_path / "b")
-    first.fit(epochs=1)
-    resumed = make(name, tmp_path / "b")  # resume="auto" picks up last.pt
+    make(name, tmp_path / "b", **kw).fit(epochs=1)
+    resumed = make(name, tmp_path / "b", **kw)  # resume="auto" picks up last.pt
     assert resumed.epoch == 1 and resumed.step == 2
     resumed.fit()
     a, b = straight.method.state_dict(), resumed.method.state_dict()
@@ -92,8 +91,27 @@ def test_resume_is_exact(name, tmp_path):
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert straight.history[-1]["loss"] == resumed.history[-1]["loss"]
+    return straight
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_resume_is_exact(name, tmp_path):
+    straight = check_resume_is_exact(name, tmp_path)
     if name == "moco":
-        assert int(b["queue_filled"]) == 40
+        assert int(straight.method.state_dict()["queue_filled"]) == 40
+
+
+@pytest.mark.parametrize(
+    "name, hparams, logged",
+    [
+        # One random rotation per image, and random tile offsets: more random draws to restore.
+        ("rotnet", {"all_rotations": False}, "rotation_accuracy"),
+        ("jigsaw", {"tile_jitter": None}, "jigsaw_accuracy"),
+    ],
+)
+def test_pretext_tasks_resume_exactly_and_log_their_accuracy(name, hparams, logged, tmp_path):
+    straight = check_resume_is_exact(name, tmp_path, hparams={**SMALL[name], **hparams})
+    assert 0.0 <= straight.history[-1][logged] <= 1.0
 
 
 def test_log_checkpoint_and_api(tmp_path):
