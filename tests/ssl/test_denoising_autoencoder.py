@@ -9,6 +9,11 @@ from metricssl.models.small_cnn import SmallCNN
 from metricssl.ssl.denoising_autoencoder import DenoisingAutoencoder, pixel_masks
 from metricssl.ssl.method import Batch
 from metricssl.ssl.registry import build_method
+from tests.ssl.autoencoder_checks import (
+    check_state_dict_round_trip,
+    loss_before_and_after,
+    plane_views,
+)
 
 
 def make(**kwargs):
@@ -16,14 +21,6 @@ def make(**kwargs):
     backbone = SmallCNN(1, embedding_dim=16, width=4)
     kwargs = {"input_shape": (1, 8, 8), "decoder_width": 4, **kwargs}
     return DenoisingAutoencoder(backbone, **kwargs)
-
-
-def tiny_views(n=32, seed=0):
-    # Planes a + b * row + c * column: the clean image is recoverable from a corrupted one.
-    g = torch.Generator().manual_seed(seed)
-    a, b, c = torch.randn(3, n, 1, 1, 1, generator=g)
-    ramp = torch.linspace(-1, 1, 8)
-    return [a + b * ramp.view(1, 1, 8, 1) + c * ramp.view(1, 1, 1, 8)]
 
 
 class Zeros(nn.Module):
@@ -80,7 +77,7 @@ def test_backbone_sees_the_corrupted_image_and_the_target_is_the_clean_one():
     method = make(decoder_head=Zeros(), masking_fraction=0.5, mask_value=7.0)
     seen = []
     method.backbone.register_forward_hook(lambda m, args, out: seen.append(args[0].clone()))
-    views = tiny_views()
+    views = plane_views()
     out = method.training_step(Batch(views))
     assert (seen[0] == 7.0).float().mean().item() == pytest.approx(0.5)
     # The loss is the mean squared error to the clean view over all pixels.
@@ -89,40 +86,12 @@ def test_backbone_sees_the_corrupted_image_and_the_target_is_the_clean_one():
 
 
 def test_loss_falls_on_tiny_data():
-    method = make(noise_std=0.3)
-    views = tiny_views()
-    opt = torch.optim.Adam(method.parameters(), lr=3e-3)
-
-    def loss_on_fixed_noise():
-        torch.manual_seed(123)
-        with torch.no_grad():
-            return method.training_step(Batch(views))["loss"].item()
-
-    before = loss_on_fixed_noise()
-    torch.manual_seed(1)
-    for _ in range(30):
-        loss = method.training_step(Batch(views))["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert loss_on_fixed_noise() < 0.6 * before
+    before, after = loss_before_and_after(make(noise_std=0.3), plane_views(), lr=3e-3)
+    assert after < 0.6 * before
 
 
 def test_state_dict_round_trip_gives_the_same_next_loss():
-    method = make(noise_std=0.2)
-    opt = torch.optim.Adam(method.parameters(), lr=1e-3)
-    for _ in range(2):
-        loss = method.training_step(Batch(tiny_views()))["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    fresh = make(noise_std=0.2)
-    fresh.load_state_dict(method.state_dict())
-    torch.manual_seed(7)
-    a = method.training_step(Batch(tiny_views(seed=1)))
-    torch.manual_seed(7)
-    b = fresh.training_step(Batch(tiny_views(seed=1)))
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    check_state_dict_round_trip(lambda: make(noise_std=0.2))
 
 
 def test_embed_gives_backbone_features_of_clean_images():
