@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..utils.validation import check_bool
+from ..utils.validation import check_bool, check_module
 
 
 def infer_num_features(backbone: nn.Module, input_shape: tuple[int, ...]) -> int:
@@ -29,8 +29,7 @@ def infer_num_features(backbone: nn.Module, input_shape: tuple[int, ...]) -> int
         >>> infer_num_features(net, (1, 28, 28))
         8
     """
-    if not isinstance(backbone, nn.Module):
-        raise TypeError(f"backbone must be an nn.Module, got {type(backbone).__name__}")
+    check_module("backbone", backbone)
     known = getattr(backbone, "num_features", None)
     if known is not None:
         if isinstance(known, bool) or not isinstance(known, int) or known < 1:
@@ -80,10 +79,8 @@ class Embedder(nn.Module):
 
     def __init__(self, backbone: nn.Module, head: nn.Module | None = None, normalize: bool = False):
         super().__init__()
-        if not isinstance(backbone, nn.Module):
-            raise TypeError(f"backbone must be an nn.Module, got {type(backbone).__name__}")
-        if head is not None and not isinstance(head, nn.Module):
-            raise TypeError(f"head must be an nn.Module or None, got {type(head).__name__}")
+        check_module("backbone", backbone)
+        check_module("head", head, allow_none=True)
         check_bool("normalize", normalize)
         self.backbone = backbone
         self.head = head

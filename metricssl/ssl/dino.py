@@ -12,7 +12,7 @@ from ..augment.checks import check_size
 from ..augment.multi_crop import MultiCrop, multi_crop
 from ..augment.recipes import Range, Size
 from ..losses.dino_loss import DINOLoss
-from ..utils.validation import check_bool, check_number
+from ..utils.validation import check_bool, check_module, check_number
 from .method import (
     Batch,
     SSLMethod,
@@ -315,8 +315,7 @@ class DINO(SSLMethod):
         input_shape: Sequence[int] | None = None,
     ):
         super().__init__(backbone, feature_dim, views, preprocess, input_shape)
-        if not isinstance(dino_head, nn.Module):
-            raise TypeError(f"dino_head must be an nn.Module, got {type(dino_head).__name__}")
+        check_module("dino_head", dino_head)
         head_dim = getattr(dino_head, "output_dim", None)
         if output_dim is None:
             if head_dim is None:

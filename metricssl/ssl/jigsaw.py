@@ -15,7 +15,7 @@ from ..augment import random as rnd
 from ..augment.compose import MultiView
 from ..augment.recipes import augmentation_view
 from ..models.heads import ProjectionHead
-from ..utils.validation import check_bool, check_number
+from ..utils.validation import check_bool, check_module, check_number
 from .method import Batch, SSLMethod
 
 MIN_TILE_SIZE = 2
@@ -422,15 +422,8 @@ class Jigsaw(SSLMethod):
         input_shape: Sequence[int] | None = None,
     ):
         super().__init__(backbone, feature_dim, views, preprocess, input_shape)
-        if not isinstance(classification_head, nn.Module):
-            raise TypeError(
-                "classification_head must be an nn.Module, got "
-                f"{type(classification_head).__name__}"
-            )
-        if tile_head is not None and not isinstance(tile_head, nn.Module):
-            raise TypeError(
-                f"tile_head must be an nn.Module or None, got {type(tile_head).__name__}"
-            )
+        check_module("classification_head", classification_head)
+        check_module("tile_head", tile_head, allow_none=True)
         check_number("grid", grid, low=2, integer=True)
         check_number("tile_jitter", tile_jitter, low=0, integer=True, allow_none=True)
         check_number("permutation_seed", permutation_seed, low=0, integer=True)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..augment.multi_crop import MultiCrop
-from ..utils.validation import check_number
+from ..utils.validation import check_module, check_number
 from .datasets import ImageData
 
 
@@ -141,8 +141,7 @@ class SSLMethod(nn.Module):
         input_shape: Sequence[int] | None = None,
     ):
         super().__init__()
-        if not isinstance(backbone, nn.Module):
-            raise TypeError(f"backbone must be an nn.Module, got {type(backbone).__name__}")
+        check_module("backbone", backbone)
         check_number("feature_dim", feature_dim, low=1, integer=True, allow_none=True)
         for arg, value in (("views", views), ("preprocess", preprocess)):
             if value is not None and not callable(value):

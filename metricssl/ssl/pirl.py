@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..augment.recipes import simclr_views
-from ..utils.validation import check_number
+from ..utils.validation import check_module, check_number
 from .jigsaw import cut_tiles, tile_geometry
 from .memory_bank import MemoryBank, positive_softmax_loss
 from .method import Batch, SSLMethod
@@ -129,8 +129,7 @@ class PIRL(SSLMethod):
             ("tile_head", tile_head),
             ("jigsaw_head", jigsaw_head),
         ):
-            if not isinstance(head, nn.Module):
-                raise TypeError(f"{name} must be an nn.Module, got {type(head).__name__}")
+            check_module(name, head)
         check_number("num_samples", num_samples, low=2, integer=True)
         check_number("grid", grid, low=2, integer=True)
         check_number("tile_jitter", tile_jitter, low=0, integer=True, allow_none=True)

@@ -20,7 +20,7 @@ from ..augment.compose import MultiView
 from ..augment.recipes import augmentation_view
 from ..models.decoder import ConvDecoder, check_image_shape
 from ..models.embedder import infer_num_features
-from ..utils.validation import check_number
+from ..utils.validation import check_module, check_number
 
 
 def reconstruction_views(
@@ -78,10 +78,7 @@ def build_decoder(
     ``input_shape`` (both then required)."""
     check_number("decoder_width", width, low=1, integer=True)
     if decoder_head is not None:
-        if not isinstance(decoder_head, nn.Module):
-            raise TypeError(
-                f"decoder_head must be an nn.Module or None, got {type(decoder_head).__name__}"
-            )
+        check_module("decoder_head", decoder_head, allow_none=True)
         return decoder_head
     if input_shape is None or in_features is None:
         raise ValueError(

@@ -13,7 +13,7 @@ from ..augment.checks import check_size
 from ..augment.compose import MultiView
 from ..augment.recipes import augmentation_view
 from ..models.heads import ProjectionHead
-from ..utils.validation import check_bool, check_number
+from ..utils.validation import check_bool, check_module, check_number
 from .method import Batch, SSLMethod
 
 NUM_ROTATIONS = 4
@@ -176,11 +176,7 @@ class RotNet(SSLMethod):
         input_shape: Sequence[int] | None = None,
     ):
         super().__init__(backbone, feature_dim, views, preprocess, input_shape)
-        if not isinstance(classification_head, nn.Module):
-            raise TypeError(
-                "classification_head must be an nn.Module, got "
-                f"{type(classification_head).__name__}"
-            )
+        check_module("classification_head", classification_head)
         out = getattr(classification_head, "output_dim", None)
         if out is not None and out != NUM_ROTATIONS:
             raise ValueError(

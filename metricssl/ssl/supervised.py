@@ -14,7 +14,7 @@ from ..losses.base_metric_loss_function import BaseMetricLossFunction
 from ..losses.two_view_loss import TwoViewLoss
 from ..miners.base_miner import BaseMiner
 from ..utils.distributed import gather_with_grad, is_distributed
-from ..utils.validation import check_number
+from ..utils.validation import check_module, check_number
 from .method import Batch, SSLMethod
 
 
@@ -164,8 +164,7 @@ class Supervised(SSLMethod):
             raise TypeError(
                 f"miner must be an nn.Module, a miner name or None, got {type(miner).__name__}"
             )
-        if embedding_head is not None and not isinstance(embedding_head, nn.Module):
-            raise TypeError("embedding_head must be an nn.Module or None")
+        check_module("embedding_head", embedding_head, allow_none=True)
         self.loss_fn = loss
         self.miner = miner
         self.embedding_head = embedding_head

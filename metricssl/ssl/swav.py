@@ -15,7 +15,7 @@ from ..losses.swav_loss import SwAVLoss
 from ..models.heads import ProjectionHead, PrototypesHead
 from ..utils import common_functions as c_f
 from ..utils.distributed import gather_with_grad
-from ..utils.validation import check_number
+from ..utils.validation import check_module, check_number
 from .method import Batch, SSLMethod, check_multi_crop_views, features_by_size
 
 
@@ -219,10 +219,7 @@ class SwAV(SSLMethod):
         input_shape: Sequence[int] | None = None,
     ):
         super().__init__(backbone, feature_dim, views, preprocess, input_shape)
-        if not isinstance(projection_head, nn.Module):
-            raise TypeError(
-                f"projection_head must be an nn.Module, got {type(projection_head).__name__}"
-            )
+        check_module("projection_head", projection_head)
         _check_prototype_head(prototype_head)
         check_number("freeze_prototypes_iters", freeze_prototypes_iters, low=0, integer=True)
         check_number("queue_length", queue_length, low=0, integer=True)

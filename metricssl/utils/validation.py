@@ -136,6 +136,16 @@ def check_number(
         raise ValueError(f"{name} must be {op} {high}, got {value}")
 
 
+def check_module(name: str, value, allow_none: bool = False) -> None:
+    """Raise a TypeError naming ``name`` unless ``value`` is an ``nn.Module`` (or None, when
+    allowed)."""
+    if value is None and allow_none:
+        return
+    if not isinstance(value, torch.nn.Module):
+        kind = "an nn.Module or None" if allow_none else "an nn.Module"
+        raise TypeError(f"{name} must be {kind}, got {type(value).__name__}")
+
+
 def nonfinite_flag(*tensors: torch.Tensor | None) -> bool | torch.Tensor:
     """Whether any entry of the tensors is NaN/Inf.
 

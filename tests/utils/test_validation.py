@@ -12,6 +12,7 @@ from metricssl.utils.validation import (
     check_embeddings,
     check_indices_tuple,
     check_labels,
+    check_module,
     check_number,
     check_same_device,
     check_same_width,
@@ -152,3 +153,12 @@ def test_apply_nonfinite_policy():
     assert value.grad.item() == 0
     with pytest.warns(RuntimeWarning):
         assert math.isnan(apply_nonfinite_policy(value, True, "MyLoss").item())
+
+
+def test_check_module():
+    check_module("head", torch.nn.Linear(2, 2))
+    check_module("head", None, allow_none=True)
+    with pytest.raises(TypeError, match="head must be an nn.Module, got NoneType"):
+        check_module("head", None)
+    with pytest.raises(TypeError, match="head must be an nn.Module or None, got int"):
+        check_module("head", 3, allow_none=True)
