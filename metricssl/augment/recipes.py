@@ -139,6 +139,19 @@ _SHARED_OPTIONS = (
 )
 
 
+def light_view(
+    image_size: Size, crop_scale: Range, flip_p: float, mean, std, **options
+) -> MultiView:
+    """One lightly augmented view per image, for the pretext and reconstruction tasks: a
+    random resized crop and a flip, no colour jitter, grayscale or blur unless ``options``
+    (:func:`augmentation_view`'s arguments) turn them on."""
+    light = {"jitter_p": 0.0, "grayscale_p": 0.0, "blur_p": 0.0, **options}
+    view = augmentation_view(
+        image_size, crop_scale=crop_scale, flip_p=flip_p, mean=mean, std=std, **light
+    )
+    return MultiView([view])
+
+
 def _view_options(arguments: dict) -> dict:
     return {name: arguments[name] for name in _SHARED_OPTIONS}
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..augment import random as rnd
 from ..augment.compose import MultiView
-from ..augment.recipes import augmentation_view
+from ..augment.recipes import light_view
 from ..models.heads import ProjectionHead
 from ..utils.validation import check_bool, check_module, check_number
 from .method import Batch, SSLMethod
@@ -294,12 +294,7 @@ def jigsaw_views(
         >>> len(views), tuple(views[0].shape)
         (1, (4, 1, 28, 28))
     """
-    light = {"jitter_p": 0.0, "grayscale_p": 0.0, "blur_p": 0.0}
-    light.update(options)
-    view = augmentation_view(
-        image_size, crop_scale=crop_scale, flip_p=flip_p, mean=mean, std=std, **light
-    )
-    return MultiView([view])
+    return light_view(image_size, crop_scale, flip_p, mean, std, **options)
 
 
 def jigsaw_heads(feature_dim: int, hparams: dict) -> dict[str, nn.Module]:

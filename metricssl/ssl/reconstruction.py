@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..augment.compose import MultiView
-from ..augment.recipes import augmentation_view
+from ..augment.recipes import light_view
 from ..models.decoder import ConvDecoder, check_image_shape
 from ..models.embedder import infer_num_features
 from ..utils.validation import check_module, check_number
@@ -48,12 +48,7 @@ def reconstruction_views(
         >>> len(views), tuple(views[0].shape)
         (1, (4, 1, 28, 28))
     """
-    light = {"jitter_p": 0.0, "grayscale_p": 0.0, "blur_p": 0.0}
-    light.update(options)
-    view = augmentation_view(
-        image_size, crop_scale=crop_scale, flip_p=flip_p, mean=mean, std=std, **light
-    )
-    return MultiView([view])
+    return light_view(image_size, crop_scale, flip_p, mean, std, **options)
 
 
 def reconstruction_heads(feature_dim: int, hparams: dict) -> dict[str, nn.Module]:

@@ -11,7 +11,7 @@ from torch import nn
 from ..augment import random as rnd
 from ..augment.checks import check_size
 from ..augment.compose import MultiView
-from ..augment.recipes import augmentation_view
+from ..augment.recipes import light_view
 from ..models.heads import ProjectionHead
 from ..utils.validation import check_bool, check_module, check_number
 from .method import Batch, SSLMethod
@@ -57,12 +57,7 @@ def rotnet_views(
     """
     size = check_size("image_size", image_size)
     _check_square("image_size", *size)
-    light = {"jitter_p": 0.0, "grayscale_p": 0.0, "blur_p": 0.0}
-    light.update(options)
-    view = augmentation_view(
-        size, crop_scale=crop_scale, flip_p=flip_p, mean=mean, std=std, **light
-    )
-    return MultiView([view])
+    return light_view(size, crop_scale, flip_p, mean, std, **options)
 
 
 def rotnet_heads(feature_dim: int, hparams: dict) -> dict[str, nn.Module]:
