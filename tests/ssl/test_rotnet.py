@@ -9,6 +9,7 @@ from metricssl.models.small_cnn import SmallCNN
 from metricssl.ssl.method import Batch
 from metricssl.ssl.registry import build_method
 from metricssl.ssl.rotnet import RotNet, rotate_batch, rotnet_heads, rotnet_views
+from tests.ssl.pretext_checks import train_and_record
 
 SMALL = {"head_hidden_dim": 32}
 
@@ -66,21 +67,9 @@ def structured_images(n=16, size=8, seed=0):
 
 @pytest.mark.parametrize("all_rotations", [True, False])
 def test_loss_falls_and_accuracy_is_logged(all_rotations):
-    method = make(all_rotations)
-    images = structured_images()
-    opt = torch.optim.Adam(method.parameters(), lr=3e-3)
-    losses, accuracies = [], []
-    torch.manual_seed(1)
-    for _ in range(20):
-        out = method.training_step(Batch([images]))
-        assert set(out) == {"loss", "rotation_accuracy"}
-        assert not out["rotation_accuracy"].requires_grad
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        losses.append(float(out["loss"].detach()))
-        accuracies.append(float(out["rotation_accuracy"]))
-    assert all(0.0 <= a <= 1.0 for a in accuracies)
+    losses, accuracies = train_and_record(
+        make(all_rotations), structured_images(), 20, "rotation_accuracy"
+    )
     assert sum(losses[-3:]) / 3 < losses[0] - 0.3, losses
     assert accuracies[-1] > 0.5, accuracies
 
