@@ -429,18 +429,6 @@ def test_construction_errors():
         dino_views(8, local_size=10)
 
 
-def test_batch_errors():
-    method = DINO(linear_backbone(), DINOHead(16, 24, 8, output_dim=10))
-    with pytest.raises(ValueError, match="needs 2 views"):
-        method.training_step(Batch([torch.rand(4, 1, 8, 8)]))
-    with pytest.raises(ValueError, match="at least 2 images"):
-        method.training_step(Batch([torch.rand(1, 1, 8, 8)] * 2))
-    with pytest.raises(ValueError, match="global crops differ"):
-        method.training_step(Batch([torch.rand(4, 1, 8, 8), torch.rand(4, 1, 4, 16)]))
-    with pytest.raises(ValueError, match=r"views\[2\] has 3 images"):
-        method.training_step(Batch([torch.rand(4, 1, 8, 8)] * 2 + [torch.rand(3, 1, 8, 8)]))
-
-
 # -- torch.distributed --------------------------------------------------------------------------
 
 

@@ -216,3 +216,17 @@ def test_supervised_embeds_through_a_linear_head_of_embedding_dim():
     assert proxy.loss_fn.proxies.shape == (3, 16)
     with pytest.raises(ValueError, match="embedding_dim"):
         build_method("supervised", (1, 8, 8), hparams={"embedding_dim": 0})
+
+
+@pytest.mark.parametrize("name", ["swav", "dino"])
+def test_multi_crop_methods_reject_bad_batches(name):
+    # Both check their crops with method.check_multi_crop_views.
+    method = build_method(name, (1, 8, 8), backbone_kwargs={"width": 4}, hparams=SMALL[name])
+    with pytest.raises(ValueError, match="needs 2 views"):
+        method.training_step(Batch([torch.rand(4, 1, 8, 8)]))
+    with pytest.raises(ValueError, match="at least 2 images"):
+        method.training_step(Batch([torch.rand(1, 1, 8, 8)] * 2))
+    with pytest.raises(ValueError, match="global crops differ"):
+        method.training_step(Batch([torch.rand(4, 1, 8, 8), torch.rand(4, 1, 4, 16)]))
+    with pytest.raises(ValueError, match=r"views\[2\] has 3 images"):
+        method.training_step(Batch([torch.rand(4, 1, 8, 8)] * 2 + [torch.rand(3, 1, 8, 8)]))

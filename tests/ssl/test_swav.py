@@ -308,18 +308,6 @@ def test_construction_errors():
     assert SwAV(linear_backbone(), proj, PrototypesHead(8, 5)).num_prototypes == 5
 
 
-def test_batch_errors():
-    method = SwAV(linear_backbone(), nn.Linear(16, 8), nn.Linear(8, 5, bias=False))
-    with pytest.raises(ValueError, match="needs 2 views"):
-        method.training_step(Batch([torch.rand(4, 1, 8, 8)]))
-    with pytest.raises(ValueError, match="at least 2 images"):
-        method.training_step(Batch([torch.rand(1, 1, 8, 8)] * 2))
-    with pytest.raises(ValueError, match="global crops differ"):
-        method.training_step(Batch([torch.rand(4, 1, 8, 8), torch.rand(4, 1, 4, 16)]))
-    with pytest.raises(ValueError, match=r"views\[2\] has 3 images"):
-        method.training_step(Batch([torch.rand(4, 1, 8, 8)] * 2 + [torch.rand(3, 1, 8, 8)]))
-
-
 def test_check_num_prototypes():
     check_num_prototypes(100, 100)
     with pytest.raises(ValueError, match=r"num_prototypes=3000 is larger than the training set"):
