@@ -5,6 +5,7 @@ The backbone contract: any ``nn.Module`` mapping float images ``(N, C, H, W)`` t
 :func:`infer_num_features`.
 """
 
+from .batchnorm import frozen_running_stats
 from .embedder import Embedder, infer_num_features
 from .heads import PredictionHead, ProjectionHead, PrototypesHead
 from .resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet50
@@ -19,6 +20,7 @@ __all__ = [
     "PrototypesHead",
     "ResNet",
     "SmallCNN",
+    "frozen_running_stats",
     "infer_num_features",
     "resnet18",
     "resnet50",

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..augment.recipes import simclr_views
+from ..models.batchnorm import frozen_running_stats
 from ..utils.validation import check_module, check_number
 from .jigsaw import cut_tiles, tile_geometry
 from .memory_bank import MemoryBank, positive_softmax_loss
@@ -52,7 +53,9 @@ class PIRL(SSLMethod):
     - ``g``: the second view cut into ``grid x grid`` tiles
       (:func:`~metricssl.ssl.jigsaw.cut_tiles`: jittered tiles that do not meet edge to
       edge), put in a random order per image, each tile through the backbone and
-      ``tile_head``, concatenated and mapped by ``jigsaw_head``, L2-normalised;
+      ``tile_head``, concatenated and mapped by ``jigsaw_head``, L2-normalised (the tiles
+      do not update the backbone's BatchNorm running statistics: evaluation embeds whole
+      images, see :func:`~metricssl.models.batchnorm.frozen_running_stats`);
     - a :class:`~metricssl.ssl.memory_bank.MemoryBank` row ``m_i`` per training image, a
       moving average of ``f`` (momentum 0.5).
 
@@ -162,7 +165,9 @@ class PIRL(SSLMethod):
         f = self.projection_head(self.backbone(batch.views[0]))
         tiles = self.shuffled_tiles(batch.views[1])
         n, t = tiles.shape[:2]
-        tile_features = self.tile_head(self.backbone(tiles.flatten(0, 1)))
+        # The tiles' BatchNorm statistics would skew the whole-image ones used at evaluation.
+        with frozen_running_stats(self.backbone):
+            tile_features = self.tile_head(self.backbone(tiles.flatten(0, 1)))
         g = self.jigsaw_head(tile_features.reshape(n, t * tile_features.shape[1]))
         with torch.autocast(device_type=f.device.type, enabled=False):
             f = F.normalize(f.float(), dim=1)

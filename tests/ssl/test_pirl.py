@@ -1,5 +1,7 @@
 """PIRL: shuffled tiles, the two-term bank loss, invariance, bad input."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -111,3 +113,20 @@ def test_missing_indices_and_bad_heads_are_refused():
         PIRL(conv_backbone(), nn.Linear(8, 16), "linear", nn.Linear(32, 16), num_samples=8)
     with pytest.raises(ValueError, match="num_samples"):
         build_method("pirl", (1, 28, 28))
+
+
+def test_tiles_do_not_move_the_backbones_batchnorm_statistics():
+    torch.manual_seed(0)
+    backbone = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+    )
+    hp = {k: v for k, v in SMALL.items() if k != "tile_dim"}
+    method = PIRL(backbone, **pirl_heads(8, SMALL), num_samples=32, **hp)
+    whole_views_only = copy.deepcopy(backbone).train()
+    # Tiles far brighter than the whole views: any leak would show in the running mean.
+    views = [torch.rand(6, 1, 8, 8), torch.rand(6, 1, 8, 8) * 4 + 3]
+    method.training_step(Batch(views, indices=torch.arange(6)))
+    whole_views_only(views[0])
+    torch.testing.assert_close(backbone[1].running_mean, whole_views_only[1].running_mean)
+    torch.testing.assert_close(backbone[1].running_var, whole_views_only[1].running_var)
+    assert backbone[1].num_batches_tracked == 1
