@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from ..distances import BaseDistance, CosineSimilarity
 from ..reducers import BaseReducer
+from ..reducers.fused import FusedReduction
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.pair_masks import pos_neg_masks
@@ -25,9 +27,10 @@ class IntraPairVarianceLoss(GenericPairLoss):
     (the roles flip for a distance, where smaller means closer). The means are part of the
     gradient. Two sub-losses, ``pos_loss`` and ``neg_loss``.
 
-    Without an ``indices_tuple`` and with a Mean/Sum/Threshold/AvgNonZero reducer, both are
-    reduced straight from the similarity matrix and the label masks; PML first lists every
-    pair. Half-precision inputs are computed in float32.
+    Without an ``indices_tuple`` and with a Mean, Sum or AvgNonZero reducer, both are
+    reduced straight from the similarity matrix and the label masks, with a hand-written
+    gradient (:class:`GroupVariancePenalty`); PML first lists every pair. Other reducers
+    take PML's per-pair path. Half-precision inputs are computed in float32.
 
     Args:
         pos_eps: the slack below the mean positive similarity (``pos_eps``).
@@ -77,7 +80,12 @@ class IntraPairVarianceLoss(GenericPairLoss):
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         fused_pos = self.fused_reduction("pos_loss")
         fused_neg = self.fused_reduction("neg_loss")
-        if indices_tuple is not None or labels is None or fused_pos is None or fused_neg is None:
+        if (
+            indices_tuple is not None
+            or labels is None
+            or not _counts_by_sign(fused_pos)
+            or not _counts_by_sign(fused_neg)
+        ):
             return super().compute_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
         require_ref_labels(labels, embeddings, ref_emb, ref_labels, None, type(self).__name__)
         if not self._has_pairs(labels, ref_labels):
@@ -85,23 +93,17 @@ class IntraPairVarianceLoss(GenericPairLoss):
         mat = self.distance(embeddings, ref_emb)
         mat = mat.to(c_f.accumulation_dtype(mat.dtype))
         pos, neg = pos_neg_masks(labels, ref_labels)
+        out = {}
         # Positives are usually few: gather them. Negatives are most of the matrix: mask it.
-        pos_sim = mat[pos]
-        pos_mean = pos_sim.sum() / max(len(pos_sim), 1)
-        pos_losses = F.relu(
-            self.variance_with_eps(pos_sim, pos_mean, self.pos_eps, self.distance.is_inverted)
-        ).square()
-        # clamp: with no pairs the mean is 0 instead of NaN (whose gradient would leak).
-        neg_mean = torch.where(neg, mat, 0).sum() / neg.sum().clamp(min=1)
-        neg_losses = F.relu(
-            self.variance_with_eps(mat, neg_mean, self.neg_eps, not self.distance.is_inverted)
-        ).square()
-        pos_total, pos_count = fused_pos.partial(pos_losses)
-        neg_total, neg_count = fused_neg.partial(neg_losses, neg)
-        return {
-            "pos_loss": fused_pos.loss_entry(pos_total, pos_count, embeddings),
-            "neg_loss": fused_neg.loss_entry(neg_total, neg_count, embeddings),
-        }
+        for name, fused, sims, group, eps, increase in (
+            ("pos_loss", fused_pos, mat[pos], None, self.pos_eps, self.distance.is_inverted),
+            ("neg_loss", fused_neg, mat, neg, self.neg_eps, not self.distance.is_inverted),
+        ):
+            scale = 1 - eps if increase else 1 + eps  # as variance_with_eps
+            nonzero_only = fused.low == 0  # AvgNonZeroReducer
+            total, count = GroupVariancePenalty.apply(sims, group, scale, increase, nonzero_only)
+            out[name] = fused.loss_entry(total, count, embeddings)
+        return out
 
     def _compute_loss(self, pos_pairs, neg_pairs, indices_tuple):
         out = {}
@@ -136,3 +138,60 @@ class IntraPairVarianceLoss(GenericPairLoss):
         if incentivize_increase:
             return (1 - eps) * mean_sim - pairs
         return pairs - (1 + eps) * mean_sim
+
+
+def _counts_by_sign(fused: FusedReduction | None) -> bool:
+    """Whether the reducer keeps every pair (Mean, Sum) or the non-zero ones (AvgNonZero):
+    the rules :class:`GroupVariancePenalty` reduces without listing the pairs."""
+    return fused is not None and fused.low in (None, 0) and fused.high is None
+
+
+class GroupVariancePenalty(torch.autograd.Function):
+    """``sum(relu(sign * (s - scale * mean(s)))**2)`` over a group of similarities ``s``.
+
+    ``sign`` is -1 when the pairs should rise above the slackened mean, else +1; the mean
+    is part of the gradient. ``group``: a bool mask over ``sims`` (None: every entry). Also
+    returns the count the reducer divides by: the non-zero terms if ``nonzero_only``, else
+    the group's size.
+
+    Written out by hand because autograd would keep about ten (N, M) temporaries for the
+    dense negatives; this keeps one, and the backward allocates one more:
+    ``d total / d s = 2 * sign * group * (r - scale * sum(r) / size)`` with ``r`` the
+    clamped, masked deviations.
+    """
+
+    @staticmethod
+    def forward(ctx, sims, group, scale, increase, nonzero_only):
+        flat = sims.reshape(-1)
+        if group is None:
+            weight = None
+            size = torch.tensor(flat.numel(), device=flat.device)
+            mean = flat.sum() / size.clamp(min=1)
+        else:
+            weight = group.reshape(-1).to(flat.dtype)
+            size = group.sum()
+            mean = torch.dot(flat, weight) / size.clamp(min=1)
+        deviation = flat - scale * mean
+        if increase:
+            deviation.neg_()
+        deviation.clamp_(min=0)
+        if weight is not None:
+            deviation.mul_(weight)
+        ctx.save_for_backward(deviation, weight, size)
+        ctx.scale, ctx.sign = scale, -1.0 if increase else 1.0
+        ctx.shape = sims.shape
+        total = torch.dot(deviation, deviation)
+        count = (deviation > 0).sum() if nonzero_only else size
+        ctx.mark_non_differentiable(count)
+        return total, count
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_total, _grad_count):
+        deviation, weight, size = ctx.saved_tensors
+        shift = ctx.scale * deviation.sum() / size.clamp(min=1)
+        grad = deviation - shift
+        if weight is not None:
+            grad.mul_(weight)
+        grad.mul_(2 * ctx.sign * grad_total)
+        return grad.view(ctx.shape), None, None, None, None

@@ -9,7 +9,7 @@ from pytorch_metric_learning import reducers as pml_reducers
 from pytorch_metric_learning import regularizers as pml_regularizers
 
 from metricssl import distances, reducers, regularizers
-from metricssl.losses.intra_pair_variance_loss import IntraPairVarianceLoss
+from metricssl.losses.intra_pair_variance_loss import GroupVariancePenalty, IntraPairVarianceLoss
 from tests.parity import LAYOUTS, loss_parity, make_labels, random_embeddings, random_labels
 
 
@@ -220,3 +220,31 @@ def test_bad_inputs():
         loss_fn(x, torch.zeros(8, dtype=torch.long), ref_emb=random_embeddings(5, 4))
     with pytest.raises(TypeError):
         loss_fn(x, torch.zeros(8))
+
+
+@pytest.mark.parametrize("increase", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("nonzero_only", [False, True])
+def test_group_variance_penalty_value_count_and_gradcheck(increase, masked, nonzero_only):
+    g = torch.Generator().manual_seed(0)
+    sims = torch.rand(6, 7, generator=g, dtype=torch.float64).requires_grad_(True)
+    group = torch.rand(6, 7, generator=g) > 0.4 if masked else None
+    scale = 0.99 if increase else 1.01
+    total, count = GroupVariancePenalty.apply(sims, group, scale, increase, nonzero_only)
+    kept = sims[group] if masked else sims.flatten()
+    deviation = kept - scale * kept.mean()
+    terms = torch.relu(-deviation if increase else deviation) ** 2
+    torch.testing.assert_close(total, terms.sum())
+    assert int(count) == (int((terms > 0).sum()) if nonzero_only else len(kept))
+    torch.autograd.gradcheck(
+        lambda s: GroupVariancePenalty.apply(s, group, scale, increase, nonzero_only)[0], (sims,)
+    )
+
+
+def test_group_variance_penalty_of_an_empty_group_is_zero_with_zero_gradient():
+    sims = torch.rand(3, 3, dtype=torch.float64, requires_grad=True)
+    group = torch.zeros(3, 3, dtype=torch.bool)
+    total, count = GroupVariancePenalty.apply(sims, group, 1.01, False, False)
+    total.backward()
+    assert total.item() == 0 and int(count) == 0
+    assert torch.equal(sims.grad, torch.zeros(3, 3, dtype=torch.float64))
