@@ -54,18 +54,20 @@ class BaseDistance(ModuleWithRecords):
         self.reset_stats()
         self.check_shapes(query_emb, ref_emb)
         query_norm = self.maybe_normalize(query_emb)
-        if ref_emb is None:
+        if ref_emb is None or ref_emb is query_emb:  # losses pass the embeddings twice
             ref_emb, ref_norm = query_emb, query_norm
         else:
             ref_norm = self.maybe_normalize(ref_emb)
         self.set_default_stats(query_emb, ref_emb, query_norm, ref_norm)
-        mat = self.compute_mat(query_norm, ref_norm)
-        if self.power != 1:
-            mat = mat**self.power
-        return mat
+        return self.compute_powered_mat(query_norm, ref_norm)
 
     def compute_mat(self, query_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def compute_powered_mat(self, query_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
+        """``compute_mat`` raised to ``power``; a subclass may compute the two in one go."""
+        mat = self.compute_mat(query_emb, ref_emb)
+        return mat**self.power if self.power != 1 else mat
 
     def pairwise_distance(self, query_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -39,5 +39,17 @@ class LpDistance(BaseDistance):
             return torch.cdist(query_emb.float(), ref_emb.float(), p=self.p).to(query_emb.dtype)
         return torch.cdist(query_emb, ref_emb, p=self.p)
 
+    def compute_powered_mat(self, query_emb, ref_emb):
+        if self.p != 2 or self.power != 2 or query_emb.dtype in (torch.float16, torch.bfloat16):
+            return super().compute_powered_mat(query_emb, ref_emb)
+        # Squared Euclidean straight from |q|^2 + |r|^2 - 2 q.r: the value cdist takes the
+        # square root of (its matmul path), without the root and the square, whose backward
+        # through cdist costs several times the matmuls.
+        query_sq = query_emb.square().sum(dim=1)
+        ref_sq = query_sq if ref_emb is query_emb else ref_emb.square().sum(dim=1)
+        mat = (query_emb @ ref_emb.t()).mul_(-2)
+        mat.add_(query_sq.unsqueeze(1)).add_(ref_sq)
+        return mat.clamp_(min=0)
+
     def pairwise_distance(self, query_emb, ref_emb):
         return torch.nn.functional.pairwise_distance(query_emb, ref_emb, p=self.p)

@@ -55,30 +55,35 @@ class _NCARowLosses(torch.autograd.Function):
         need_grad = ctx.needs_input_grad[0]
         grad = torch.empty((n, m), dtype=acc, device=mat.device) if need_grad else None
         item = torch.empty((), dtype=acc).element_size()
-        for rows in chunking.row_chunks(n, m * (3 * item + 2)):
+        for rows in chunking.row_chunks(n, m * (4 * item + 1)):
             x = mat[rows].to(acc) * scale
-            pos = labels[rows].unsqueeze(1) == ref_labels.unsqueeze(0)
+            # The positives as a 0/1 float matrix: masked sums become row dot products,
+            # several times faster on a CPU than where/any over a bool mask.
+            pos = (labels[rows].unsqueeze(1) == ref_labels.unsqueeze(0)).to(acc)
             if exclude_self:
                 local = torch.arange(x.shape[0], device=x.device)
                 x[local, local + rows.start] = float("-inf")
-                pos[local, local + rows.start] = False
-            hp = pos.any(dim=1)
+                pos[local, local + rows.start] = 0
+            hp = pos.sum(dim=1) > 0
             w = weights[rows].to(acc) * hp
             prob = torch.softmax(x, dim=1)
-            sum_pos = torch.where(pos, prob, 0).sum(dim=1).masked_fill_(~hp, 1)
+            sum_pos = torch.linalg.vecdot(prob, pos).masked_fill_(~hp, 1)
             losses[rows] = -sum_pos.log() * w
             has_pos[rows] = hp
             if need_grad:
                 a = (w * scale).unsqueeze(1)
                 b = a / sum_pos.unsqueeze(1)
-                torch.mul(prob, torch.where(pos, a - b, a), out=grad[rows])
+                # (a - b * pos) * prob, written into the gradient without a temporary.
+                block = grad[rows]
+                torch.mul(pos, -b, out=block)
+                block.add_(a).mul_(prob)
             underflow = hp & (sum_pos < low_mass)
             if bool(underflow.any()):
                 redo = torch.where(underflow)[0]
                 x = mat[rows][redo].to(acc) * scale
                 if exclude_self:
                     x[torch.arange(len(redo), device=x.device), redo + rows.start] = float("-inf")
-                exact, g = _log_space_rows(x, pos[redo], hp[redo])
+                exact, g = _log_space_rows(x, pos[redo].bool(), hp[redo])
                 losses[redo + rows.start] = exact * w[redo]
                 if need_grad:
                     grad[redo + rows.start] = g * (w[redo] * scale).unsqueeze(1)

@@ -105,10 +105,13 @@ class ProxyNCALoss(WeightRegularizerMixin, NCALoss):
         acc = c_f.accumulation_dtype(embeddings.dtype)
         # Every embedding has exactly one same-class reference, its class's proxy: the NCA
         # term is then the cross-entropy of the scaled similarities to the proxies.
-        weights = lmu.convert_to_weights(indices_tuple, labels, dtype=acc, using_ref=True)
         mat = self.distance(embeddings.to(acc), weights_for(self.proxies, embeddings, acc))
         scale = self.softmax_scale if self.distance.is_inverted else -self.softmax_scale
-        losses = F.cross_entropy(mat * scale, labels, reduction="none") * weights
+        losses = F.cross_entropy(mat * scale, labels, reduction="none")
+        if indices_tuple is not None:  # without one every weight is 1
+            losses = losses * lmu.convert_to_weights(
+                indices_tuple, labels, dtype=acc, using_ref=True
+            )
         loss_dict = self.row_loss_dict(losses, None, embeddings)
         self.add_weight_regularization_to_loss_dict(loss_dict, self.proxies)
         return loss_dict

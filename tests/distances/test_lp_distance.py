@@ -31,6 +31,26 @@ def test_matrix_and_gradients_match_pml(p, normalize, power, with_ref):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("ref", ["none", "other", "same"])
+def test_squared_euclidean_matches_pml_on_larger_batches(dtype, tol, normalize, ref):
+    # power=2 is computed without cdist's square root; beyond 25 rows cdist takes its own
+    # matmul path, which is what this is compared with.
+    x = random_embeddings(40, 16, dtype, seed=3, requires_grad=True)
+    y = random_embeddings(30, 16, dtype, seed=4, requires_grad=True)
+    args = {"none": (x,), "other": (x, y), "same": (x, x)}[ref]
+    leaves = (x, y) if ref == "other" else (x,)
+    ours = LpDistance(normalize_embeddings=normalize, power=2)
+    theirs = pml_distances.LpDistance(normalize_embeddings=normalize, power=2)
+    m1, g1 = _grads(lambda *a: ours(*args), *leaves)
+    m2, g2 = _grads(lambda *a: theirs(*args), *leaves)
+    assert m1.min() >= 0
+    torch.testing.assert_close(m1, m2, atol=tol, rtol=tol)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, atol=tol, rtol=tol)
+
+
 @pytest.mark.parametrize("p", [1, 2, 3])
 def test_pairwise_distance_matches_pml(p):
     x = random_embeddings(6, 4, torch.float64, seed=3)
