@@ -1,4 +1,4 @@
-"""metricssl against pytorch-metric-learning (PML): every loss and miner, side by side in one run.
+"""metricssl against pytorch-metric-learning (PML): losses, miners, regularizers side by side.
 
 Workload (the same inputs for both libraries):
 
@@ -7,7 +7,9 @@ Workload (the same inputs for both libraries):
   arguments for every class;
 - ``NTXentLoss[ssl]`` is the self-supervised form: N instances with two noisy views each
   (2N embeddings), labels = instance ids, so its N=256 row is SimCLR with B=256;
-- losses: forward + backward; miners: forward (they run without gradients).
+  ``VICRegLoss`` gets the same two views, the second as ``ref_emb`` (no labels);
+- regularizers take that N x D matrix as the weights they regularise;
+- losses and regularizers: forward + backward; miners: forward (they run without gradients).
 
 For each case and N, each library runs in its own fresh process: one warm-up, then the
 median of ``--repeats`` timed runs; peak memory is the process's peak RSS above a baseline
@@ -118,7 +120,7 @@ def est_snr(ne, m, d):
 class Case:
     name: str
     cls: str
-    kind: str  # "loss" or "miner"
+    kind: str  # "loss", "miner" or "regularizer"
     estimate: Callable[[int, int, int], float] = est_matrix
     kwargs: dict = field(default_factory=dict)
     ssl: bool = False
@@ -128,6 +130,8 @@ class Case:
     # The batch must come grouped by class (SmoothAPLoss: PML reads classes from positions).
     grouped: bool = False
     use_labels: bool = True  # False: the loss is called without labels (ManifoldLoss)
+    # The second view is passed as ref_emb, without labels (VICRegLoss); needs ssl=True.
+    views_as_ref: bool = False
 
     def arguments(self, n: int, dim: int, m: int) -> dict:
         extra = self.sized_kwargs(n, dim, m) if self.sized_kwargs else {}
@@ -140,6 +144,10 @@ def _p2s_grad(n: int, dim: int, m: int) -> dict:
 
 def _manifold(n: int, dim: int, m: int) -> dict:
     return {"l": dim}
+
+
+def _sparse_centers(n: int, dim: int, m: int) -> dict:
+    return {"num_classes": max(1, n // m), "centers_per_class": m}
 
 
 def classes_and_width(n: int, dim: int, m: int) -> dict:
@@ -176,6 +184,7 @@ def _cases():
         Case("PNPLoss", "PNPLoss", loss, est_smooth_ap),
         Case("RankedListLoss", "RankedListLoss", loss, kwargs={"margin": 0.4, "Tn": 4}),
         Case("HistogramLoss", "HistogramLoss", loss, est_all_triplets),
+        Case("VICRegLoss", "VICRegLoss", loss, ssl=True, views_as_ref=True),
         Case(
             "ManifoldLoss",
             "ManifoldLoss",
@@ -198,6 +207,23 @@ def _cases():
     ):
         cases.append(Case(name, name, loss, sized_kwargs=classes_and_width))
     cases.append(Case("P2SGradLoss", "P2SGradLoss", loss, sized_kwargs=_p2s_grad))
+    # Regularizers get the N x D matrix as the weights they regularise (N/8 classes of 8
+    # centres for SparseCenters).
+    for name in (
+        "LpRegularizer",
+        "CenterInvariantRegularizer",
+        "RegularFaceRegularizer",
+        "ZeroMeanRegularizer",
+    ):
+        cases.append(Case(name, name, "regularizer"))
+    cases.append(
+        Case(
+            "SparseCentersRegularizer",
+            "SparseCentersRegularizer",
+            "regularizer",
+            sized_kwargs=_sparse_centers,
+        )
+    )
     for kind in ("all", "semihard", "hard"):
         cases.append(
             Case(
@@ -241,9 +267,9 @@ def find_class(impl: str, case: Case):
     """The class named ``case.cls`` in PML or in metricssl (None if metricssl lacks it).
 
     metricssl is searched in the package namespace first, then in every module of
-    ``metricssl.losses`` / ``metricssl.miners`` (classes may not be exported yet).
+    ``metricssl.losses`` / ``miners`` / ``regularizers`` (classes may not be exported yet).
     """
-    sub = "losses" if case.kind == "loss" else "miners"
+    sub = {"loss": "losses", "miner": "miners", "regularizer": "regularizers"}[case.kind]
     if impl == "pml":
         return getattr(importlib.import_module(f"pytorch_metric_learning.{sub}"), case.cls)
     pkg = importlib.import_module(f"metricssl.{sub}")
@@ -328,7 +354,7 @@ def make_workload(args: dict) -> Workload:
     torch.manual_seed(seed)
     module = cls(**case.arguments(args["n"], args["dim"], args["per_class"])).to(device)
 
-    if case.kind == "loss":
+    if case.kind != "miner":  # losses and regularizers: forward + backward
         leaf = emb.clone().requires_grad_(True)
 
         def run():
@@ -338,7 +364,13 @@ def make_workload(args: dict) -> Workload:
             if torch.is_tensor(getattr(module, "hist_", None)):
                 # PML's DynamicSoftMarginLoss keeps its histogram attached to the last graph.
                 module.hist_ = module.hist_.detach()
-            loss = module(leaf, labels if case.use_labels else None)
+            if case.kind == "regularizer":
+                loss = module(leaf)
+            elif case.views_as_ref:
+                half = len(leaf) // 2
+                loss = module(leaf[:half], ref_emb=leaf[half:])
+            else:
+                loss = module(leaf, labels if case.use_labels else None)
             loss.backward()
             return loss.detach()
 
@@ -377,7 +409,7 @@ def compare(case: Case, ours, theirs) -> dict:
     a, b = load_outputs(ours), load_outputs(theirs)
     if a is None or b is None:
         return {}
-    if case.kind == "loss":
+    if case.kind != "miner":
         import numpy as np
 
         va, vb = float(a["value"]), float(b["value"])
@@ -427,7 +459,7 @@ def _agreement(case: Case, row: dict) -> tuple[str, str]:
     agree = row.get("agreement") or {}
     if not agree:
         return "", ""
-    if case.kind == "loss":
+    if case.kind != "miner":
         return f"{agree['value_rel_err']:.1e}", f"{agree['grad_rel_err']:.1e}"
     if agree["same_indices"]:
         return "", "same (same seed)" if case.random else "same"
@@ -474,9 +506,10 @@ def summary(rows: list[dict], sizes) -> dict:
     for n in sizes:
         entry = {}
         for label, kinds in (
-            ("all", ("loss", "miner")),
+            ("all", ("loss", "miner", "regularizer")),
             ("losses", ("loss",)),
             ("miners", ("miner",)),
+            ("regularizers", ("regularizer",)),
         ):
             ups = [
                 r["speedup"]
@@ -581,7 +614,7 @@ def main(argv=None):
         "mem_limit_gb": round(mem_limit / GiB, 1),
         "device": args.device,
         "seed": args.seed,
-        "losses": "forward + backward",
+        "losses": "forward + backward (regularizers too)",
         "miners": "forward",
     }
     print(

@@ -1,5 +1,8 @@
-"""benchmarks/_harness.py: combining several processes' measurements of one target."""
+"""The benchmark helpers: combining processes' measurements (_harness), interleave_losses."""
 
+import pytest
+
+from benchmarks import interleave_losses
 from benchmarks._harness import Measurement, median_measurement
 
 
@@ -20,3 +23,12 @@ def test_median_measurement_takes_the_median_process_and_keeps_every_round():
 def test_median_measurement_without_a_success_reports_the_first_failure():
     failed = [Measurement("timeout", detail="> 60 s"), Measurement("oom")]
     assert median_measurement(failed).status == "timeout"
+
+
+def test_interleave_losses_times_both_libraries_and_rejects_bad_runs(capsys):
+    interleave_losses.main(["NCALoss", "--sizes", "16", "--runs", "2", "--threads", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["NCALoss N=16 pml ", "NCALoss N=16 ours"]
+    assert all("forward" in line and "backward" in line for line in lines)
+    with pytest.raises(SystemExit):
+        interleave_losses.main(["NCALoss", "--runs", "0"])
