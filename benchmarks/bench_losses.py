@@ -209,21 +209,14 @@ def _cases():
     cases.append(Case("P2SGradLoss", "P2SGradLoss", loss, sized_kwargs=_p2s_grad))
     # Regularizers get the N x D matrix as the weights they regularise (N/8 classes of 8
     # centres for SparseCenters).
-    for name in (
-        "LpRegularizer",
-        "CenterInvariantRegularizer",
-        "RegularFaceRegularizer",
-        "ZeroMeanRegularizer",
+    for name, sized in (
+        ("LpRegularizer", None),
+        ("CenterInvariantRegularizer", None),
+        ("RegularFaceRegularizer", None),
+        ("ZeroMeanRegularizer", None),
+        ("SparseCentersRegularizer", _sparse_centers),
     ):
-        cases.append(Case(name, name, "regularizer"))
-    cases.append(
-        Case(
-            "SparseCentersRegularizer",
-            "SparseCentersRegularizer",
-            "regularizer",
-            sized_kwargs=_sparse_centers,
-        )
-    )
+        cases.append(Case(name, name, "regularizer", sized_kwargs=sized))
     for kind in ("all", "semihard", "hard"):
         cases.append(
             Case(

@@ -83,8 +83,8 @@ class IntraPairVarianceLoss(GenericPairLoss):
         if (
             indices_tuple is not None
             or labels is None
-            or not _counts_by_sign(fused_pos)
-            or not _counts_by_sign(fused_neg)
+            or not _penalty_reducible(fused_pos)
+            or not _penalty_reducible(fused_neg)
         ):
             return super().compute_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
         require_ref_labels(labels, embeddings, ref_emb, ref_labels, None, type(self).__name__)
@@ -140,7 +140,7 @@ class IntraPairVarianceLoss(GenericPairLoss):
         return pairs - (1 + eps) * mean_sim
 
 
-def _counts_by_sign(fused: FusedReduction | None) -> bool:
+def _penalty_reducible(fused: FusedReduction | None) -> bool:
     """Whether the reducer keeps every pair (Mean, Sum) or the non-zero ones (AvgNonZero):
     the rules :class:`GroupVariancePenalty` reduces without listing the pairs."""
     return fused is not None and fused.low in (None, 0) and fused.high is None
