@@ -6,8 +6,36 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.batchnorm import frozen_running_stats
 from ..utils.distributed import gather_with_grad
 from ..utils.validation import check_number
+from .datasets import ImageData
+
+BANK_INITS = ("random", "features")
+_FILL_BATCH_SIZE = 512
+
+
+@torch.no_grad()
+def start_from_features(method: nn.Module, epoch: int, data: ImageData) -> None:
+    """At the first epoch of a fresh run, fill ``method.memory`` with
+    ``method.projection_head(method.backbone(x))`` of every clean training image, when
+    ``method.bank_init == "features"`` (NPID's and PIRL's ``on_epoch_start``).
+
+    A random bank gives every image a meaningless positive until its row has been refreshed
+    a few times, so the first epochs only spread the embeddings apart. The network stays in
+    training mode, BatchNorm normalising each batch by its own statistics as in a training
+    step (an untrained network's running statistics are still 0 and 1), without folding them
+    into the running ones. A resumed run starts later than epoch 0 and keeps its bank.
+    """
+    if epoch != 0 or method.bank_init != "features":
+        return
+    device = method.memory.bank.device
+    with frozen_running_stats(method):
+        features = [
+            method.projection_head(method.backbone(method.clean_images(images.to(device))))
+            for images, _ in data.batches(torch.arange(len(data)), _FILL_BATCH_SIZE)
+        ]
+    method.memory.fill(torch.cat(features))
 
 
 def positive_softmax_loss(positive: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
@@ -83,6 +111,15 @@ class MemoryBank(nn.Module):
         positive = (v * self.bank[indices]).sum(dim=1) / temperature
         negatives = v @ self.bank[negative_indices].t() / temperature
         return positive, negatives
+
+    @torch.no_grad()
+    def fill(self, values: torch.Tensor) -> None:
+        """Set every row to the normalised ``values`` (num_samples, dim)."""
+        if values.shape != self.bank.shape:
+            raise ValueError(
+                f"fill needs {tuple(self.bank.shape)} values, got {tuple(values.shape)}"
+            )
+        self.bank.copy_(F.normalize(values.to(self.bank), dim=1))
 
     def sample(self, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``count`` row indices drawn uniformly with replacement (the noise distribution)."""

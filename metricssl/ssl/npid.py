@@ -11,7 +11,8 @@ from torch import nn
 
 from ..augment.recipes import simclr_views
 from ..utils.validation import check_choice, check_number
-from .memory_bank import MemoryBank, positive_softmax_loss
+from .datasets import ImageData
+from .memory_bank import BANK_INITS, MemoryBank, positive_softmax_loss, start_from_features
 from .method import Batch, SSLMethod
 
 NPID_LOSSES = ("softmax", "nce")
@@ -68,6 +69,9 @@ class NPID(SSLMethod):
         temperature: ``T`` (0.07 in the paper).
         memory_momentum: weight of the old bank entry in each update (0.5 in the paper).
         loss: ``"softmax"`` or ``"nce"``.
+        bank_init: ``"random"`` (the paper: random unit rows) or ``"features"``: the rows
+            start as the untrained network's embeddings of the training images (see
+            :func:`~metricssl.ssl.memory_bank.start_from_features`).
         feature_dim, views, preprocess, input_shape: see :class:`SSLMethod`.
 
     Example:
@@ -95,6 +99,7 @@ class NPID(SSLMethod):
         temperature: float = 0.07,
         memory_momentum: float = 0.5,
         loss: str = "softmax",
+        bank_init: str = "random",
         feature_dim: int | None = None,
         views: Callable | None = None,
         preprocess: Callable | None = None,
@@ -105,14 +110,19 @@ class NPID(SSLMethod):
         check_number("num_negatives", num_negatives, low=1, integer=True)
         check_number("temperature", temperature, low=0, low_inclusive=False)
         check_choice("loss", loss, NPID_LOSSES)
+        check_choice("bank_init", bank_init, BANK_INITS)
         self.projection_head = projection_head
         self.memory = MemoryBank(num_samples, embedding_dim, memory_momentum)
         self.num_negatives = int(num_negatives)
         self.temperature = float(temperature)
         self.loss = loss
+        self.bank_init = bank_init
         # Estimated on the first NCE batch; buffers, so a resumed run keeps it.
         self.register_buffer("log_z", torch.zeros(()))
         self.register_buffer("log_z_estimated", torch.zeros((), dtype=torch.bool))
+
+    def on_epoch_start(self, epoch: int, data: ImageData) -> None:
+        start_from_features(self, epoch, data)
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.check_batch(batch)

@@ -10,9 +10,11 @@ from torch import nn
 
 from ..augment.recipes import simclr_views
 from ..models.batchnorm import frozen_running_stats
-from ..utils.validation import check_module, check_number
+from ..models.heads import ProjectionHead
+from ..utils.validation import check_choice, check_module, check_number
+from .datasets import ImageData
 from .jigsaw import cut_tiles, tile_geometry
-from .memory_bank import MemoryBank, positive_softmax_loss
+from .memory_bank import BANK_INITS, MemoryBank, positive_softmax_loss, start_from_features
 from .method import Batch, SSLMethod
 
 
@@ -23,21 +25,31 @@ def pirl_views(image_size, *, mean=None, std=None, **options):
 
 
 def pirl_heads(feature_dim: int, hparams: dict) -> dict[str, nn.Module]:
-    """PIRL's heads, from ``embedding_dim``, ``grid`` and ``tile_dim`` of ``hparams``.
+    """PIRL's heads, from ``embedding_dim``, ``grid``, ``tile_dim`` and ``proj_hidden_dim``
+    of ``hparams``.
 
-    ``projection_head`` (f): ``Linear(feature_dim, embedding_dim)`` for the whole image.
+    ``projection_head`` (f): whole-image features -> ``embedding_dim``.
     ``tile_head``: ``Linear(feature_dim, tile_dim)``, shared by every tile.
-    ``jigsaw_head`` (g): ``Linear(grid**2 * tile_dim, embedding_dim)`` on the concatenated
-    tiles. The paper's heads, 128-dimensional throughout.
+    ``jigsaw_head`` (g): the ``grid**2`` concatenated tile features -> ``embedding_dim``.
+    With ``proj_hidden_dim=0``, f and g are single linear maps (the paper's heads, 128-wide
+    throughout); otherwise each is a two-layer :class:`~metricssl.models.heads.ProjectionHead`
+    with that hidden width (the MLP head SimCLR and MoCo v2 found better than a linear one).
     """
     dim, grid, tile_dim = hparams["embedding_dim"], hparams["grid"], hparams["tile_dim"]
+    hidden = hparams.get("proj_hidden_dim", 0)
     check_number("embedding_dim", dim, low=1, integer=True)
     check_number("grid", grid, low=2, integer=True)
     check_number("tile_dim", tile_dim, low=1, integer=True)
+    check_number("proj_hidden_dim", hidden, low=0, integer=True)
+    dim, concat = int(dim), int(grid) ** 2 * int(tile_dim)
+
+    def head(width: int) -> nn.Module:
+        return ProjectionHead(width, int(hidden), dim) if hidden else nn.Linear(width, dim)
+
     return {
-        "projection_head": nn.Linear(feature_dim, int(dim)),
+        "projection_head": head(feature_dim),
         "tile_head": nn.Linear(feature_dim, int(tile_dim)),
-        "jigsaw_head": nn.Linear(int(grid) ** 2 * int(tile_dim), int(dim)),
+        "jigsaw_head": head(concat),
     }
 
 
@@ -84,6 +96,9 @@ class PIRL(SSLMethod):
         temperature: of the similarities (0.07).
         memory_momentum: weight of the old bank row in each update (0.5).
         loss_weight: ``lambda``, the weight of the jigsaw term, in [0, 1] (0.5).
+        bank_init: ``"random"`` (the paper: random unit rows) or ``"features"``: the rows
+            start as the untrained network's ``f`` of the training images (see
+            :func:`~metricssl.ssl.memory_bank.start_from_features`; the registry's recipe).
         feature_dim, views, preprocess, input_shape: see :class:`SSLMethod`. With
             ``input_shape`` the tiling is checked at construction, else at the first step.
 
@@ -121,6 +136,7 @@ class PIRL(SSLMethod):
         temperature: float = 0.07,
         memory_momentum: float = 0.5,
         loss_weight: float = 0.5,
+        bank_init: str = "random",
         feature_dim: int | None = None,
         views: Callable | None = None,
         preprocess: Callable | None = None,
@@ -139,6 +155,7 @@ class PIRL(SSLMethod):
         check_number("num_negatives", num_negatives, low=1, integer=True)
         check_number("temperature", temperature, low=0, low_inclusive=False)
         check_number("loss_weight", loss_weight, low=0, high=1)
+        check_choice("bank_init", bank_init, BANK_INITS)
         if self.input_shape is not None:
             tile_geometry(self.input_shape[1], self.input_shape[2], grid, tile_jitter)
         self.projection_head = projection_head
@@ -150,6 +167,10 @@ class PIRL(SSLMethod):
         self.num_negatives = int(num_negatives)
         self.temperature = float(temperature)
         self.loss_weight = float(loss_weight)
+        self.bank_init = bank_init
+
+    def on_epoch_start(self, epoch: int, data: ImageData) -> None:
+        start_from_features(self, epoch, data)
 
     def shuffled_tiles(self, images: torch.Tensor) -> torch.Tensor:
         """The tiles of each image ``(N, grid**2, C, h, w)``, in a random order per image."""

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metricssl.ssl.datasets import ImageData
 from metricssl.ssl.memory_bank import MemoryBank
 from metricssl.ssl.method import Batch
 from metricssl.ssl.npid import NPID, nce_loss
@@ -33,6 +34,16 @@ def test_bank_update_is_the_normalised_moving_average():
     assert torch.equal(bank.bank[untouched], before[untouched])
     with pytest.raises(ValueError, match="update needs"):
         bank.update(torch.tensor([1]), torch.randn(1, 5))
+
+
+def test_bank_fill_sets_every_row_to_a_unit_vector():
+    bank = MemoryBank(10, 4)
+    values = torch.randn(10, 4, dtype=torch.float64) * 3
+    bank.fill(values)
+    assert bank.bank.dtype == torch.float32
+    torch.testing.assert_close(bank.bank, F.normalize(values.float(), dim=1))
+    with pytest.raises(ValueError, match=r"fill needs \(10, 4\)"):
+        bank.fill(torch.randn(9, 4))
 
 
 @pytest.mark.parametrize(
@@ -111,6 +122,8 @@ def test_bad_arguments_and_batches():
         make(temperature=0)
     with pytest.raises(ValueError, match="num_negatives"):
         make(num_negatives=0)
+    with pytest.raises(ValueError, match="bank_init"):
+        make(bank_init="zeros")
     with pytest.raises(ValueError, match="indices"):
         make().training_step(Batch([torch.rand(8, 1, 8, 8)]))
     mismatched = NPID(nn.Flatten(), nn.Linear(64, 16), 64, embedding_dim=8)
@@ -118,6 +131,22 @@ def test_bad_arguments_and_batches():
         mismatched.training_step(Batch([torch.rand(8, 1, 8, 8)], indices=torch.arange(8)))
     with pytest.raises(ValueError, match="num_samples"):
         build_method("npid", (1, 8, 8))
+
+
+def test_bank_can_start_from_the_networks_own_features():
+    images = torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8)
+    method = make(bank_init="features")
+    method.on_epoch_start(0, ImageData(images, None))
+    with torch.no_grad():
+        v = method.projection_head(method.backbone(method.clean_images(images)))
+    torch.testing.assert_close(method.memory.bank, F.normalize(v, dim=1))
+    # A fresh random bank by default; and later epochs never refill.
+    default = make()
+    before = default.memory.bank.clone()
+    default.on_epoch_start(0, ImageData(images, None))
+    method.on_epoch_start(1, ImageData(images.flip(0), None))
+    assert torch.equal(default.memory.bank, before)
+    torch.testing.assert_close(method.memory.bank, F.normalize(v, dim=1))
 
 
 def test_trainer_passes_each_images_position(tmp_path):

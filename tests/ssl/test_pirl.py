@@ -6,6 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from metricssl.models.heads import ProjectionHead
+from metricssl.ssl.datasets import ImageData
 from metricssl.ssl.jigsaw import cut_tiles, image_to_tiles
 from metricssl.ssl.method import Batch
 from metricssl.ssl.pirl import PIRL, pirl_heads
@@ -24,7 +26,7 @@ def build(**overrides):
     torch.manual_seed(0)
     hp = {**SMALL, **overrides}
     heads = pirl_heads(8, hp)
-    args = {k: v for k, v in hp.items() if k != "tile_dim"}
+    args = {k: v for k, v in hp.items() if k not in ("tile_dim", "proj_hidden_dim")}
     return PIRL(conv_backbone(), **heads, num_samples=32, input_shape=(1, 8, 8), **args)
 
 
@@ -97,6 +99,8 @@ def test_registry_builds_pirl_for_28px_images():
         ({"loss_weight": 1.5}, ValueError, "loss_weight"),
         ({"num_negatives": 0}, ValueError, "num_negatives"),
         ({"temperature": 0.0}, ValueError, "temperature"),
+        ({"proj_hidden_dim": -1}, ValueError, "proj_hidden_dim"),
+        ({"bank_init": "zeros"}, ValueError, "bank_init"),
     ],
 )
 def test_bad_arguments_are_refused_at_construction(overrides, error, message):
@@ -130,3 +134,40 @@ def test_tiles_do_not_move_the_backbones_batchnorm_statistics():
     torch.testing.assert_close(backbone[1].running_mean, whole_views_only[1].running_mean)
     torch.testing.assert_close(backbone[1].running_var, whole_views_only[1].running_var)
     assert backbone[1].num_batches_tracked == 1
+
+
+def test_heads_are_linear_or_two_layer_mlps():
+    linear = pirl_heads(8, {**SMALL, "proj_hidden_dim": 0})
+    assert isinstance(linear["projection_head"], nn.Linear)
+    mlp = pirl_heads(8, {**SMALL, "proj_hidden_dim": 32})
+    for name, width in (("projection_head", 8), ("jigsaw_head", 4 * 8)):
+        head = mlp[name]
+        assert isinstance(head, ProjectionHead) and head.num_layers == 2
+        assert (head.input_dim, head.hidden_dim, head.output_dim) == (width, 32, 16)
+    assert isinstance(mlp["tile_head"], nn.Linear)  # each tile: a linear map, as in the paper
+
+
+def test_bank_can_start_from_the_networks_own_features():
+    torch.manual_seed(0)
+    backbone = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+    )
+    hp = {k: v for k, v in SMALL.items() if k != "tile_dim"}
+    method = PIRL(backbone, **pirl_heads(8, SMALL), num_samples=32, bank_init="features", **hp)
+    images = torch.randint(0, 256, (32, 1, 8, 8), dtype=torch.uint8)
+    random_rows = method.memory.bank.clone()
+    method.on_epoch_start(0, ImageData(images, None))
+    assert backbone[1].num_batches_tracked == 0  # the pass left the running statistics alone
+    with torch.no_grad():  # training-mode BatchNorm over the whole (single) batch
+        f = method.projection_head(backbone(method.clean_images(images)))
+    torch.testing.assert_close(method.memory.bank, nn.functional.normalize(f, dim=1))
+    # Only a fresh run starts from the features; later epochs (and resumed runs) keep the bank.
+    filled = method.memory.bank.clone()
+    method.on_epoch_start(1, ImageData(images.flip(0), None))
+    assert torch.equal(method.memory.bank, filled)
+    assert not torch.allclose(filled, random_rows)
+    # The default keeps the papers' random start.
+    default = build()
+    before = default.memory.bank.clone()
+    default.on_epoch_start(0, ImageData(images, None))
+    assert torch.equal(default.memory.bank, before)

@@ -257,6 +257,39 @@ def test_bf16_autocast_accumulation_and_lars_on_cpu(tmp_path):
     assert trainer.hyper["amp"] == "bfloat16"
 
 
+def conv_weights(trainer):
+    # A one-channel filter bank is both layouts at once; the others tell them apart.
+    convs = [m for m in trainer.method.modules() if isinstance(m, nn.Conv2d)]
+    return [m.weight for m in convs if m.in_channels > 1]
+
+
+def test_memory_format(tmp_path):
+    fast = make("simclr", tmp_path / "cl", epochs=1)  # "auto": channels-last on the CPU
+    plain = make("simclr", tmp_path / "plain", epochs=1, memory_format="contiguous")
+    assert fast.hyper["memory_format"] == "channels_last"
+    assert plain.hyper["memory_format"] == "contiguous_format"
+    assert len(conv_weights(fast)) == 3  # SmallCNN's layers after the first
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights(fast))
+    assert not any(w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights(plain))
+    fast.fit()
+    plain.fit()
+    # The layout changes the order of float sums, nothing else.
+    a, b = fast.method.state_dict(), plain.method.state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+    # A checkpoint is layout-free: the contiguous run resumes as channels-last.
+    resumed = make("simclr", tmp_path / "plain", epochs=2)
+    assert resumed.epoch == 1 and resumed.hyper["memory_format"] == "channels_last"
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights(resumed))
+    resumed.fit()
+    # A backbone passed as a module may not survive channels-last: "auto" leaves it alone.
+    backbone = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten())
+    custom = make("simclr", tmp_path / "custom", backbone=backbone, backbone_kwargs=None)
+    assert custom.hyper["memory_format"] == "contiguous_format"
+    with pytest.raises(ValueError, match="memory_format"):
+        make("simclr", tmp_path / "bad", memory_format="nhwc")
+
+
 def test_unlabelled_data_gets_diagnostics_without_knn(tmp_path):
     images, _ = tiny_data()
     trainer = make("vicreg", tmp_path, dataset=(images, None), epochs=1)
