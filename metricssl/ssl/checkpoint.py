@@ -127,7 +127,7 @@ def load_checkpoint(
         >>> method, meta = load_checkpoint("runs/x/checkpoints/last.pt")  # doctest: +SKIP
         >>> features = embed_dataset(method, images)  # doctest: +SKIP
     """
-    from .registry import build_method
+    from .registry import build_method, stored_hparams
 
     data = read_checkpoint(path)
     build = (data.get("config") or {}).get("build")
@@ -146,7 +146,7 @@ def load_checkpoint(
                 build["input_shape"],
                 backbone=backbone if backbone is not None else build["backbone"],
                 backbone_kwargs=build.get("backbone_kwargs"),
-                hparams=build.get("hparams"),
+                hparams=stored_hparams(build["method"], build.get("hparams")),
                 mean=build.get("mean"),
                 std=build.get("std"),
                 num_classes=build.get("num_classes"),

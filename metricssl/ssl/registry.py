@@ -103,6 +103,9 @@ class MethodSpec:
         hparams: default method hyper-parameters: head widths (``proj_*``, ``pred_*``) and
             the method's own constructor arguments (temperature, queue size, ...).
         optimizer, lr, weight_decay, batch_size, warmup_epochs: training defaults.
+        predated: hyper-parameters added after the method's first release, with the value
+            a checkpoint written before then was trained with (its stored ``hparams`` lack
+            them, and today's default may build a different model).
     """
 
     cls: type[SSLMethod]
@@ -114,6 +117,7 @@ class MethodSpec:
     weight_decay: float = 1e-5
     batch_size: int = 256
     warmup_epochs: float = 1.0
+    predated: Mapping = field(default_factory=dict)
 
 
 # Head widths are scaled down from the papers' (2048-8192) for a 128-feature backbone on a CPU;
@@ -259,6 +263,7 @@ METHODS: dict[str, MethodSpec] = {
         optimizer="adamw",
         lr=2e-3,
         weight_decay=1e-5,
+        predated={"bank_init": "random"},
     ),
     "pirl": MethodSpec(
         PIRL,
@@ -281,6 +286,7 @@ METHODS: dict[str, MethodSpec] = {
         optimizer="adamw",
         lr=2e-3,
         weight_decay=1e-5,
+        predated={"proj_hidden_dim": 0, "bank_init": "random"},
     ),
     "deepcluster": MethodSpec(
         DeepCluster,
@@ -420,6 +426,12 @@ def build_backbone(name: str, input_shape: Sequence[int], **kwargs) -> nn.Module
 def clean_transform(mean: Sequence[float] | None, std: Sequence[float] | None) -> Compose:
     """The un-augmented conversion: uint8 -> float in [0, 1] -> (optional) normalisation."""
     return Compose([Normalize(mean, std)] if mean is not None else [])
+
+
+def stored_hparams(name: str, hparams: Mapping | None) -> dict:
+    """The ``hparams`` a checkpoint stored, completed with the values of the ones it
+    predates (:attr:`MethodSpec.predated`), for rebuilding the model it was trained with."""
+    return {**METHODS[canonical_method_name(name)].predated, **dict(hparams or {})}
 
 
 def method_hparams(name: str, hparams: Mapping | None = None) -> dict:

@@ -6,7 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from metricssl.ssl.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from metricssl.ssl.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from metricssl.ssl.embed import embed_dataset
 from metricssl.ssl.method import Batch, SSLMethod
 from metricssl.ssl.monitor import CollapseWarning
@@ -178,6 +183,19 @@ def test_checkpoint_errors(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
     with pytest.raises(FileNotFoundError):
         make("simclr", tmp_path / "y", resume=tmp_path / "missing.pt")
+
+
+def test_a_checkpoint_older_than_a_hyperparameter_loads_as_trained(tmp_path):
+    # A PIRL run from before proj_hidden_dim and bank_init existed: linear heads, random bank.
+    hp = {**SMALL["pirl"], "proj_hidden_dim": 0, "bank_init": "random"}
+    make("pirl", tmp_path, epochs=1, hparams=hp).fit()
+    path = tmp_path / "checkpoints" / "last.pt"
+    state = read_checkpoint(path)
+    for key in ("proj_hidden_dim", "bank_init"):
+        del state["config"]["build"]["hparams"][key]
+    save_checkpoint(state, path)
+    method, _ = load_checkpoint(path)
+    assert isinstance(method.projection_head, nn.Linear) and method.bank_init == "random"
 
 
 def test_bad_input(tmp_path):
