@@ -61,6 +61,7 @@ from .registry import (
     build_method,
     canonical_method_name,
     method_hparams,
+    stored_hparams,
 )
 from .schedule import WarmupCosineSchedule
 from .supervised import Supervised, auto_samples_per_class
@@ -545,6 +546,7 @@ class Trainer:
             )
         stored = (state.get("config") or {}).get("build")
         if stored is not None and self.build_config is not None:
+            stored = {**stored, "hparams": stored_hparams(stored["method"], stored["hparams"])}
             diff = sorted(
                 k
                 for k in self.build_config

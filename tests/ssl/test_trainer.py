@@ -196,6 +196,12 @@ def test_a_checkpoint_older_than_a_hyperparameter_loads_as_trained(tmp_path):
     save_checkpoint(state, path)
     method, _ = load_checkpoint(path)
     assert isinstance(method.projection_head, nn.Linear) and method.bank_init == "random"
+    # The run resumes with the same settings, and refuses today's defaults (another model).
+    resumed = make("pirl", tmp_path, epochs=2, hparams=hp)
+    assert resumed.epoch == 1
+    resumed.fit()
+    with pytest.raises(CheckpointError, match="in hparams"):
+        make("pirl", tmp_path, epochs=3)
 
 
 def test_bad_input(tmp_path):
