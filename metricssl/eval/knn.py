@@ -9,9 +9,9 @@ example duplicated embeddings), and a plain value sort gives the (distance, inde
 Per query chunk:
 
 1. one BLAS matmul gives the chunk's distances to every reference (squared L2 as FAISS computes
-   it, ``|q|^2 + |r|^2 - 2 q.r`` clamped at 0, or negated cosine similarity); integer data
-   spanning at most 256 values (e.g. raw uint8 pixels) on CPU gets exact int32 squared
-   distances from an int8 matmul instead, several times faster (:class:`_SmallIntegers`);
+   it, ``|q|^2 + |r|^2 - 2 q.r`` clamped at 0, or negated cosine similarity). Every input
+   (integer, float64, numpy) is searched as float32, as PML's FAISS search does: there is no
+   second arithmetic whose ties or rounding could disagree with it;
 2. ``torch.topk`` picks the k+1 smallest; when the k-th and (k+1)-th distances differ, the k
    smallest are exactly determined and only their keys are sorted; the rare rows where they tie
    are redone exactly from the keys of the whole row;
@@ -41,7 +41,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache, cached_property, partial
+from functools import cached_property, partial
 from typing import NamedTuple
 
 import numpy as np
@@ -79,13 +79,10 @@ def sortable_keys(
 
     ``values`` is float32, ``low_bits`` int64 in [0, 2**32) (the column index). The float's bit
     pattern is mapped to an int32 with the same order (negative floats have their magnitude
-    bits flipped) and shifted above ``low_bits``; int32 values (exact distances) are used as
-    they are. ``nonnegative=True`` (values known to be
+    bits flipped) and shifted above ``low_bits``. ``nonnegative=True`` (values known to be
     >= +0.0, e.g. clamped squared distances) skips the sign handling: those bits are in order.
     """
-    if values.dtype == torch.int32:
-        bits = values  # exact integer distances: already in order
-    elif nonnegative:
+    if nonnegative:
         bits = values.view(torch.int32)
     else:
         bits = (values + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0, which FAISS ties
@@ -150,7 +147,6 @@ class ReferenceSet:
         self.metric = metric
         self.vectors = reference
         self.sq_norms = squared_norms(reference, "reference")
-        self._small_ints = _SmallIntegers.of(reference) if metric == "l2" else None
         # Cosine: the block's columns are scaled by -1/|r| rather than normalising a copy of
         # the references, so the preparation costs one float per reference.
         self._neg_inv_norms = (
@@ -162,16 +158,8 @@ class ReferenceSet:
         return self.vectors.shape[0]
 
     def distances(self, queries: torch.Tensor) -> torch.Tensor:
-        """(len(queries), size) block; smaller means closer.
-
-        float32, or int32 holding exact squared distances of small-integer data (see
-        :class:`_SmallIntegers`); :func:`nearest` takes either and returns float32 values.
-        """
+        """(len(queries), size) float32 block; smaller means closer."""
         if self.metric == "l2":
-            if self._small_ints is not None:
-                exact = self._small_ints.squared_distances(queries)
-                if exact is not None:
-                    return exact
             # FAISS's formula and order of operations: (|q|^2 + |r|^2) - 2 q.r, then clamp at 0
             # (identical vectors can round to a tiny negative value).
             block = squared_norms(queries, "query")[:, None] + self.sq_norms[None, :]
@@ -189,7 +177,6 @@ class ReferenceSet:
         return (
             faiss is not None
             and self.metric == "l2"
-            and self._small_ints is None
             and self.vectors.device.type == "cpu"
             and k < self.size - 1
             and k <= _FAISS_MAX_K
@@ -241,93 +228,6 @@ class ReferenceSet:
         return -block_values
 
 
-# Integer data spanning at most 256 values, in at most this many dimensions, has exact int32
-# squared distances (d * 255**2 < 2**31).
-_SMALL_INT_MAX_DIM = 33_000
-# ... and its values must be exact float32 integers, shifted exactly (|x| < 2**24).
-_SMALL_INT_MAX_ABS = 2**24 - 512
-
-
-@cache
-def _int8_matmul_works() -> bool:
-    try:
-        a = torch.ones(32, 8, dtype=torch.int8)
-        return bool((torch._int_mm(a, a.T) == 8).all())
-    except (AttributeError, RuntimeError, NotImplementedError):
-        return False
-
-
-class _SmallIntegers:
-    """Exact squared L2 distances of integer-valued data (e.g. raw uint8 pixels) on CPU.
-
-    When every reference value is an integer in a 256-value range ``[low, low + 255]``, the
-    shifted values ``x - low - 128`` fit int8, and the int8 matmul (int32 accumulation) gives
-    the inner products, hence the squared distances, exactly; it is also several times faster
-    than float32 BLAS. The block stays int32 (exact, so neighbours are ordered exactly, ties by
-    index; FAISS's float32 ``|q|^2 + |r|^2 - 2 q.r`` can misorder distances a rounding error
-    apart); returned distance values are those integers as float32. Query chunks outside the
-    range fall back to the float path.
-    """
-
-    def __init__(self, codes: torch.Tensor, low: float):
-        self.codes_t = codes.T  # (d, n) int8 view, as the matmul wants it
-        self.low = low
-        chunks = row_chunks(codes.shape[0], 4 * codes.shape[1])
-        self.sq_norms = torch.cat([_int_squared_norms(codes[rows]) for rows in chunks])
-
-    @staticmethod
-    def of(reference: torch.Tensor) -> _SmallIntegers | None:
-        if reference.device.type != "cpu" or not 0 < reference.shape[1] <= _SMALL_INT_MAX_DIM:
-            return None
-        low = _integer_offset(reference)
-        if low is None:
-            return None
-        if not _int8_matmul_works():
-            return None
-        codes = torch.cat(
-            [
-                _shifted_codes(reference[rows], low)
-                for rows in row_chunks(reference.shape[0], 4 * reference.shape[1])
-            ]
-        )
-        return _SmallIntegers(codes, low)
-
-    def squared_distances(self, queries: torch.Tensor) -> torch.Tensor | None:
-        """(len(queries), n) int32 block, or None when the queries are not in range."""
-        if not _in_range(queries, self.low):
-            return None
-        q = _shifted_codes(queries, self.low)
-        try:
-            block = torch._int_mm(q, self.codes_t)
-        except RuntimeError:  # a shape this build's int8 kernel refuses: float path
-            return None
-        block.mul_(-2).add_(_int_squared_norms(q)[:, None])
-        return block.add_(self.sq_norms[None, :])
-
-
-def _int_squared_norms(codes: torch.Tensor) -> torch.Tensor:
-    return codes.to(torch.int32).pow_(2).sum(dim=1, dtype=torch.int32)
-
-
-def _in_range(x: torch.Tensor, low: float) -> bool:
-    return bool((x.min() >= low) & (x.max() <= low + 255) & (x == x.round()).all())
-
-
-def _integer_offset(x: torch.Tensor) -> float | None:
-    """``min(x)`` if ``x`` holds only integers spanning at most 256 values, else None."""
-    low, high = (float(v) for v in torch.aminmax(x))
-    if high - low > 255 or max(-low, high) > _SMALL_INT_MAX_ABS:
-        return None
-    for rows in row_chunks(x.shape[0], 4 * x.shape[1]):
-        if not _in_range(x[rows], low):
-            return None
-    return low
-
-
-def _shifted_codes(x: torch.Tensor, low: float) -> torch.Tensor:
-    return (x - (low + 128)).to(torch.int8)
-
-
 class Neighbors(NamedTuple):
     """The selected neighbours of a chunk of queries, nearest first (fields may be None)."""
 
@@ -347,7 +247,7 @@ def nearest(
     """The ``k`` smallest entries of each row, in (value, column) order.
 
     Args:
-        block: (rows, n) float32 distances, or int32 exact ones (:meth:`ReferenceSet.distances`);
+        block: (rows, n) float32 distances (:meth:`ReferenceSet.distances`);
             overwritten at ``self_columns``.
         k: neighbours per row, 1 <= k <= n - (1 if self_columns is given else 0).
         self_columns: (rows,) column of each row's own entry, to leave out.
@@ -363,11 +263,9 @@ def nearest(
     """
     rows, n = block.shape
     if self_columns is not None:
-        # +inf (int32's maximum for exact integer distances, which stay below it) sorts after
-        # every finite distance (inputs are checked finite), so the self match is never
-        # among the k <= n - 1 selected.
-        far = torch.iinfo(torch.int32).max if block.dtype == torch.int32 else float("inf")
-        block[torch.arange(rows, device=block.device), self_columns] = far
+        # +inf sorts after every finite distance (inputs are checked finite), so the self
+        # match is never among the k <= n - 1 selected.
+        block[torch.arange(rows, device=block.device), self_columns] = float("inf")
     if k + 1 >= n:
         if tagger is not None and not want_values:
             low = torch.arange(0, 2 * n, 2, device=block.device)

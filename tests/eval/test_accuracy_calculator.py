@@ -388,3 +388,30 @@ def test_multidimensional_labels_with_default_equality():
     assert calc.get_accuracy(x, pairs) == as_1d
     both = AccuracyCalculator(include=("NMI", "knn_accuracy_majority"), knn_k=5)
     assert both.get_accuracy(x, pairs) == pytest.approx(both.get_accuracy(x, y))
+
+
+_ARANGE = torch.arange(10).unsqueeze(1)
+_TIED = torch.tensor([[10], [10], [20], [20]])
+
+
+@pytest.mark.parametrize(
+    "query",
+    [_ARANGE, _ARANGE.float(), _ARANGE.numpy(), _ARANGE.float() + 100, _ARANGE.double()],
+    ids=["int64", "float32", "numpy", "offset", "float64"],
+)
+def test_issue_reproducers_query_equals_reference(query):
+    # 1-D integer-valued data once took an int8 kernel that read garbage (P@1 0.0-0.2).
+    labels = np.arange(10) if isinstance(query, np.ndarray) else torch.arange(10)
+    assert_parity(query, labels, query, labels, False)
+    scores = AccuracyCalculator(exclude=("NMI", "AMI")).get_accuracy(query, labels, query, labels)
+    assert all(v == 1.0 for v in scores.values()), scores
+
+
+@pytest.mark.parametrize("emb", [_TIED, _TIED.float()], ids=["int64", "float32"])
+def test_issue_reproducer_self_is_the_item_removed_among_ties(emb):
+    # Rows 0 and 1 tie at distance 0 with different labels: each query's own row is the one
+    # left out, so its only neighbour has the other label.
+    labels = torch.tensor([1, 0, 1, 0])
+    calc = AccuracyCalculator(include=("precision_at_1",))
+    assert calc.get_accuracy(emb, labels) == {"precision_at_1": 0.0}
+    assert_parity(emb, labels, include=("precision_at_1",))
