@@ -58,7 +58,9 @@ try:
 except ImportError:  # optional here: without FAISS every search takes the torch path
     faiss = None
 
-METRICS = ("l2", "cosine")
+METRICS = ("l2", "cosine", "ip")
+# Metrics whose block holds negated similarities (larger similarity = closer).
+_SIMILARITIES = ("cosine", "ip")
 
 _LOW_BITS = 32
 _LOW_MASK = (1 << _LOW_BITS) - 1
@@ -136,8 +138,9 @@ class ReferenceSet:
 
     Args:
         reference: (n, d) float32 tensor on the device where the search runs.
-        metric: ``"l2"`` (squared Euclidean, as ``faiss.IndexFlatL2``) or ``"cosine"`` (the
-            block holds negated cosine similarities, so that smaller is closer for both).
+        metric: ``"l2"`` (squared Euclidean, as ``faiss.IndexFlatL2``), ``"cosine"`` or
+            ``"ip"`` (inner product, as ``faiss.IndexFlatIP``); for the last two the block holds
+            negated similarities, so that smaller is closer for all three.
     """
 
     def __init__(self, reference: torch.Tensor, metric: str = "l2"):
@@ -164,6 +167,8 @@ class ReferenceSet:
             # (identical vectors can round to a tiny negative value).
             block = squared_norms(queries, "query")[:, None] + self.sq_norms[None, :]
             return block.addmm_(queries, self.vectors.T, alpha=-2).clamp_(min=0)
+        if self.metric == "ip":
+            return torch.mm(queries, self.vectors.T).neg_()
         q = F.normalize(queries, dim=1)
         return torch.mm(q, self.vectors.T).mul_(self._neg_inv_norms[None, :])
 
@@ -222,9 +227,9 @@ class ReferenceSet:
         return np.ascontiguousarray(self.sq_norms.numpy(), dtype=np.float32)
 
     def similarities_from(self, block_values: torch.Tensor) -> torch.Tensor:
-        """Cosine similarities from this metric's block values (cosine metric only)."""
-        if self.metric != "cosine":
-            raise ValueError("similarities are only defined for the cosine metric")
+        """Similarities from this metric's block values (cosine and ip metrics only)."""
+        if self.metric not in _SIMILARITIES:
+            raise ValueError("similarities are only defined for the cosine and ip metrics")
         return -block_values
 
 
@@ -395,7 +400,7 @@ def knn(
         reference: (n, d) database; None searches ``query`` against itself.
         k: neighbours per query (at most n, or n - 1 when the self-match is excluded).
         metric: ``"l2"`` (squared Euclidean distances, ascending, as ``faiss.IndexFlatL2``) or
-            ``"cosine"`` (cosine similarities, descending).
+            ``"cosine"`` / ``"ip"`` (cosine similarities / inner products, descending).
         exclude_self: leave out reference row i for query row i (default: True exactly when
             ``reference`` is None).
         device: where to compute (default: the query's device).
@@ -432,7 +437,7 @@ def knn(
     for rows, [found] in iter_neighbors(q, [search], exclude_self, progress=progress):
         indices[rows] = found.columns
         vals = found.values
-        distances[rows] = ref.similarities_from(vals) if metric == "cosine" else vals
+        distances[rows] = ref.similarities_from(vals) if metric in _SIMILARITIES else vals
     return distances, indices
 
 
@@ -441,10 +446,10 @@ class ExactKNN:
 
     Called as ``knn_func(query, k, reference, ref_includes_query)`` and returns
     ``(distances, indices)`` with PML's conventions: squared L2 distances (or cosine
-    similarities), the self-match removed when ``ref_includes_query``.
+    similarities, or inner products), the self-match removed when ``ref_includes_query``.
 
     Args:
-        metric: ``"l2"`` or ``"cosine"``.
+        metric: ``"l2"``, ``"cosine"`` or ``"ip"``.
         progress: show a progress bar (default: only for long searches).
 
     Example:

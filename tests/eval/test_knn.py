@@ -24,6 +24,8 @@ def brute_force(q, r, k, metric="l2", exclude_self=False):
     q64, r64 = q.double(), r.double()
     if metric == "l2":
         d = torch.cdist(q64, r64).pow(2)
+    elif metric == "ip":
+        d = -q64 @ r64.T
     else:
         d = -torch.nn.functional.normalize(q64, dim=1) @ torch.nn.functional.normalize(r64, dim=1).T
     if exclude_self:
@@ -85,6 +87,18 @@ def test_cosine_matches_brute_force(k, small_budget):
     ref_sims, ref_i = brute_force(q, r, k, metric="cosine")
     assert torch.equal(i, ref_i)
     torch.testing.assert_close(sims.double(), ref_sims, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [1, 7, 39])
+def test_inner_product_orders_ties_by_index(k, small_budget):
+    # FAISS's IndexFlatIP orders exact ties its own way (its min-heap prefers the larger id);
+    # the engine keeps its one rule for every metric: equal values by ascending index.
+    q = integer_points(30, 5, seed=4)
+    r = torch.cat([q, integer_points(10, 5, seed=5)])
+    sims, i = knn(q, r, k, metric="ip")
+    ref_sims, ref_i = brute_force(q, r, k, metric="ip")
+    assert torch.equal(i, ref_i)
+    torch.testing.assert_close(sims.double(), ref_sims)
 
 
 def test_default_excludes_self_and_matches_faiss_order():
@@ -162,7 +176,7 @@ def test_sortable_keys_order_like_value_then_column():
         (lambda x: knn(x, k=0), ValueError, "k must be >= 1"),
         (lambda x: knn(x, torch.randn(10, 4)), ValueError, "dimension"),
         (lambda x: knn(x, x[:5], exclude_self=True), ValueError, "exclude_self"),
-        (lambda x: knn(x, metric="ip"), ValueError, "metric"),
+        (lambda x: knn(x, metric="dot"), ValueError, "metric"),
         (lambda x: knn(x.tolist()), TypeError, "query"),
         (lambda x: ExactKNN(metric="dot"), ValueError, "metric"),
     ],
