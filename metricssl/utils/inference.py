@@ -17,12 +17,17 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..distances.base_distance import BaseDistance
 from ..distances.cosine_similarity import CosineSimilarity
+from ..distances.dot_product_similarity import DotProductSimilarity
+from ..distances.lp_distance import LpDistance
+from ..eval.inputs import check_finite
+from ..eval.knn import ReferenceSet, balanced_chunks, nearest, search_bytes_per_row
 from . import common_functions as c_f
 from .chunking import rows_per_chunk
-from .validation import check_number
+from .validation import check_number, check_same_device, check_same_width
 
 
 def _embedding_index_class():
@@ -389,26 +394,68 @@ def get_topk(distances: torch.Tensor, indices: torch.Tensor, k: int, get_largest
     return fn
 
 
-class CustomKNN:
-    """k-nearest neighbours under any metricssl distance, by blocks of query rows.
+def _engine_metric(distance: BaseDistance, query: torch.Tensor, reference: torch.Tensor):
+    """The k-NN engine's metric that ranks and scores exactly as ``distance`` does, or None.
 
-    A drop-in for PML's ``CustomKNN``: ``knn(query, k, reference, ref_includes_query)`` returns
-    ``(distances, indices)``, largest first for similarities (``distance.is_inverted``),
-    smallest first otherwise. Without ``batch_size`` the query blocks are sized by the memory
-    budget (:mod:`metricssl.utils.chunking`) rather than one full query x reference matrix;
-    values are in the distance's dtype.
+    Only the built-in classes themselves qualify (a subclass may override ``compute_mat``),
+    with p = 2, float32 inputs (the engine's arithmetic), no gradient to keep and no
+    statistics to record: the engine never calls the distance object.
+    """
+    if distance.collect_stats or distance.p != 2:
+        return None
+    if any(t.dtype != torch.float32 or t.requires_grad for t in (query, reference)):
+        return None
+    kind = type(distance)
+    if kind is LpDistance and distance.power in (1, 2):
+        return "l2"
+    if distance.power != 1:
+        return None
+    if kind is CosineSimilarity or (kind is DotProductSimilarity and distance.normalize_embeddings):
+        return "cosine"
+    return "ip" if kind is DotProductSimilarity else None
+
+
+class CustomKNN:
+    """Exact k-nearest neighbours under any metricssl distance, by chunks of query rows.
+
+    A drop-in for PML's ``CustomKNN`` (usable as ``AccuracyCalculator(knn_func=...)``):
+    ``knn(query, k, reference, ref_includes_query)`` returns ``(values, indices)`` of shape
+    (len(query), k), the distance object's values (similarities largest first when
+    ``distance.is_inverted``, distances smallest first otherwise) and int64 reference indices,
+    on the query's device. ``reference=None`` searches the queries themselves, as PML does.
+    With ``ref_includes_query`` (row i of the reference is query i) each query's own row is
+    left out, as PML's "search k + 1 and drop the own row (else the last)" does.
+
+    The neighbours are chosen by the exact k-NN engine's selection
+    (:func:`metricssl.eval.knn.nearest`), so the ranking rule is the engine's: equal values
+    are ordered by ascending reference index (PML's order among equal values is
+    ``torch.topk``'s, which is unspecified). Where values do not tie, the neighbours are PML's.
+
+    - ``LpDistance(p=2)`` with ``power`` 1 or 2, ``CosineSimilarity()`` and
+      ``DotProductSimilarity()`` on float32 inputs are computed by the engine itself
+      (:class:`metricssl.eval.knn.ReferenceSet`, squared L2 / cosine / inner product) and
+      converted to the distance's values: square roots for ``power=1``, embeddings
+      L2-normalised first when ``normalize_embeddings``.
+    - Any other distance (other p or power, ``SNRDistance``, your own subclass, other dtypes,
+      inputs that require grad, ``collect_stats``) computes its matrix chunk by chunk and the
+      engine selects from it; the values are the matrix's own (its dtype, its gradient).
+      Float64 matrices are ranked by their float32 rounding: values within one float32
+      rounding of each other count as equal (ordered by index).
 
     Args:
         distance: a :class:`~metricssl.distances.BaseDistance`.
-        batch_size: query rows per block (None: as many as the memory budget allows).
+        batch_size: query rows per chunk (None: as many as the memory budget of
+            :mod:`metricssl.utils.chunking` allows). Results do not depend on it.
 
     Example:
         >>> import torch
         >>> from metricssl.distances import CosineSimilarity
         >>> from metricssl.utils.inference import CustomKNN
         >>> knn = CustomKNN(CosineSimilarity())
-        >>> x = torch.randn(50, 8)
-        >>> similarities, indices = knn(x, 3, x, ref_includes_query=True)
+        >>> x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+        >>> similarities, indices = knn(x, 2, x, ref_includes_query=True)
+        >>> indices[0].tolist(), indices[1].tolist()  # row 0 ties with row 2 (cosine 1)
+        ([2, 3], [3, 0])
     """
 
     def __init__(self, distance: BaseDistance, batch_size: int | None = None):
@@ -419,22 +466,74 @@ class CustomKNN:
         self.batch_size = batch_size
 
     def __call__(self, query, k: int, reference, ref_includes_query: bool = False):
+        if reference is None:  # PML's distance(query, None) compares the queries with themselves
+            reference = query
         _check_2d("query", query)
         _check_2d("reference", reference)
-        check_number("k", k, low=1, integer=True)
+        check_same_device(query, reference, "query", "reference")
+        check_same_width(query, reference, "query", "reference")
         _check_flag("ref_includes_query", ref_includes_query)
-        k = int(k) + int(ref_includes_query)
-        if k > reference.shape[0]:
-            raise ValueError(f"k={k} exceeds the {reference.shape[0]} references")
-        step = self.batch_size or rows_per_chunk(8 * reference.shape[0])
-        values, columns = [], []
-        for start in range(0, query.shape[0], step):
-            mat = self.distance(query[start : start + step], reference)
-            v, c = torch.topk(mat, k, largest=self.distance.is_inverted, dim=1)
-            values.append(v)
-            columns.append(c)
-        distances, indices = torch.cat(values), torch.cat(columns)
-        return return_results(distances, indices, ref_includes_query)
+        n_ref = reference.shape[0]
+        if ref_includes_query and n_ref < query.shape[0]:
+            raise ValueError(
+                f"ref_includes_query: reference row i must be query row i, but the reference "
+                f"has {n_ref} rows for {query.shape[0]} queries"
+            )
+        check_number("k", k, low=1, high=n_ref - int(ref_includes_query), integer=True)
+        check_finite(query, "query")
+        check_finite(reference, "reference")
+        k = int(k)
+        # No queries: the distance's own (0, n) matrix gives PML's (0, k) answer and dtype.
+        metric = _engine_metric(self.distance, query, reference) if len(query) else None
+        if metric is None:
+            chunk_values = self._distance_chunks(query, reference, k)
+            per_row = 2 * reference.element_size() * n_ref  # the distance's matrix + a temporary
+        else:
+            chunk_values = self._engine_chunks(query, reference, k, metric)
+            per_row = 0
+        per_row += search_bytes_per_row(n_ref, k)
+        step = self.batch_size or rows_per_chunk(per_row)
+        chunks = balanced_chunks(query.shape[0], step) if len(query) else [slice(0, 0)]
+        values, indices = [], []
+        for rows in chunks:
+            self_columns = (
+                torch.arange(rows.start, rows.stop, device=query.device)
+                if ref_includes_query
+                else None
+            )
+            chunk_v, chunk_i = chunk_values(rows, self_columns)
+            values.append(chunk_v)
+            indices.append(chunk_i)
+        return torch.cat(values), torch.cat(indices)
+
+    def _engine_chunks(self, query, reference, k: int, metric: str):
+        """The engine computes the block; its values become the distance's values."""
+        lp = metric == "l2"
+        prepare = F.normalize if lp and self.distance.normalize_embeddings else (lambda x: x)
+        ref = ReferenceSet(prepare(reference), metric)
+        root = lp and self.distance.power == 1
+
+        def chunk(rows: slice, self_columns):
+            block = ref.distances(prepare(query[rows]))
+            found = nearest(block, k, self_columns, nonnegative=lp, want_values=True)
+            if lp:
+                return (found.values.sqrt_() if root else found.values), found.columns
+            return ref.similarities_from(found.values), found.columns
+
+        return chunk
+
+    def _distance_chunks(self, query, reference, k: int):
+        """The distance computes the matrix; the engine selects from a float32 copy of it."""
+
+        def chunk(rows: slice, self_columns):
+            mat = self.distance(query[rows], reference)
+            block = mat.detach().to(torch.float32, copy=True)
+            if self.distance.is_inverted:  # the engine's blocks are "smaller is closer"
+                block.neg_()
+            columns = nearest(block, k, self_columns).columns
+            return mat.gather(1, columns), columns
+
+        return chunk
 
 
 # ------------------------------------------------------------------------------- clustering

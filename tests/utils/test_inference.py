@@ -5,14 +5,18 @@ import faiss
 import numpy as np
 import pytest
 import torch
+from pytorch_metric_learning import distances as pml_distances
 from pytorch_metric_learning.distances import CosineSimilarity as PMLCosineSimilarity
 from pytorch_metric_learning.distances import LpDistance as PMLLpDistance
+from pytorch_metric_learning.utils import accuracy_calculator as pml_ac
 from pytorch_metric_learning.utils import inference as pml
 
+from metricssl import distances as metricssl_distances
 from metricssl.distances.cosine_similarity import CosineSimilarity
 from metricssl.distances.lp_distance import LpDistance
 from metricssl.eval.accuracy_calculator import AccuracyCalculator
 from metricssl.eval.clustering import clustering_scores
+from metricssl.eval.knn import knn
 from metricssl.index.embedding_index import EmbeddingIndex
 from metricssl.utils import inference
 
@@ -61,9 +65,9 @@ def test_faiss_knn_persistent_index_and_files(tmp_path):
     q, r = _data()
     ours = inference.FaissKNN(reset_before=False, reset_after=False)
     theirs = pml.FaissKNN(reset_before=False, reset_after=False)
-    for knn in (ours, theirs):
-        knn.train(r[:50])
-        knn.add(r[50:])
+    for knn_func in (ours, theirs):
+        knn_func.train(r[:50])
+        knn_func.add(r[50:])
     _same_knn(ours(q, 7), theirs(q, 7))
     ours.save(tmp_path / "ours.index")
     theirs.save(str(tmp_path / "pml.index"))
@@ -133,21 +137,180 @@ def test_add_to_index_and_search_and_try_gpu():
     assert inference.convert_to_cpu_index(flat) is flat
 
 
-@pytest.mark.parametrize("batch_size", [None, 7])
-@pytest.mark.parametrize(
-    "ours_distance, pml_distance",
-    [(CosineSimilarity(), PMLCosineSimilarity()), (LpDistance(), PMLLpDistance())],
-)
-def test_custom_knn_matches_pml(batch_size, ours_distance, pml_distance):
-    q, r = _data()
+# (ours, PML's) distance pairs: the engine computes the first seven, the distance object the rest.
+CUSTOM_DISTANCES = {
+    "lp": lambda m: m.LpDistance(),
+    "lp_squared": lambda m: m.LpDistance(power=2),
+    "lp_raw": lambda m: m.LpDistance(normalize_embeddings=False),
+    "lp_raw_squared": lambda m: m.LpDistance(normalize_embeddings=False, power=2),
+    "cosine": lambda m: m.CosineSimilarity(),
+    "dot": lambda m: m.DotProductSimilarity(),
+    "dot_raw": lambda m: m.DotProductSimilarity(normalize_embeddings=False),
+    "l1_raw": lambda m: m.LpDistance(p=1, normalize_embeddings=False),
+    "lp_cubed": lambda m: m.LpDistance(power=3),
+    "snr": lambda m: m.SNRDistance(),
+}
+# Distances whose values are exact on small integers (no normalisation, no division).
+EXACT_ON_INTEGERS = ["lp_raw", "lp_raw_squared", "dot_raw", "l1_raw"]
+
+
+def _pair(name):
+    return CUSTOM_DISTANCES[name](metricssl_distances), CUSTOM_DISTANCES[name](pml_distances)
+
+
+def _by_value_then_index(mat, k, is_inverted, exclude_self):
+    """The documented order, brute force: k best per row, equal values by ascending index."""
+    mat = (-mat if is_inverted else mat).double()
+    if exclude_self:
+        mat[torch.arange(len(mat)), torch.arange(len(mat))] = float("inf")
+    return torch.sort(mat, dim=1, stable=True).indices[:, :k]
+
+
+@pytest.mark.parametrize("name", list(CUSTOM_DISTANCES))
+@pytest.mark.parametrize("nq, nr, d", [(1, 9, 3), (40, 70, 8), (130, 90, 33)])
+def test_custom_knn_matches_pml(name, nq, nr, d):
+    """Random data (no ties): PML's neighbours and values, for every chunking."""
+    q, r = _data(nq, nr, d, seed=nq)
     ref = torch.cat([q, r])
+    ours_distance, pml_distance = _pair(name)
+    k = min(5, nr - 1)
     for reference, flag in ((r, False), (ref, True)):
-        d1, i1 = inference.CustomKNN(ours_distance, batch_size)(q, 5, reference, flag)
-        d2, i2 = pml.CustomKNN(pml_distance, batch_size)(q, 5, reference, flag)
-        assert torch.equal(i1, i2)
-        torch.testing.assert_close(d1, d2)
+        expected = pml.CustomKNN(pml_distance)(q, k, reference, flag)
+        for batch_size in (None, 7, 1000):
+            got = inference.CustomKNN(ours_distance, batch_size)(q, k, reference, flag)
+            assert got[1].dtype == torch.int64 and got[0].dtype == expected[0].dtype
+            assert torch.equal(got[1], expected[1]), (batch_size, flag)
+            torch.testing.assert_close(got[0], expected[0], rtol=1e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("name", EXACT_ON_INTEGERS)
+@pytest.mark.parametrize("k", [1, 4, 29])
+def test_custom_knn_orders_ties_by_reference_index(name, k):
+    """Integer-valued data ties everywhere: PML's values, and equal values by ascending
+    reference index (PML's order among them is torch.topk's)."""
+    g = torch.Generator().manual_seed(k)
+    x = torch.randint(-2, 3, (60, 3), generator=g).float()
+    q = x[:45]
+    ours_distance, pml_distance = _pair(name)
+    exact = ours_distance(q.double(), x.double())  # exact on small integers
+    for flag in (False, True):
+        expected = pml.CustomKNN(pml_distance)(q, k, x, flag)
+        order = _by_value_then_index(exact, k, ours_distance.is_inverted, flag)
+        for batch_size in (None, 8):
+            values, indices = inference.CustomKNN(ours_distance, batch_size)(q, k, x, flag)
+            torch.testing.assert_close(values, expected[0])
+            assert torch.equal(indices, order)
+    # The data does tie at the cut: the order is decided by the tie rule, not by the values.
+    selected = exact.gather(1, order)
+    assert (selected[:, 1:] == selected[:, :-1]).any() or k == 1
+
+
+def test_custom_knn_runs_any_distance_in_its_dtype_with_gradient():
+    """The distance object's own matrix (float64, a user subclass, collect_stats): its values,
+    dtype and gradient, as PML's CustomKNN (which accepts any such distance object)."""
+
+    class Chebyshev(metricssl_distances.LpDistance):
+        def compute_mat(self, query_emb, ref_emb):
+            return (query_emb[:, None] - ref_emb[None]).abs().amax(dim=2)
+
+    q, r = _data(30, 50, 6)
+    for distance in (Chebyshev(), metricssl_distances.LpDistance(collect_stats=True)):
+        got = inference.CustomKNN(distance, 4)(q, 6, r)
+        expected = pml.CustomKNN(distance)(q, 6, r)
+        assert torch.equal(got[1], expected[1])
+        torch.testing.assert_close(got[0], expected[0])
+    assert distance.final_avg_query_norm == pytest.approx(1.0)  # the distance did run
+    q64 = q.double().requires_grad_()
+    values, indices = inference.CustomKNN(metricssl_distances.CosineSimilarity())(
+        q64, 3, r.double()
+    )
+    expected = pml.CustomKNN(pml_distances.CosineSimilarity())(q64, 3, r.double())
+    assert values.dtype == torch.float64 and values.requires_grad
+    assert torch.equal(indices, expected[1])
+    torch.testing.assert_close(values, expected[0])
+    values.sum().backward()
+    assert q64.grad is not None and q64.grad.abs().sum() > 0
+
+
+def test_custom_knn_edge_inputs_as_pml():
+    q, r = _data(12, 20, 4)
+    distance, pml_distance = _pair("lp")
+    # reference=None: PML's distance compares the queries with themselves.
+    got = inference.CustomKNN(distance)(q, 3, None)
+    expected = pml.CustomKNN(pml_distance)(q, 3, None)
+    assert torch.equal(got[1], expected[1]) and torch.equal(got[1][:, 0], torch.arange(12))
+    # No queries: (0, k) results.
+    values, indices = inference.CustomKNN(distance)(q[:0], 3, r)
+    assert values.shape == indices.shape == (0, 3) and indices.dtype == torch.int64
+    # k up to every other reference row.
+    _, indices = inference.CustomKNN(distance)(q, 11, q, ref_includes_query=True)
+    assert torch.equal(indices.sort(dim=1).values.sum(dim=1), 66 - torch.arange(12))
+
+
+def test_custom_knn_errors():
+    q, r = _data(10, 20, 4)
+    knn = inference.CustomKNN(LpDistance())
+    with pytest.raises(TypeError, match="distance"):
+        inference.CustomKNN(pml_distances.LpDistance())
+    with pytest.raises(ValueError, match="batch_size"):
+        inference.CustomKNN(LpDistance(), batch_size=0)
     with pytest.raises(ValueError, match="k"):
-        inference.CustomKNN(ours_distance)(q, 200, r)
+        knn(q, 21, r)
+    with pytest.raises(ValueError, match="k"):
+        knn(q, 20, r, ref_includes_query=True)  # 19 other rows at most
+    with pytest.raises(ValueError, match="ref_includes_query"):
+        knn(r, 3, q, ref_includes_query=True)  # fewer reference rows than queries
+    with pytest.raises(ValueError, match="embedding size"):
+        knn(q, 3, r[:, :3])
+    with pytest.raises(ValueError, match="NaN"):
+        knn(q, 3, torch.cat([r, torch.full((1, 4), float("nan"))]))
+    with pytest.raises(ValueError, match="query"):
+        knn(q[0], 3, r)
+
+
+@pytest.mark.parametrize("name", ["lp", "cosine", "lp_raw_squared", "l1_raw"])
+def test_custom_knn_in_accuracy_calculator_matches_pml(name):
+    g = torch.Generator().manual_seed(5)
+    labels = torch.randint(0, 5, (150,), generator=g)
+    x = torch.randn(5, 16, generator=g)[labels] + torch.randn(150, 16, generator=g)
+    ours_distance, pml_distance = _pair(name)
+    ours = AccuracyCalculator(
+        exclude=("NMI", "AMI"), k="max_bin_count", knn_func=inference.CustomKNN(ours_distance)
+    )
+    theirs = pml_ac.AccuracyCalculator(
+        exclude=("NMI", "AMI"),
+        k="max_bin_count",
+        knn_func=pml.CustomKNN(pml_distance),
+        device=torch.device("cpu"),
+    )
+    for args in ((x, labels), (x[:60], labels[:60], x[60:], labels[60:])):
+        got, expected = ours.get_accuracy(*args), theirs.get_accuracy(*args)
+        assert got.keys() == expected.keys()
+        for metric in got:
+            assert got[metric] == pytest.approx(expected[metric], abs=1e-6), metric
+
+
+def test_custom_knn_and_faiss_knn_rank_ties_as_the_engine():
+    """One ranking rule: on tied integer data CustomKNN, FaissKNN (our index or the user's
+    FAISS index, with PML's self-match removal) and the engine return the same neighbours,
+    so AccuracyCalculator gives the same numbers with any of them."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randint(-2, 3, (200, 4), generator=g).float()
+    labels = torch.randint(0, 3, (200,), generator=g)
+    custom = inference.CustomKNN(LpDistance(normalize_embeddings=False, power=2))
+    for k in (1, 7, 120):
+        for flag in (False, True):
+            expected = knn(x[:80], x, k, exclude_self=flag)
+            for knn_func in (
+                custom,
+                inference.FaissKNN(),
+                inference.FaissKNN(index_init_fn=faiss.IndexFlatL2),
+            ):
+                got = knn_func(x[:80], k, x, flag)
+                assert torch.equal(got[1], expected[1]) and torch.equal(got[0], expected[0])
+    default = AccuracyCalculator(exclude=("NMI", "AMI"), k="max_bin_count").get_accuracy(x, labels)
+    with_custom = AccuracyCalculator(exclude=("NMI", "AMI"), k="max_bin_count", knn_func=custom)
+    assert with_custom.get_accuracy(x, labels) == default
 
 
 def test_get_topk_matches_pml():
