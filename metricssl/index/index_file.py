@@ -13,6 +13,12 @@ Why this shape:
   damaged stream), and the checksum catches corruption in the middle;
 - the payload is streamed through FAISS's callback writer/reader and hashed on the fly, so
   saving or loading a large index never holds a second serialized copy in memory;
+- a crafted file cannot make loading allocate much more than the file's size: every length
+  is checked against the file size before anything is read, the header is capped at 1 MiB and
+  at :data:`MAX_HEADER_DEPTH` levels of JSON nesting (checked before ``json.loads``, which
+  would otherwise recurse once per level), and while FAISS reads the payload its
+  deserialization limit for a single array is the payload's own length (FAISS's default is
+  1 TiB, so a forged array length inside a valid-looking payload would allocate that much);
 - nothing is unpickled: the header is JSON and the payload is FAISS's binary format;
 - writes are atomic: a temporary file in the target directory, fsync, then ``os.replace``,
   so a crash leaves either the old file or the new one, never half of one.
@@ -23,9 +29,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import struct
+import threading
 
 import faiss
+import numpy as np
 
 from ..utils.atomic import atomic_write
 
@@ -37,7 +46,13 @@ _DIGEST_BYTES = 32
 _TRAILER_BYTES = _U64.size + _DIGEST_BYTES + len(END_MAGIC)
 _MIN_FILE_BYTES = len(MAGIC) + _U64.size + _TRAILER_BYTES
 _MAX_HEADER_BYTES = 1 << 20
+# Our headers are one flat JSON object; a little room for future nested settings.
+MAX_HEADER_DEPTH = 16
 _READ_BLOCK = 1 << 20
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_A_BRACKET = re.compile(r"[^\[\]{}]")
+# FAISS's deserialization limit is process-wide: loads in several threads take turns.
+_FAISS_LIMIT_LOCK = threading.Lock()
 
 
 def write_index_file(path: str | os.PathLike, header: dict, index: faiss.Index) -> None:
@@ -81,9 +96,13 @@ def read_index_file(path: str | os.PathLike) -> tuple[dict, faiss.Index]:
         (payload_len,) = _U64.unpack(trailer[: _U64.size])
         expected_digest = trailer[_U64.size : _U64.size + _DIGEST_BYTES]
         header_start = len(MAGIC) + _U64.size
+        if header_len > _MAX_HEADER_BYTES:
+            raise ValueError(
+                f"{path} is damaged: its header length {header_len} exceeds the "
+                f"{_MAX_HEADER_BYTES}-byte limit of index headers"
+            )
         if (
             trailer[-len(END_MAGIC) :] != END_MAGIC
-            or header_len > _MAX_HEADER_BYTES
             or header_start + header_len + payload_len + _TRAILER_BYTES != size
         ):
             raise ValueError(f"{path} is truncated or damaged (its lengths do not add up)")
@@ -105,19 +124,74 @@ def read_index_file(path: str | os.PathLike) -> tuple[dict, faiss.Index]:
             remaining -= len(data)
             return data
 
-        try:
-            index = faiss.read_index(faiss.PyCallbackIOReader(read_payload, _READ_BLOCK))
-        except RuntimeError as err:
-            raise ValueError(f"{path}: FAISS could not read the index payload: {err}") from None
+        index = _read_faiss_payload(read_payload, payload_len, path)
         if remaining:
             raise ValueError(f"{path}: the index payload has {remaining} unread trailing bytes")
     return header, index
 
 
+def _read_faiss_payload(read_payload, payload_len: int, path: str) -> faiss.Index:
+    """FAISS's ``read_index`` with no single array allowed to exceed the payload itself."""
+    with _FAISS_LIMIT_LOCK:
+        previous = faiss.get_deserialization_vector_byte_limit()
+        faiss.set_deserialization_vector_byte_limit(min(previous, payload_len + 1))
+        try:
+            # IVF-PQ's precomputed table is not in the file but computed at load, and can be
+            # legitimately larger than it: read without it (so the limit can stay tight) and
+            # compute it afterwards, under FAISS's own size cap for that table.
+            index = faiss.read_index(
+                faiss.PyCallbackIOReader(read_payload, _READ_BLOCK),
+                faiss.IO_FLAG_SKIP_PRECOMPUTE_TABLE,
+            )
+        except RuntimeError as err:
+            if "byte_limit" in str(err):  # the vector, or the inverted lists, limit
+                raise ValueError(
+                    f"{path} is damaged: an array length inside the index payload exceeds the "
+                    f"payload's own {payload_len} bytes"
+                ) from None
+            raise ValueError(f"{path}: FAISS could not read the index payload: {err}") from None
+        except MemoryError:
+            raise ValueError(
+                f"{path} is damaged: FAISS ran out of memory reading its payload (a forged size)"
+            ) from None
+        finally:
+            faiss.set_deserialization_vector_byte_limit(previous)
+    ivf = faiss.try_extract_index_ivf(index)
+    ivf = faiss.downcast_index(ivf) if ivf is not None else None
+    if isinstance(ivf, faiss.IndexIVFPQ) and ivf.is_trained and ivf.by_residual:
+        ivf.precompute_table()
+    return index
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of ``[`` and ``{`` in JSON ``text``, without parsing it (brackets
+    inside strings do not count).
+
+    Example:
+        >>> json_depth('{"a": [1, [2]], "b": "[["}')
+        3
+    """
+    brackets = _NOT_A_BRACKET.sub("", _JSON_STRING.sub("", text))
+    if not brackets:
+        return 0
+    codes = np.frombuffer(brackets.encode("ascii"), dtype=np.uint8)
+    steps = np.where((codes == ord("[")) | (codes == ord("{")), 1, -1)
+    return int(np.cumsum(steps).max())
+
+
 def _parse_header(raw: bytes, path: str) -> dict:
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: the index header is not valid UTF-8: {err}") from None
+    depth = json_depth(text)
+    if depth > MAX_HEADER_DEPTH:
+        raise ValueError(
+            f"{path}: the index header nests {depth} levels deep (at most {MAX_HEADER_DEPTH})"
+        )
+    try:
+        header = json.loads(text)
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, or a 5000-digit number
         raise ValueError(f"{path}: the index header is not valid JSON: {err}") from None
     if not isinstance(header, dict):
         raise ValueError(f"{path}: the index header must be a JSON object")
