@@ -11,21 +11,22 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..eval.knn import knn
 from ..utils.chunking import rows_per_chunk
 from ..utils.validation import check_choice, check_number
 from . import index_kinds
 from .faiss_gpu import GPU_MAX_K, GpuCopy, faiss_gpu_count
 from .index_file import read_index_file, write_index_file
-from .torch_search import exact_search, squared_norms
 from .vectors import (
+    MAX_ID,
     Array,
-    all_finite,
     as_id_array,
     check_finite,
+    check_k,
+    check_values,
     check_vectors,
     l2_normalize,
     like_input,
-    nonfinite_message,
     row_slices,
     to_numpy_float32,
     to_torch_float32,
@@ -54,24 +55,36 @@ class EmbeddingIndex:
 
     Inputs may be torch tensors (any float dtype, any device) or numpy arrays; :meth:`search`
     answers in kind: numpy in, numpy out; torch in, torch out on the query's device. Distances
-    are float32 and ids int64. When fewer than ``k`` results exist (``k > len(index)``, or an
-    IVF probe that finds too few vectors), the missing columns are padded FAISS-style with
-    id -1 and distance +inf (``"l2"``) or -inf (``"ip"``/``"cosine"``) — FAISS itself pads
-    with ±FLT_MAX; infinities cannot be mistaken for a real distance.
+    are float32 and ids int64. A search returns ``min(k, len(index))`` columns: asking for
+    more neighbours than the index holds returns all of them, never k columns of padding.
+    Where an approximate kind finds fewer candidates than that (an IVF probe of too few
+    lists, a small HNSW ``ef_search``), the missing entries are id -1 and distance +inf
+    (``"l2"``) or -inf (``"ip"``/``"cosine"``) — FAISS itself pads with ±FLT_MAX;
+    infinities cannot be mistaken for a real distance.
 
     Where searches run:
 
-    - exact search (``kind="flat"``) of CUDA tensors runs on their GPU in torch (blocked
-      matmul + top-k, :mod:`metricssl.index.torch_search`), with or without a FAISS GPU
-      build; it keeps a float32 copy of the vectors on that GPU until the next change.
-      ``backend="torch"`` forces this path for CPU queries too; ``backend="faiss"`` forbids
-      it. Both paths return the same neighbours and distances (up to float rounding; with
-      TF32 matmuls enabled in torch, the torch path's distances are less precise).
-    - with a FAISS GPU build and a CUDA device (``device="auto"`` or ``"cuda"``), FAISS
-      searches a GPU copy of the index (sharded or replicated across ``gpu_ids``), rebuilt
-      at the first search after a change. HNSW has no FAISS GPU version and stays on CPU,
-      as does any search with ``k > 2048`` (FAISS GPU's limit).
-    - otherwise FAISS searches on the CPU.
+    - exact search (``kind="flat"``) goes through the package's one k-NN engine,
+      :func:`metricssl.eval.knn.knn` (the one every retrieval metric uses), on the device of
+      torch queries (CUDA tensors stay on their GPU) and on the CPU for numpy queries (on the
+      first of ``gpu_ids`` when a FAISS GPU build and CUDA are present). Ranking: nearest
+      first, exact ties by storage position — the order vectors were added, so by ascending
+      id for automatic ids — for every metric. The engine keeps a float32 copy of the vectors
+      on each GPU it searches from until the next change (on the CPU it reads FAISS's own
+      array). ``backend="faiss"`` searches FAISS's ``IndexFlat`` instead: same neighbours and
+      distances (up to float rounding), and for ``"l2"`` the same order of exact ties; for
+      ``"ip"``/``"cosine"`` FAISS orders exact ties by *descending* position.
+    - approximate kinds, and ``backend="faiss"``: with a FAISS GPU build and a CUDA device
+      (``device="auto"`` or ``"cuda"``), FAISS searches a GPU copy of the index (sharded or
+      replicated across ``gpu_ids``), rebuilt at the first search after a change. HNSW has no
+      FAISS GPU version and stays on CPU, as does any search with ``k > 2048`` (FAISS GPU's
+      limit). Otherwise FAISS searches on the CPU.
+
+    Values: NaN/Inf vectors and queries are refused (``ValueError``). For ``"l2"`` and
+    ``"ip"``, so are vectors whose squared norm exceeds half the float32 range (about
+    1.7e38, i.e. entries near 1e19 and above): their distances overflow float32, and FAISS
+    would silently rank them wrong. ``"cosine"`` normalises in float64 and takes any finite
+    vector.
 
     Large inputs are added and searched ``chunk_size`` rows at a time, so no full float32
     copy of the input is made; a tqdm bar shows progress when there is more than one chunk.
@@ -97,8 +110,8 @@ class EmbeddingIndex:
         gpu_ids: GPUs for FAISS; None means all visible ones.
         shard: with several GPUs, split the vectors across them (True) or put a full copy on
             each (False).
-        backend: exact-search path: ``"auto"``, ``"faiss"`` or ``"torch"`` (``"torch"``
-            needs ``kind="flat"``).
+        backend: exact-search path: ``"auto"`` or ``"torch"`` (the k-NN engine, the same
+            thing; ``"torch"`` needs ``kind="flat"``), or ``"faiss"`` (FAISS's flat index).
         chunk_size: rows per FAISS call when adding and searching; None picks
             ``min(65536, rows of dim float32 in the memory budget)``.
         progress: show a tqdm bar: None (when there is more than one chunk and stderr is a
@@ -284,7 +297,7 @@ class EmbeddingIndex:
                 f"training the {self._kind} index {self._factory!r} needs at least {needed} "
                 f"vectors, got {n} (lower nlist or nbits, or train on more vectors)"
             )
-        check_finite(vectors, self._chunk_rows, "vectors")
+        check_finite(vectors, self._chunk_rows, "vectors", self._bounded_norms)
         if self._index.is_trained and self._kind in ("flat", "hnsw"):
             return
         cap = self._max_training_points()
@@ -306,25 +319,33 @@ class EmbeddingIndex:
 
         Args:
             vectors: torch tensor (any float dtype and device) or numpy array.
-            ids: n distinct non-negative integers not yet in the index (tensor, array or
-                sequence). None assigns consecutive ids after the largest id ever added.
+            ids: n distinct integers in ``[0, 2**63 - 1]`` not yet in the index (tensor,
+                array or sequence; -1 is FAISS's "no result"). None assigns consecutive ids
+                after the largest id ever added (``ValueError`` once they would pass
+                ``2**63 - 1``).
 
         Returns:
             The int64 ids of the added vectors (a numpy array, or a tensor on the vectors'
             device).
 
         Raises:
-            ValueError: untrained index, wrong shape, NaN/Inf, bad or duplicate ids. Nothing
-                is added when an error is raised.
+            ValueError: untrained index, wrong shape, NaN/Inf (or, for ``"l2"``/``"ip"``,
+                overflowing squared norms), bad or duplicate ids. Nothing is added when an
+                error is raised.
         """
         check_vectors(vectors, self._dim, "vectors")
         self._require_trained("add()")
         n = vectors.shape[0]
         if ids is None:
+            if n and self._next_id + n - 1 > MAX_ID:
+                raise ValueError(
+                    f"ids: automatic ids {self._next_id}..{self._next_id + n - 1} pass the "
+                    f"largest int64 id 2**63 - 1; pass ids= explicitly (unused ids below it)"
+                )
             id_array = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
         else:
             id_array = self._check_new_ids(ids, n)
-        check_finite(vectors, self._chunk_rows, "vectors")
+        check_finite(vectors, self._chunk_rows, "vectors", self._bounded_norms)
         for rows in self._chunks(n, "add"):
             self._index.add_with_ids(self._to_faiss(vectors[rows]), id_array[rows])
         if n:
@@ -362,23 +383,44 @@ class EmbeddingIndex:
 
         Args:
             queries: (nq, dim) torch tensor (any float dtype and device) or numpy array.
-            k: neighbours per query (>= 1). Beyond the number of results found, columns are
-                padded with id -1 and distance +inf (``"l2"``) or -inf (``"ip"``/``"cosine"``).
+            k: neighbours per query, an int >= 1. The result has ``min(k, len(index))``
+                columns: a larger k returns every stored vector, without allocating k
+                columns. Approximate kinds that find fewer candidates fill the rest of a row
+                with id -1 and distance +inf (``"l2"``) or -inf (``"ip"``/``"cosine"``).
 
         Returns:
-            (distances float32 (nq, k), ids int64 (nq, k)), nearest first, as numpy arrays for
-            numpy queries or as tensors on the queries' device for torch queries.
-            ``"l2"`` distances are squared Euclidean distances (as FAISS returns them).
+            (distances float32 (nq, min(k, ntotal)), ids int64 (nq, min(k, ntotal))), nearest
+            first, as numpy arrays for numpy queries or as tensors on the queries' device for
+            torch queries. ``"l2"`` distances are squared Euclidean distances (as FAISS
+            returns them); ``"ip"``/``"cosine"`` scores are similarities, largest first.
+
+        Raises:
+            ValueError: k not a positive int (bool and float included), wrong shape, NaN/Inf
+                queries (or, for ``"l2"``/``"ip"``, overflowing squared norms), untrained
+                index.
+
+        Example:
+            >>> index = EmbeddingIndex(4)
+            >>> _ = index.add(np.eye(4, dtype=np.float32))
+            >>> distances, ids = index.search(np.eye(4, dtype=np.float32)[:1], k=10)
+            >>> ids.tolist()  # only 4 vectors: 4 columns
+            [[0, 1, 2, 3]]
         """
-        check_number("k", k, low=1, integer=True)
+        k = check_k(k)
         check_vectors(queries, self._dim, "queries")
         self._require_trained("search()")
-        k = int(k)
-        if self._uses_torch_path(queries):
-            distances, ids = self._search_torch(queries, k)
+        k = min(k, self.ntotal)
+        if k == 0 or queries.shape[0] == 0:
+            empty = np.empty((queries.shape[0], k))
+            return (
+                like_input(empty.astype(np.float32), queries),
+                like_input(empty.astype(np.int64), queries),
+            )
+        if self._uses_engine():
+            distances, ids = self._search_engine(queries, k)
             if torch.is_tensor(queries):
-                return distances, ids
-            return distances.numpy(), ids.numpy()
+                return distances.to(queries.device), ids.to(queries.device)
+            return distances.cpu().numpy(), ids.cpu().numpy()
         distances, ids = self._search_faiss(queries, k)
         return like_input(distances, queries), like_input(ids, queries)
 
@@ -467,9 +509,14 @@ class EmbeddingIndex:
         self._torch_database: dict[torch.device, tuple] = {}
 
     def _changed(self) -> None:
-        # Copies made for searching (FAISS GPU, torch mirrors) are stale after any change.
+        # Copies made for searching (FAISS GPU, engine mirrors) are stale after any change.
         self._gpu = None
         self._torch_database.clear()
+
+    @property
+    def _bounded_norms(self) -> bool:
+        # Cosine vectors are normalised (in float64) before any distance is computed.
+        return self._metric != "cosine"
 
     @staticmethod
     def _resolve_gpus(device: str, gpu_ids, kind: str) -> list[int]:
@@ -574,36 +621,28 @@ class EmbeddingIndex:
         x = to_numpy_float32(chunk)
         return l2_normalize(x) if self._metric == "cosine" else x
 
-    def _uses_torch_path(self, queries: Array) -> bool:
-        if self._kind != "flat" or self._backend == "faiss":
-            return False
-        if self._backend == "torch":
-            return True
-        return torch.is_tensor(queries) and queries.device.type == "cuda"
+    def _uses_engine(self) -> bool:
+        return self._kind == "flat" and self._backend != "faiss"
 
     def _pad_distance(self) -> float:
         return float("inf") if self._metric == "l2" else float("-inf")
 
     def _search_faiss(self, queries: Array, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS's answer; ``1 <= k <= ntotal`` (the caller applies the k rule)."""
         nq = queries.shape[0]
-        distances = np.full((nq, k), self._pad_distance(), dtype=np.float32)
-        ids = np.full((nq, k), -1, dtype=np.int64)
+        distances = np.empty((nq, k), dtype=np.float32)
+        ids = np.empty((nq, k), dtype=np.int64)
         index = self._faiss_search_target(k)
         for rows in self._chunks(nq, "search"):
             chunk = queries[rows]
-            if not all_finite(chunk):
-                raise ValueError(nonfinite_message("queries"))
-            if index is not None:
-                index.search(self._to_faiss(chunk), k, D=distances[rows], I=ids[rows])
+            check_values(chunk, "queries", self._bounded_norms)
+            index.search(self._to_faiss(chunk), k, D=distances[rows], I=ids[rows])
         # FAISS pads with +-FLT_MAX; use infinities (see the class docstring).
         distances[ids < 0] = self._pad_distance()
         return distances, ids
 
     def _faiss_search_target(self, k: int):
-        """The FAISS index to search (GPU copy or CPU), search parameters applied; None
-        when the index is empty."""
-        if self.ntotal == 0:
-            return None
+        """The FAISS index to search (GPU copy or CPU), search parameters applied."""
         if self._gpu_ids and k <= GPU_MAX_K and not self._gpu_failed:
             if self._gpu is None:
                 try:
@@ -630,26 +669,36 @@ class EmbeddingIndex:
     def _search_parameter(self, name: str) -> int:
         return self._nprobe if name == "nprobe" else self._ef_search
 
-    def _search_torch(self, queries: Array, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        device = queries.device if torch.is_tensor(queries) else torch.device("cpu")
-        database, sq_norms, stored = self._torch_mirror(device)
+    def _engine_device(self, queries: Array) -> torch.device:
+        if torch.is_tensor(queries) and queries.device.type != "cpu":
+            return queries.device
+        if self._gpu_ids and torch.cuda.is_available():
+            # The GPU this index was given to FAISS for: search CPU queries there too.
+            return torch.device("cuda", self._gpu_ids[0])
+        return torch.device("cpu")
+
+    def _search_engine(self, queries: Array, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The flat kind's exact search through :func:`metricssl.eval.knn.knn`, query chunk by
+        query chunk (each chunk converted once); ``1 <= k <= ntotal``."""
+        device = self._engine_device(queries)
+        database, stored = self._torch_mirror(device)
         nq = queries.shape[0]
         distances = torch.empty((nq, k), dtype=torch.float32, device=device)
         ids = torch.empty((nq, k), dtype=torch.int64, device=device)
+        # Cosine: the stored vectors are normalised, so the queries' inner products are it.
         metric = "l2" if self._metric == "l2" else "ip"
         for rows in self._chunks(nq, "search"):
             chunk = to_torch_float32(queries[rows], device)
-            if not all_finite(chunk):
-                raise ValueError(nonfinite_message("queries"))
+            check_values(chunk, "queries", self._bounded_norms)
             if self._metric == "cosine":
-                chunk = torch.nn.functional.normalize(chunk, dim=1)
-            d, positions = exact_search(chunk, database, k, metric, sq_norms)
+                chunk = l2_normalize(chunk)
+            d, positions = knn(chunk, database, k, metric, exclude_self=False, progress=False)
             distances[rows] = d
-            ids[rows] = torch.where(positions >= 0, stored[positions.clamp(min=0)], -1)
+            ids[rows] = stored[positions]
         return distances, ids
 
     def _torch_mirror(self, device: torch.device):
-        """(vectors, squared norms or None, ids) of the flat index as tensors on ``device``.
+        """(vectors, ids) of the flat index as tensors on ``device``.
 
         On the CPU these are views of FAISS's own arrays (no copy); they, and copies on other
         devices, are dropped at every change of the index.
@@ -664,9 +713,7 @@ class EmbeddingIndex:
             else:
                 vectors = torch.empty((0, d), dtype=torch.float32)
                 stored = torch.empty(0, dtype=torch.int64)
-            vectors, stored = vectors.to(device), stored.to(device)
-            sq_norms = squared_norms(vectors) if self._metric == "l2" else None
-            self._torch_database[device] = (vectors, sq_norms, stored)
+            self._torch_database[device] = (vectors.to(device), stored.to(device))
         return self._torch_database[device]
 
     def _rebuild_without(self, id_array: np.ndarray) -> int:
@@ -702,8 +749,8 @@ def _payload_problem(index: faiss.Index, shell: EmbeddingIndex, factory, ntotal,
         return f"ntotal {ntotal} in the header, {index.ntotal} in the index"
     if index.metric_type != index_kinds.FAISS_METRIC[shell.metric]:
         return f"metric {shell.metric!r} in the header, FAISS metric {index.metric_type}"
-    if not isinstance(next_id, int) or isinstance(next_id, bool) or next_id < 0:
-        return f"next_id must be a non-negative int, got {next_id!r}"
+    if not isinstance(next_id, int) or isinstance(next_id, bool) or not 0 <= next_id <= MAX_ID + 1:
+        return f"next_id must be an int in [0, 2**63], got {next_id!r}"
     if not index_kinds.stores_ids(index):
         return "the index cannot hold ids"
     if shell.kind == "flat":

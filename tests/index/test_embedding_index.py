@@ -7,6 +7,7 @@ from metricssl.index import index_kinds
 from metricssl.index.embedding_index import EmbeddingIndex
 from metricssl.index.faiss_gpu import faiss_gpu_count
 from metricssl.index.index_file import write_index_file
+from metricssl.utils.chunking import get_memory_budget, set_memory_budget
 
 DIM = 32
 APPROXIMATE = {
@@ -67,9 +68,9 @@ def test_exact_search_matches_brute_force(metric, backend):
 
 
 @pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
-def test_torch_path_agrees_with_faiss_including_padding(metric):
+def test_engine_path_agrees_with_faiss_and_maps_positions_to_ids(metric):
     x, q = blobs(50), blobs(40, seed=2)
-    ids = np.arange(50) * 7 + 3
+    ids = (np.arange(50) * 7 + 3)[::-1].copy()  # not in storage order
     results = {}
     for backend in ("faiss", "torch"):
         index = EmbeddingIndex(DIM, "flat", metric, backend=backend)
@@ -77,8 +78,70 @@ def test_torch_path_agrees_with_faiss_including_padding(metric):
         results[backend] = index.search(q.numpy(), 60)
     assert_same_neighbours(*results["torch"], *results["faiss"])
     d, i = results["torch"]
-    assert (i[:, 50:] == -1).all() and np.isin(i[:, :50], ids).all()
-    assert np.all(d[:, 50:] == (np.inf if metric == "l2" else -np.inf))
+    assert i.shape == (40, 50)  # k > ntotal: every stored vector, no padding
+    assert (np.sort(i, axis=1) == np.sort(ids)).all() and np.isfinite(d).all()
+    ref_d, positions = brute_force(x, q, 50, metric)
+    np.testing.assert_array_equal(i[:, :3], ids[positions[:, :3].numpy()])
+
+
+def integer_data_with_ties(seed=0):
+    """30 integer-valued vectors, each of 6 distinct ones stored 5 times (at scattered
+    positions), and 50 queries (the 6 themselves first): many exactly tied distances."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(-3, 4, (6, 8)).astype(np.float32)
+    x = np.concatenate([base] * 5)[rng.permutation(30)]
+    q = np.concatenate([base, rng.integers(-3, 4, (44, 8)).astype(np.float32)])
+    return x, q
+
+
+@pytest.mark.parametrize("n_queries", [1, 50])  # FAISS's per-query and BLAS code paths
+def test_l2_exact_ties_same_order_on_every_path(n_queries):
+    x, q = integer_data_with_ties()
+    results = {}
+    for backend in ("faiss", "torch"):
+        index = EmbeddingIndex(8, "flat", "l2", backend=backend)
+        index.add(x)
+        results[backend] = index.search(q[:n_queries], 12)
+    (d, i), (ref_d, ref_i) = results["torch"], results["faiss"]
+    np.testing.assert_array_equal(i, ref_i)
+    np.testing.assert_array_equal(d, ref_d)
+    # The rule itself: distance, then ascending id (automatic ids follow storage order).
+    exact = ((q[:n_queries, None] - x[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(
+        i, np.lexsort((np.arange(30)[None].repeat(n_queries, 0), exact))[:, :12]
+    )
+
+
+@pytest.mark.parametrize("metric", ["ip", "cosine"])
+def test_similarity_exact_ties_by_ascending_position_faiss_differs(metric):
+    x, q = integer_data_with_ties()
+    # The query's own 5 copies tie for the best score (under ip and cosine alike).
+    copies = np.flatnonzero((x == q[0]).all(axis=1))
+    engine = EmbeddingIndex(8, "flat", metric)
+    engine.add(x)
+    d, i = engine.search(q[:1], 12)
+    assert i[0, :5].tolist() == copies.tolist()  # ascending position = ascending id
+    assert (d[0, :5] == d[0, 0]).all() and (d[0, 5:] < d[0, 0]).all()
+    faiss_path = EmbeddingIndex(8, "flat", metric, backend="faiss")
+    faiss_path.add(x)
+    # FAISS's IndexFlatIP keeps exact ties by descending position (documented difference).
+    assert faiss_path.search(q[:1], 12)[1][0, :5].tolist() == copies[::-1].tolist()
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_engine_chunks_under_a_small_memory_budget(metric):
+    x, q = blobs(700), blobs(90, seed=5)
+    whole = build("flat", metric, data=x).search(q, 25)
+    index = build("flat", metric, data=x, chunk_size=16)
+    previous = get_memory_budget()
+    set_memory_budget(8192)  # two or three queries per engine chunk
+    try:
+        chunked = index.search(q, 25)
+    finally:
+        set_memory_budget(previous)
+    # Different block sizes round differently in the last bits; neighbours agree.
+    assert_same_neighbours(*chunked, *whole, rtol=1e-5, atol=1e-5)
+    assert_same_neighbours(*chunked, *brute_force(x, q, 25, metric))
 
 
 def test_torch_path_sees_later_adds_and_removes():
@@ -92,21 +155,47 @@ def test_torch_path_sees_later_adds_and_removes():
     assert index.search(x[60:61], 1)[1].item() != 60
 
 
+@pytest.mark.parametrize("backend", ["auto", "faiss"])
 @pytest.mark.parametrize("kind", list(ALL_KINDS))
-def test_k_larger_than_ntotal_is_padded(kind):
+def test_huge_k_returns_what_exists(kind, backend):
+    # k = 10**9 once allocated (nq, k) arrays: killed for memory.
     x = blobs(300)
-    index = build(kind, "ip", data=x)
-    d, i = index.search(x[:3], 310)
-    assert d.shape == (3, 310) and i.dtype == torch.int64 and d.dtype == torch.float32
-    missing = i == -1
-    assert missing[:, 300:].all()
+    index = build(kind, "ip", data=x, backend=backend, nprobe=16)
+    for k in (10**9, np.int64(2**62), 300, 301):
+        d, i = index.search(x[:3], k)
+        assert d.shape == i.shape == (3, 300)
+        assert i.dtype == torch.int64 and d.dtype == torch.float32
+    if kind in ("flat", "ivf_flat"):  # every vector reachable (nprobe = nlist)
+        assert (i >= 0).all() and torch.isfinite(d).all()
+        assert (i.sort(dim=1).values == torch.arange(300)).all()
+
+
+def test_approximate_kinds_pad_inside_the_returned_columns():
+    x = blobs(300)
+    index = build("ivf_flat", "ip", data=x, nprobe=1)
+    d, i = index.search(x[:3], 10**9)
+    assert i.shape == (3, 300)
+    missing = i == -1  # one of 16 lists probed: far fewer than 300 candidates
+    assert missing.any(dim=1).all() and missing[:, -1].all()
     assert torch.isneginf(d[missing]).all() and torch.isfinite(d[~missing]).all()
 
 
-def test_search_of_empty_index_is_all_padding():
-    index = EmbeddingIndex(DIM, "hnsw")
-    d, i = index.search(np.zeros((2, DIM), np.float32), 3)
-    assert (i == -1).all() and np.isposinf(d).all()
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_search_of_empty_index_returns_no_columns(kind):
+    for backend in ("auto", "faiss"):
+        index = EmbeddingIndex(DIM, kind, backend=backend)
+        d, i = index.search(np.zeros((2, DIM), np.float32), 3)
+        assert d.shape == i.shape == (2, 0) and d.dtype == np.float32 and i.dtype == np.int64
+        d, i = index.search(torch.zeros(2, DIM), 10**9)
+        assert d.shape == i.shape == (2, 0) and i.dtype == torch.int64
+
+
+@pytest.mark.parametrize("k", [0, -1, True, False, 2.5, 3.0, "3", None, np.float64(2)])
+def test_bad_k_is_a_value_error_naming_k(k):
+    index = build("flat", data=blobs(20))
+    for q in (blobs(2), blobs(2).numpy()):
+        with pytest.raises(ValueError, match="k must be"):
+            index.search(q, k)
 
 
 def test_cosine_handles_zero_vectors():
@@ -411,7 +500,7 @@ def test_bad_search_inputs():
     q = blobs(2)
     cases = [
         (lambda: index.search(q, 0), ValueError, "k must be >= 1"),
-        (lambda: index.search(q, 2.5), TypeError, "k must be an int"),
+        (lambda: index.search(q, 2.5), ValueError, "k must be a positive int"),
         (lambda: index.search(q[:, :5], 1), ValueError, "dimension 5 but the index has dim=32"),
         (lambda: index.search(q[0], 1), ValueError, r"queries\[None\]"),
         (lambda: index.search(q.tolist(), 1), TypeError, "torch.Tensor or numpy"),
