@@ -408,6 +408,47 @@ def test_bad_ids(ids, error, match):
         assert len(index) == 100
 
 
+MAX_ID = 2**63 - 1
+
+
+@pytest.mark.parametrize("kind", list(ALL_KINDS))
+def test_ids_up_to_the_int64_limit(tmp_path, kind):
+    x = blobs(300)
+    index = build(kind, data=x[:296])  # automatic ids 0..295
+    index.add(x[296:298], ids=[MAX_ID - 3, MAX_ID - 2])
+    assert index.add(x[298:]).tolist() == [MAX_ID - 1, MAX_ID]  # automatic, up to the limit
+    if kind != "ivf_pq":
+        _, found = index.search(x[296:], 1)
+        assert found[:, 0].tolist() == [MAX_ID - 3, MAX_ID - 2, MAX_ID - 1, MAX_ID]
+    # The next automatic id would be 2**63: refused, nothing added (it once wrapped).
+    with pytest.raises(ValueError, match=r"ids: automatic ids .* 2\*\*63 - 1"):
+        index.add(x[:1])
+    assert len(index) == 300
+    index.save(tmp_path / "top.msidx")
+    loaded = EmbeddingIndex.load(tmp_path / "top.msidx")
+    with pytest.raises(ValueError, match="automatic ids"):
+        loaded.add(x[:1])
+    assert loaded.add(x[:1], ids=[MAX_ID - 300]).tolist() == [MAX_ID - 300]
+    assert loaded.remove([MAX_ID]) == 1
+
+
+@pytest.mark.parametrize(
+    "ids,match",
+    [
+        ([2**63], "fit in int64"),
+        ([2**64], "fit in int64"),
+        ([-1, 2**63], ">= 0"),
+        (np.array([2**63], np.uint64), "fit in int64"),
+        ([-1], ">= 0"),  # FAISS's "no result" id
+    ],
+)
+def test_ids_beyond_int64_or_negative_are_value_errors(ids, match):
+    index = EmbeddingIndex(DIM)
+    with pytest.raises(ValueError, match=match):
+        index.add(blobs(len(ids)), ids=ids)
+    assert len(index) == 0
+
+
 # ---------------------------------------------------------------- types, chunks, progress
 
 
@@ -536,6 +577,36 @@ def test_nonfinite_vectors_are_refused_and_nothing_is_added(kind):
     if kind != "flat":
         with pytest.raises(ValueError, match="vectors contains NaN"):
             fresh.train(poisoned)
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+@pytest.mark.parametrize("kind,backend", [("flat", "auto"), ("flat", "faiss"), ("hnsw", "auto")])
+def test_vectors_whose_squared_norms_overflow_float32_are_refused(kind, backend, metric):
+    # 1e20**2 overflows float32: FAISS returned inf/NaN distances and wrong neighbours.
+    x = blobs(100)
+    index = build(kind, metric, data=x, backend=backend, chunk_size=30)
+    huge = x.clone()
+    huge[70, 3] = 1e20
+    with pytest.raises(ValueError, match="vectors are too large: a squared L2 norm"):
+        index.add(huge)
+    assert len(index) == 100  # nothing added, although the bad row is in the third chunk
+    for q in (huge[60:80], huge[60:80].numpy(), huge[60:80].double()):
+        with pytest.raises(ValueError, match="queries are too large"):
+            index.search(q, 3)
+    fine = x * 1e17  # squared norms below 1e37: within float32
+    index.add(fine[:5])
+    assert index.search(fine[:5], 1)[1][:, 0].tolist() == list(range(100, 105))
+
+
+def test_cosine_takes_any_finite_scale():
+    x = blobs(50)
+    index = EmbeddingIndex(DIM, "flat", "cosine")
+    index.add(torch.cat([x[:1] * 1e30, x[1:] * 1e-30]))  # norms over- and underflow float32
+    for backend in ("torch", "faiss"):
+        index._backend = backend
+        d, i = index.search(x * 1e25, 1)
+        assert i[:, 0].tolist() == list(range(50))
+        torch.testing.assert_close(d[:, 0], torch.ones(50), rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["ivf_flat", "ivf_pq"])

@@ -5,8 +5,10 @@ import torch
 from metricssl.index.vectors import (
     all_finite,
     as_id_array,
+    check_k,
     check_vectors,
     l2_normalize,
+    norms_overflow,
     to_numpy_float32,
 )
 
@@ -59,3 +61,30 @@ def test_as_id_array():
 def test_l2_normalize_keeps_zero_rows():
     out = l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]], np.float32))
     np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0]])
+
+
+def test_l2_normalize_in_float64_for_any_finite_scale():
+    rows = np.array([[3e30, 4e30], [3e-30, 4e-30]], np.float32)  # squares over/underflow
+    np.testing.assert_allclose(l2_normalize(rows), [[0.6, 0.8], [0.6, 0.8]], rtol=1e-6)
+    out = l2_normalize(torch.from_numpy(rows))
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, torch.tensor([[0.6, 0.8], [0.6, 0.8]]))
+
+
+def test_norms_overflow_at_half_the_float32_range():
+    limit = np.sqrt(np.finfo(np.float32).max / 2)
+    assert not norms_overflow(np.array([[limit * 0.999, 0.0]], np.float32))
+    assert norms_overflow(np.array([[limit * 1.001, 0.0]], np.float32))
+    assert norms_overflow(torch.tensor([[1e20, 0.0]]))
+    assert norms_overflow(torch.tensor([[1e20, 0.0]], dtype=torch.float16).float())
+    assert not norms_overflow(np.zeros((0, 3), np.float32))
+
+
+@pytest.mark.parametrize("k", [0, -3, True, 1.0, "2", None])
+def test_check_k_refuses_with_a_value_error(k):
+    with pytest.raises(ValueError, match="k must be"):
+        check_k(k)
+
+
+def test_check_k_accepts_numpy_ints():
+    assert check_k(np.int64(7)) == 7 and type(check_k(np.uint8(3))) is int
