@@ -125,7 +125,7 @@ class AngularLoss(BaseMetricLossFunction):
             count = keep.sum(dim=1)[a1].sum()
             ref_sq = (ref_raw * ref_raw).sum(dim=1)
             bytes_per_row = ref_raw.shape[0] * 4 * query.element_size()
-            for rows in chunking.row_chunks(len(a1), bytes_per_row):
+            for rows in chunking.row_chunks(len(a1), bytes_per_row, device=query.device):
                 anchors, positives = query[a1[rows]], ref_norm[p[rows]]
                 centers = (anchors + positives) / 2
                 ap_dist = torch.nn.functional.pairwise_distance(anchors, positives).unsqueeze(1)
@@ -246,7 +246,7 @@ def _pairwise_log1p_sum_exp(u, v, c, keep, a1, p):
         return lmu.masked_logsumexp(x, keep[a], add_one=True).squeeze(1)
 
     bytes_per_row = u.shape[1] * (4 * u.element_size() + 1)
-    chunks = list(chunking.row_chunks(len(a1), bytes_per_row))
+    chunks = list(chunking.row_chunks(len(a1), bytes_per_row, device=u.device))
     if len(chunks) == 1:
         return block(u, v, c, a1, p)
     return torch.cat(

@@ -220,7 +220,7 @@ class DynamicSoftMarginLoss(BaseMetricLossFunction):
         inside[0] = inside[-1] = False
         edges = self.min_val + self.delta * torch.arange(nb, dtype=torch.float64, device=device)
         bytes_per_row = k * nb * 100 + d.shape[1] * 40
-        blocks = list(chunking.row_chunks(d.shape[0], bytes_per_row))
+        blocks = list(chunking.row_chunks(d.shape[0], bytes_per_row, device=d.device))
 
         def counts(rows):
             """Per (anchor, positive, range): the number of negatives and the sum of their x;

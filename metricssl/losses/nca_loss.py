@@ -55,7 +55,7 @@ class _NCARowLosses(torch.autograd.Function):
         need_grad = ctx.needs_input_grad[0]
         grad = torch.empty((n, m), dtype=acc, device=mat.device) if need_grad else None
         item = torch.empty((), dtype=acc).element_size()
-        for rows in chunking.row_chunks(n, m * (4 * item + 1)):
+        for rows in chunking.row_chunks(n, m * (4 * item + 1), device=mat.device):
             x = mat[rows].to(acc) * scale
             # The positives as a 0/1 float matrix: masked sums become row dot products,
             # several times faster on a CPU than where/any over a bool mask.

@@ -132,7 +132,11 @@ class _SoftRankCounts(torch.autograd.Function):
         item = sim.element_size()
         # A block holds one (R, k, M) float tensor and, in backward, a bool one of that shape.
         ctx.bytes_per_row = k * m * (2 * item + 1) + m * n_masks * item
-        ctx.budget = None if sim.is_cuda else min(chunking.get_memory_budget(), _CPU_BLOCK_BYTES)
+        ctx.budget = (
+            chunking.budget_for(sim.device)
+            if sim.is_cuda
+            else min(chunking.get_memory_budget(), _CPU_BLOCK_BYTES)
+        )
         if k:
             with torch.no_grad():
                 for rows in chunking.row_chunks(n, ctx.bytes_per_row, ctx.budget):

@@ -131,7 +131,7 @@ class SubCenterArcFaceLoss(ArcFaceLoss):
             # Each sample against its own class's sub-centers only, in memory-bounded chunks.
             own = torch.empty(n, k, dtype=x.dtype, device=x.device)
             bytes_per_row = k * x.shape[1] * x.element_size()
-            for rows in row_chunks(n, bytes_per_row):
+            for rows in row_chunks(n, bytes_per_row, device=x.device):
                 own[rows] = self._cosine_to_own_centers(x_unit[rows], w_unit, labels[rows])
             if self.distance.power != 1:
                 own = own**self.distance.power

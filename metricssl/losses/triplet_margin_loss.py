@@ -156,7 +156,9 @@ class TripletMarginLoss(BaseMetricLossFunction):
         n_zero = torch.zeros((), dtype=torch.int64, device=dist.device)
         with torch.no_grad():
             d_all = dist.detach()
-            for rows in chunking.row_chunks(n, m * (3 * dist.element_size() + 24)):
+            for rows in chunking.row_chunks(
+                n, m * (3 * dist.element_size() + 24), device=dist.device
+            ):
                 pos, neg = pos_neg_masks(labels, ref_labels, rows=rows)
                 n_pos = pos.sum(dim=1, keepdim=True)
                 k = int(n_pos.max())
@@ -221,7 +223,7 @@ class TripletMarginLoss(BaseMetricLossFunction):
         bytes_per_pair = dist.shape[1] * (6 * dist.element_size() + 4)
         blocks = [
             (anchors[rows], positives[rows])
-            for rows in chunking.row_chunks(len(anchors), bytes_per_pair)
+            for rows in chunking.row_chunks(len(anchors), bytes_per_pair, device=dist.device)
         ]
 
         def block_loss(d_ap, d_an, d_pn, a):

@@ -273,8 +273,9 @@ def test_chunks_respect_the_budget(small_budget, monkeypatch, flags):
     seen = []
     real = chunking.row_chunks
 
-    def recording(n_rows, bytes_per_row, budget=None):
-        for s in real(n_rows, bytes_per_row, budget):
+    def recording(n_rows, bytes_per_row, budget=None, device=None):
+        assert device == x.device
+        for s in real(n_rows, bytes_per_row, budget, device):
             seen.append((s.stop - s.start) * bytes_per_row)
             yield s
 
