@@ -107,10 +107,11 @@ class CrossBatchMemory(BaseLossWrapper, ModuleWithRecords):
         self.reset_stats()
         device = embeddings.device
         labels = c_f.to_device(labels, device=device)
-        self.embedding_memory = c_f.to_device(
-            self.embedding_memory, device=device, dtype=embeddings.dtype
-        )
-        self.label_memory = c_f.to_device(self.label_memory, device=device, dtype=labels.dtype)
+        # The memory follows the embeddings' device and dtype, as in PML, also under CUDA
+        # autocast (where PML's cast is skipped and writing half-precision rows into its
+        # float32 memory fails).
+        self.embedding_memory = self.embedding_memory.to(device=device, dtype=embeddings.dtype)
+        self.label_memory = self.label_memory.to(device=device, dtype=labels.dtype)
 
         if enqueue_mask is not None:
             enqueue_mask = c_f.to_device(enqueue_mask, device=device)
@@ -171,8 +172,11 @@ class CrossBatchMemory(BaseLossWrapper, ModuleWithRecords):
             torch.arange(self.queue_idx, self.queue_idx + batch_size, device=labels.device)
             % self.memory_size
         )
-        self.embedding_memory[self.curr_batch_idx] = embeddings.detach()
-        self.label_memory[self.curr_batch_idx] = labels.detach()
+        # Written in the memory's dtype: a direct call may pass another one.
+        self.embedding_memory[self.curr_batch_idx] = embeddings.detach().to(
+            self.embedding_memory.dtype
+        )
+        self.label_memory[self.curr_batch_idx] = labels.detach().to(self.label_memory.dtype)
         prev_queue_idx = self.queue_idx
         self.queue_idx = (self.queue_idx + batch_size) % self.memory_size
         if batch_size > 0 and not self.has_been_filled and self.queue_idx <= prev_queue_idx:

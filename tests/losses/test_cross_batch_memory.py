@@ -1,11 +1,14 @@
 """CrossBatchMemory: parity with PML over successive calls (the queue wraps around), with our
 losses and PML's, miners, enqueue masks and input tuples; queue state; deviations; errors."""
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
 
+from metricssl.losses.contrastive_loss import ContrastiveLoss
 from metricssl.losses.cross_batch_memory import CrossBatchMemory
 from metricssl.losses.n_pairs_loss import NPairsLoss
 from metricssl.losses.ntxent_loss import NTXentLoss
@@ -255,3 +258,62 @@ def test_bad_inputs_leave_the_queue_untouched():
         with pytest.raises(error, match=match):
             loss_fn(*args, **kwargs)
         assert loss_fn.queue_idx == 0 and not loss_fn.embedding_memory.any()
+
+
+@contextmanager
+def cuda_autocast_flag():
+    """What ``torch.autocast("cuda")`` switches on, on a machine without a GPU: the flag that
+    PML's dtype cast (``c_f.to_dtype``) reads. It changes nothing for CPU tensors."""
+    before = torch.is_autocast_enabled("cuda")
+    torch.set_autocast_enabled("cuda", True)
+    try:
+        yield
+    finally:
+        torch.set_autocast_enabled("cuda", before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_embeddings_under_cuda_autocast(dtype):
+    """Issue 17: under torch.autocast("cuda") the memory stayed float32 (the cast is skipped)
+    and writing half-precision rows into it failed ("Index put requires the source and
+    destination dtypes match"); int32 labels likewise. The memory follows the embeddings and
+    labels there too, as PML's does without autocast."""
+    plain = CrossBatchMemory(NTXentLoss(), EMB, memory_size=20)
+    under_autocast = CrossBatchMemory(NTXentLoss(), EMB, memory_size=20)
+    for x, labels, _ in batches(4, 8, 3, dtype):
+        expected = plain(x, labels.int())  # half-precision rows, called directly
+        with cuda_autocast_flag():
+            value = under_autocast(x, labels.int())
+        assert value.dtype == dtype
+        torch.testing.assert_close(value, expected)
+    assert under_autocast.embedding_memory.dtype == dtype
+    assert under_autocast.label_memory.dtype == torch.int32
+    torch.testing.assert_close(under_autocast.embedding_memory, plain.embedding_memory)
+
+
+def test_under_cpu_bf16_autocast():
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(6, EMB)
+    loss_fn = CrossBatchMemory(ContrastiveLoss(), EMB, memory_size=24)
+    in_float32 = CrossBatchMemory(ContrastiveLoss(), EMB, memory_size=24)
+    for _ in range(4):
+        x, labels = torch.randn(8, 6, generator=g), torch.randint(0, 3, (8,), generator=g)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            embeddings = model(x)
+            value = loss_fn(embeddings, labels)
+        assert embeddings.dtype == loss_fn.embedding_memory.dtype == torch.bfloat16
+        value.backward()
+        expected = in_float32(embeddings.detach().float(), labels)  # the same rows in float32
+        torch.testing.assert_close(value.float(), expected, **TOLERANCES[torch.bfloat16])
+    assert torch.isfinite(model.weight.grad).all() and model.weight.grad.any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_add_to_memory_writes_in_the_memory_dtype(dtype):
+    loss_fn = CrossBatchMemory(NTXentLoss(), EMB, memory_size=10)  # float32, int64 memory
+    x = torch.randn(4, EMB).to(dtype)
+    loss_fn.add_to_memory(x, torch.arange(4, dtype=torch.int32), 4)
+    assert loss_fn.embedding_memory.dtype == torch.float32
+    assert torch.equal(loss_fn.embedding_memory[:4], x.float())
+    assert torch.equal(loss_fn.label_memory[:4], torch.arange(4))
