@@ -108,6 +108,9 @@ class MemoryBank(nn.Module):
                 f"the embeddings have shape {tuple(v.shape)}, but the bank holds "
                 f"embedding_dim={self.dim} rows: the head must output {self.dim} features"
             )
+        # In the bank's dtype (float32): half-precision rows from an autocast region would
+        # otherwise meet the float32 bank in a matmul that refuses mixed dtypes.
+        v = v.to(self.bank.dtype)
         positive = (v * self.bank[indices]).sum(dim=1) / temperature
         negatives = v @ self.bank[negative_indices].t() / temperature
         return positive, negatives

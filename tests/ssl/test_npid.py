@@ -46,6 +46,19 @@ def test_bank_fill_sets_every_row_to_a_unit_vector():
         bank.fill(torch.randn(9, 4))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_bank_logits_of_half_precision_rows(dtype):
+    # Rows from an autocast region meet the float32 bank: computed in the bank's dtype.
+    torch.manual_seed(0)
+    bank = MemoryBank(10, 4)
+    v = F.normalize(torch.randn(3, 4), dim=1).to(dtype)
+    indices, negatives = torch.tensor([0, 5, 9]), torch.tensor([1, 2, 3, 4])
+    positive, negative = bank.logits(v, indices, negatives, 0.1)
+    expected = bank.logits(v.float(), indices, negatives, 0.1)
+    assert positive.dtype == negative.dtype == torch.float32
+    torch.testing.assert_close((positive, negative), expected)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
