@@ -18,6 +18,7 @@ loss ``L_r`` on the gathered rows, the parameters receive the gradient of ``mean
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
@@ -40,6 +41,83 @@ def world_size() -> int:
 def rank() -> int:
     """This process's rank in the default group (0 when not distributed)."""
     return dist.get_rank() if is_distributed() else 0
+
+
+def local_rank() -> int | None:
+    """This process's ``LOCAL_RANK`` (set by torchrun: its index on this machine), or None."""
+    value = os.environ.get("LOCAL_RANK")
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"LOCAL_RANK must be an integer, got {value!r}") from None
+
+
+def training_device(device: str | torch.device = "auto") -> torch.device:
+    """The device this (training) process runs on, selected and made current.
+
+    ``"auto"`` is CUDA when available, else the CPU. A CUDA device without an index is
+    ``cuda:LOCAL_RANK`` under torchrun (one GPU per process on each machine), else the
+    current CUDA device; the chosen GPU becomes the current one (``torch.cuda.set_device``),
+    so that kernels and NCCL's communicator land on it rather than on ``cuda:0``.
+
+    Raises:
+        ValueError: a device torch does not know, CUDA without an available GPU, or a GPU
+            index (given or ``LOCAL_RANK``) beyond the visible GPUs.
+
+    Example:
+        >>> from metricssl.utils.distributed import training_device
+        >>> training_device("cpu")
+        device(type='cpu')
+    """
+    if isinstance(device, str) and device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"invalid device {device!r}: {err}") from err
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
+        raise ValueError(f"device is {str(device)!r} but torch.cuda.is_available() is False")
+    index, source = device.index, f"device {str(device)!r}"
+    if index is None:
+        index, source = local_rank(), "LOCAL_RANK"
+        if index is None:
+            index, source = torch.cuda.current_device(), "the current CUDA device"
+    count = torch.cuda.device_count()
+    if not 0 <= index < count:
+        raise ValueError(
+            f"{source} asks for cuda:{index}, but {count} GPU(s) are visible "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})"
+        )
+    device = torch.device("cuda", index)
+    torch.cuda.set_device(device)
+    return device
+
+
+def backend_for(device: str | torch.device) -> str:
+    """The process-group backend for a training device: ``nccl`` for CUDA, else ``gloo``.
+
+    Example:
+        >>> import torch
+        >>> from metricssl.utils.distributed import backend_for
+        >>> backend_for(torch.device("cpu")), backend_for("cuda:1")
+        ('gloo', 'nccl')
+    """
+    return "nccl" if torch.device(device).type == "cuda" else "gloo"
+
+
+def init_from_environment(device: torch.device) -> bool:
+    """Start the default process group from torchrun's environment (``WORLD_SIZE`` > 1),
+    unless one is already initialised; the backend follows ``device``'s type
+    (:func:`backend_for`). Call it after :func:`training_device`, so that NCCL binds to
+    this process's GPU. Returns True when it started a group (the caller destroys it)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or is_distributed():
+        return False
+    dist.init_process_group(backend=backend_for(device))
+    return True
 
 
 def _row_counts(tensor: torch.Tensor) -> list[int]:

@@ -25,6 +25,7 @@ from metricssl.utils.distributed import (
 )
 from tests.gloo import WORLD, run_ranks
 from tests.parity import same_indices
+from tests.ssl.fake_cuda import FakeCuda
 
 
 def test_single_process_defaults():
@@ -341,3 +342,68 @@ def test_pml_helpers_in_one_process():
         theirs = pml_distributed.get_indices_tuple(labels[:6], ref_labels, x[:6], ref, miner)
         assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
         assert len(ours[0]) > 0
+
+
+# -- the training device and backend (issue 17); the GPUs are FakeCuda's ----------------------
+
+
+@pytest.fixture
+def no_torchrun(monkeypatch):
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+
+
+def test_training_device_is_local_rank_under_torchrun(monkeypatch, no_torchrun):
+    cuda = FakeCuda(monkeypatch, count=4)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    for device in ("auto", "cuda", torch.device("cuda")):
+        assert distributed.training_device(device) == torch.device("cuda", 3)
+    # An explicit index is the user's choice; either way the GPU becomes the current one.
+    assert distributed.training_device("cuda:1") == torch.device("cuda", 1)
+    assert cuda.selected == [3, 3, 3, 1]
+    assert distributed.training_device(torch.device("cpu")) == torch.device("cpu")
+
+
+def test_training_device_without_torchrun(monkeypatch, no_torchrun):
+    cuda = FakeCuda(monkeypatch, count=2)
+    cuda.current = 1  # e.g. set by the user before building the Trainer
+    assert distributed.training_device("cuda") == torch.device("cuda", 1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert distributed.training_device("auto") == torch.device("cpu")
+
+
+def test_training_device_errors(monkeypatch, no_torchrun):
+    with pytest.raises(ValueError, match="invalid device 'gpu'"):
+        distributed.training_device("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="is_available"):
+        distributed.training_device("cuda")
+    FakeCuda(monkeypatch, count=2)
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    with pytest.raises(ValueError, match="LOCAL_RANK asks for cuda:2, but 2 GPU"):
+        distributed.training_device("cuda")
+    with pytest.raises(ValueError, match="'cuda:5'.*2 GPU"):
+        distributed.training_device("cuda:5")
+    monkeypatch.setenv("LOCAL_RANK", "first")
+    with pytest.raises(ValueError, match="LOCAL_RANK must be an integer"):
+        distributed.training_device("cuda")
+
+
+def test_backend_follows_the_device_type():
+    # torch.device("cpu") != "cpu": a string comparison once sent CPU runs to NCCL.
+    assert distributed.backend_for(torch.device("cpu")) == "gloo"
+    assert distributed.backend_for("cpu") == "gloo"
+    assert distributed.backend_for(torch.device("cuda", 1)) == "nccl"
+    assert distributed.backend_for("cuda") == "nccl"
+
+
+def test_init_from_environment(monkeypatch, no_torchrun):
+    backends = []
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: backends.append(backend))
+    assert not distributed.init_from_environment(torch.device("cpu"))  # not under torchrun
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert not distributed.init_from_environment(torch.device("cpu"))  # one process
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert distributed.init_from_environment(torch.device("cpu"))
+    assert distributed.init_from_environment(torch.device("cuda", 1))
+    assert backends == ["gloo", "nccl"]
