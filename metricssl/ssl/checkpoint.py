@@ -71,8 +71,12 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     return data
 
 
-def capture_rng_state() -> dict:
-    """Python, NumPy, torch CPU and CUDA generator states as tensors and plain values."""
+def capture_rng_state(device: str | torch.device | None = None) -> dict:
+    """Python, NumPy, torch CPU and CUDA generator states as tensors and plain values.
+
+    ``device``: the device the run trains on, recorded so that a resume on another GPU
+    continues the stream this one used (see :func:`restore_rng_state`).
+    """
     version, mt, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
@@ -80,20 +84,105 @@ def capture_rng_state() -> dict:
         "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
         "torch": torch.get_rng_state(),
     }
+    if device is not None:
+        state["device"] = str(torch.device(device))
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def restore_rng_state(state: dict) -> None:
-    """Inverse of :func:`capture_rng_state`."""
+def restore_rng_state(state: dict, device: str | torch.device | None = None) -> bool:
+    """Inverse of :func:`capture_rng_state`, mapped onto this machine's devices.
+
+    Python's, NumPy's and torch's CPU generators are always restored. Where CUDA is
+    available, each visible GPU gets the checkpoint's state of the GPU with its index, when
+    the checkpoint has one (a checkpoint of a machine with more GPUs has states for GPUs
+    that are not here: they are left alone). When ``device`` is a GPU and the checkpoint
+    records the GPU its run trained on, ``device`` gets that GPU's state: a run moved from
+    ``cuda:0`` to ``cuda:1`` continues the stream it was drawing from.
+
+    Returns:
+        Whether ``device``'s generator continues the checkpoint's stream: always for the CPU
+        (or None); for a GPU, when the checkpoint holds a CUDA state for it.
+
+    Raises:
+        CheckpointError: a CPU or CUDA state that no generator of that kind can take.
+    """
+    cuda_states = list(state.get("cuda") or [])
+    for s in cuda_states:
+        if not (torch.is_tensor(s) and s.dtype == torch.uint8 and s.ndim == 1):
+            raise CheckpointError("the checkpoint's CUDA random states are not byte tensors")
     version, mt, gauss = state["python"]
     random.setstate((version, tuple(mt), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    try:
+        torch.set_rng_state(state["torch"])
+    except (RuntimeError, TypeError) as err:
+        raise CheckpointError(f"the torch CPU random state cannot be restored: {err}") from err
+    device = torch.device(device) if device is not None else None
+    if not torch.cuda.is_available():
+        return device is None or device.type != "cuda"
+    for index, s in enumerate(cuda_states[: torch.cuda.device_count()]):
+        torch.cuda.set_rng_state(s, index)
+    if device is None or device.type != "cuda":
+        return True
+    here = torch.cuda.current_device() if device.index is None else device.index
+    trained_on = torch.device(state.get("device", f"cuda:{here}"))
+    if trained_on.type != "cuda":
+        return False  # the saved run trained on the CPU: no CUDA stream to continue
+    there = here if trained_on.index is None else trained_on.index
+    if there >= len(cuda_states):
+        return False
+    torch.cuda.set_rng_state(cuda_states[there], here)
+    return True
+
+
+# The size of a CPU generator's state (an MT19937 state), to tell it from an accelerator's
+# (a Philox seed and offset) in checkpoints that do not record the generator's device.
+_CPU_STATE_BYTES = torch.Generator().get_state().numel()
+
+
+def restore_generator(
+    generator: torch.Generator, state: torch.Tensor, device_type: str | None = None
+) -> bool:
+    """Load ``state`` (``generator.get_state()`` of a saved run) into ``generator`` when it
+    was written by a generator of the same device type, e.g. not a CUDA generator's state
+    into a CPU generator. ``device_type``: the saved generator's (``"cpu"``, ``"cuda"``);
+    None guesses it from the state's size (CPU states have their own size).
+
+    Returns:
+        True when restored; False, with ``generator`` untouched, when the device types
+        differ (the caller re-seeds it).
+
+    Raises:
+        CheckpointError: a state of the right device type that the generator refuses.
+
+    Example:
+        >>> import torch
+        >>> from metricssl.ssl.checkpoint import restore_generator
+        >>> g = torch.Generator().manual_seed(1)
+        >>> restore_generator(g, torch.Generator().manual_seed(2).get_state(), "cpu")
+        True
+        >>> restore_generator(g, torch.zeros(16, dtype=torch.uint8), "cuda")
+        False
+    """
+    if device_type is None:
+        is_cpu = torch.is_tensor(state) and state.numel() == _CPU_STATE_BYTES
+        device_type = "cpu" if is_cpu else "an accelerator"
+        same = is_cpu == (generator.device.type == "cpu")
+    else:
+        same = device_type == generator.device.type
+    if not same:
+        return False
+    try:
+        generator.set_state(state)
+    except (RuntimeError, TypeError) as err:
+        raise CheckpointError(
+            f"the saved {device_type} generator state does not fit a {generator.device.type} "
+            f"generator: {err}"
+        ) from err
+    return True
 
 
 def load_checkpoint(

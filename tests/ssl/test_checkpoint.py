@@ -1,0 +1,88 @@
+"""Random states of a checkpoint restored on another device set-up (issue 17): a CUDA run
+resumed on a CPU machine, a machine with fewer GPUs, another GPU. The CUDA side is
+``FakeCuda``; the states are forged as a CUDA run writes them."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from metricssl.ssl.checkpoint import (
+    CheckpointError,
+    capture_rng_state,
+    restore_generator,
+    restore_rng_state,
+)
+from tests.ssl.fake_cuda import FakeCuda, philox_state
+
+
+def cuda_run_state(n_gpus: int, device: str | None) -> dict:
+    """capture_rng_state() of a run on ``device`` on a machine with ``n_gpus`` GPUs."""
+    state = capture_rng_state()
+    state["cuda"] = [philox_state(100 + i) for i in range(n_gpus)]  # get_rng_state_all()
+    if device is not None:
+        state["device"] = device
+    return state
+
+
+def draws():
+    return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+
+def test_cpu_streams_are_always_restored():
+    state = cuda_run_state(2, "cuda:0")
+    expected = draws()
+    random.seed(5), np.random.seed(5), torch.manual_seed(5)
+    assert restore_rng_state(state, torch.device("cpu"))  # no CUDA here: nothing else to do
+    assert draws() == expected
+
+
+def test_fewer_gpus_than_the_saved_run(monkeypatch):
+    # Saved by a run on cuda:3 of a 4-GPU machine, resumed on cuda:1 of a 2-GPU machine.
+    cuda = FakeCuda(monkeypatch, count=2)
+    state = cuda_run_state(4, "cuda:3")
+    assert restore_rng_state(state, torch.device("cuda", 1))
+    assert cuda.rng_states.keys() == {0, 1}  # no state is set on a GPU that is not here
+    assert torch.equal(cuda.rng_states[0], state["cuda"][0])
+    # The training GPU continues the stream the saved run drew from, on whichever GPU.
+    assert torch.equal(cuda.rng_states[1], state["cuda"][3])
+
+
+def test_more_gpus_than_the_saved_run(monkeypatch):
+    cuda = FakeCuda(monkeypatch, count=4)
+    state = cuda_run_state(1, None)  # no recorded device: GPU i continues GPU i's stream
+    assert restore_rng_state(state, torch.device("cuda", 0))
+    assert cuda.rng_states.keys() == {0}
+    assert not restore_rng_state(state, torch.device("cuda", 2))  # nothing saved for it
+
+
+def test_a_cpu_run_has_no_cuda_stream_to_continue(monkeypatch):
+    FakeCuda(monkeypatch, count=1)
+    state = capture_rng_state(torch.device("cpu"))
+    assert "cuda" not in state and state["device"] == "cpu"
+    assert not restore_rng_state(state, torch.device("cuda", 0))
+    assert restore_rng_state(state, torch.device("cpu"))
+
+
+def test_bad_states_are_checkpoint_errors():
+    state = capture_rng_state()
+    with pytest.raises(CheckpointError, match="torch CPU random state"):
+        restore_rng_state({**state, "torch": philox_state(1)})
+    with pytest.raises(CheckpointError, match="CUDA random states"):
+        restore_rng_state({**state, "cuda": [torch.zeros(16)]})
+
+
+def test_generators_are_restored_only_from_their_own_device_type():
+    saved = torch.Generator().manual_seed(7)
+    saved_draw = torch.rand(3, generator=torch.Generator().set_state(saved.get_state()))
+    g = torch.Generator().manual_seed(1)
+    assert restore_generator(g, saved.get_state(), "cpu")
+    assert torch.equal(torch.rand(3, generator=g), saved_draw)
+    # A CUDA generator's state, recorded as such or (older checkpoints) recognised by size.
+    for device_type in ("cuda", None):
+        g = torch.Generator().manual_seed(1)
+        assert not restore_generator(g, philox_state(7), device_type)
+        assert torch.equal(g.get_state(), torch.Generator().manual_seed(1).get_state())
+    with pytest.raises(CheckpointError, match="does not fit a cpu generator"):
+        restore_generator(torch.Generator(), philox_state(7), "cpu")
