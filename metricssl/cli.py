@@ -726,10 +726,12 @@ def run_index_search_command(args) -> int:
     queries = _load_vectors(args.queries, args.tensor, "queries")
     if queries.ndim != 2:
         raise ValueError(f"queries must be 2D (nq, dim), got shape {tuple(queries.shape)}")
+    # A k beyond the index returns every stored vector: min(k, ntotal) columns.
     distances, ids = index.search(queries, args.k)
     # numpy for writing and printing, whatever the queries were.
     distances = np.asarray(distances.cpu() if hasattr(distances, "cpu") else distances)
     ids = np.asarray(ids.cpu() if hasattr(ids, "cpu") else ids)
+    columns = ids.shape[1]
     if output is not None:
         _write_search_results(output, distances, ids, index.metric, args.k)
     if args.json:
@@ -750,8 +752,10 @@ def run_index_search_command(args) -> int:
         print(f"query {q}: {pairs}")
     if 0 < shown < ids.shape[0]:
         print(f"... {ids.shape[0] - shown} more queries (--show N prints more)")
+    if columns < args.k:
+        print(f"-k {args.k}: the index holds {index.ntotal} vectors, so {columns} per query")
     if output is not None:
-        print(f"wrote {ids.shape[0]} x {args.k} results to {output}")
+        print(f"wrote {ids.shape[0]} x {columns} results to {output}")
     return 0
 
 

@@ -266,7 +266,8 @@ def test_index_search_prints_and_writes_every_format(vectors, tmp_path, capsys):
 
 
 def test_index_missing_results_are_null_in_json(vectors, tmp_path, capsys):
-    assert _build(tmp_path)[0] == 0
+    # One IVF list of four probed: fewer candidates than the 300 columns returned.
+    assert _build(tmp_path, "--kind", "ivf_flat", "--nlist", "4", "--nprobe", "1")[0] == 0
     capsys.readouterr()
     output = tmp_path / "res.json"
     argv = ["index", "search", str(tmp_path / "db.msidx"), str(tmp_path / "q.npy")]
@@ -518,3 +519,48 @@ def test_train_under_torchrun_reports_once_and_exits_cleanly(tmp_path):
     assert (tmp_path / "checkpoints" / "last.pt").is_file()
     assert "terminate called" not in run.stderr
     assert "Warning" not in run.stderr
+
+
+def test_index_search_k_beyond_the_index_returns_every_vector(vectors, tmp_path, capsys):
+    # -k 1000000000 once allocated (queries x k) arrays and died with a MemoryError traceback.
+    assert _build(tmp_path)[0] == 0
+    capsys.readouterr()
+    index_file, queries = str(tmp_path / "db.msidx"), str(tmp_path / "q.npy")
+    output = tmp_path / "res.npz"
+    argv = ["index", "search", index_file, queries, "-k", "1000000000", "--show", "1"]
+    assert main(argv + ["--output", str(output)]) == 0
+    out = capsys.readouterr().out
+    assert "-k 1000000000: the index holds 300 vectors, so 300 per query" in out
+    assert f"wrote 4 x 300 results to {output}" in out
+    ids = np.load(output)["ids"]
+    assert ids.shape == (4, 300) and (np.sort(ids, axis=1) == np.arange(300)).all()
+    assert main(["index", "search", index_file, queries, "-k", "1000000000", "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["k"] == 1000000000 and np.asarray(found["ids"]).shape == (4, 300)
+
+
+def test_index_search_of_a_crafted_file_exits_2_with_one_line(vectors, tmp_path, capsys):
+    import hashlib
+    import struct
+
+    from metricssl.index.index_file import END_MAGIC, MAGIC
+
+    assert _build(tmp_path)[0] == 0
+    capsys.readouterr()
+    u64 = struct.Struct("<Q")
+    header = b"[" * 500_000  # json.loads would recurse 500k levels deep
+    payload = b"IxF2"
+    forged = tmp_path / "forged.msidx"
+    forged.write_bytes(
+        MAGIC
+        + u64.pack(len(header))
+        + header
+        + payload
+        + u64.pack(len(payload))
+        + hashlib.sha256(header + payload).digest()
+        + END_MAGIC
+    )
+    assert main(["index", "search", str(forged), str(tmp_path / "q.npy")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("metricssl index search: error: ") and "nests 500000 levels" in err

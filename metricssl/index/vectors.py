@@ -9,6 +9,7 @@ else (another dtype, another device, a strided view) is converted one chunk at a
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -50,8 +51,19 @@ def to_numpy_float32(chunk: Array) -> np.ndarray:
 def to_torch_float32(chunk: Array, device: torch.device) -> torch.Tensor:
     """``chunk`` as a float32 tensor on ``device`` (no copy when it already is one)."""
     if not torch.is_tensor(chunk):
-        chunk = torch.from_numpy(np.asarray(chunk))
+        chunk = numpy_view(chunk)
     return chunk.detach().to(device=device, dtype=torch.float32)
+
+
+def numpy_view(array: np.ndarray) -> torch.Tensor:
+    """A CPU tensor sharing ``array``'s memory, for reading only.
+
+    Read-only arrays (memory-mapped ``.npy`` files) are fine: nothing here writes to inputs,
+    so torch's warning about non-writable arrays is silenced.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.asarray(array))
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -118,7 +130,7 @@ def norms_overflow(chunk: Array) -> bool:
 
     ``chunk`` must already be finite in float32 (:func:`all_finite`).
     """
-    t = chunk.detach() if torch.is_tensor(chunk) else torch.from_numpy(np.asarray(chunk))
+    t = chunk.detach() if torch.is_tensor(chunk) else numpy_view(chunk)
     if t.numel() == 0:
         return False
     norms = t.to(torch.float32).pow(2).sum(dim=1)  # inf when the square overflows
