@@ -43,6 +43,7 @@ from ..utils import common_functions as c_f
 from ..utils.atomic import atomic_write
 from ..utils.distributed import is_distributed, rank, world_size
 from ..utils.validation import check_bool, check_choice, check_number
+from .amp import AMP_MODES, autocast_dtype
 from .checkpoint import (
     CheckpointError,
     capture_rng_state,
@@ -67,7 +68,6 @@ from .schedule import WarmupCosineSchedule
 from .supervised import Supervised, auto_samples_per_class
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "lars")
-AMP_MODES = ("auto", "off", "bf16", "fp16")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 # Images used to estimate the per-channel normalisation, and to measure collapse when the
 # data have no labels.
@@ -475,13 +475,7 @@ class Trainer:
             self.samples_per_class = m
 
     def _amp_dtype(self, amp: str) -> torch.dtype | None:
-        if amp == "off" or (amp == "auto" and self.device.type != "cuda"):
-            return None
-        if amp == "auto":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if amp == "fp16" and self.device.type != "cuda":
-            raise ValueError("amp='fp16' needs a CUDA device; use 'bf16' or 'off' on CPU")
-        return torch.bfloat16 if amp == "bf16" else torch.float16
+        return autocast_dtype(amp, self.device)
 
     def _memory_format(self, choice: str, backbone) -> torch.memory_format:
         if choice == "auto":
