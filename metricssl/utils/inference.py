@@ -483,8 +483,10 @@ class CustomKNN:
         check_finite(query, "query")
         check_finite(reference, "reference")
         k = int(k)
-        # No queries: the distance's own (0, n) matrix gives PML's (0, k) answer and dtype.
-        metric = _engine_metric(self.distance, query, reference) if len(query) else None
+        if len(query) == 0:  # PML's answer: (0, k) tensors in the distance's dtype
+            values = self.distance(query, reference)[:, :k]
+            return values, torch.empty(values.shape, dtype=torch.int64, device=values.device)
+        metric = _engine_metric(self.distance, query, reference)
         if metric is None:
             chunk_values = self._distance_chunks(query, reference, k)
             per_row = 2 * reference.element_size() * n_ref  # the distance's matrix + a temporary
@@ -493,9 +495,8 @@ class CustomKNN:
             per_row = 0
         per_row += search_bytes_per_row(n_ref, k)
         step = self.batch_size or rows_per_chunk(per_row)
-        chunks = balanced_chunks(query.shape[0], step) if len(query) else [slice(0, 0)]
         values, indices = [], []
-        for rows in chunks:
+        for rows in balanced_chunks(query.shape[0], step):
             self_columns = (
                 torch.arange(rows.start, rows.stop, device=query.device)
                 if ref_includes_query

@@ -447,3 +447,20 @@ def test_faiss_knn_on_cuda():
     d, i = inference.FaissKNN()(q.cuda(), 5, r.cuda())
     assert d.device.type == i.device.type == "cuda"
     _same_knn((d.cpu(), i.cpu()), pml.FaissKNN()(q, 5, r))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", EXACT_ON_INTEGERS + ["cosine"])
+def test_custom_knn_on_cuda_equals_cpu(name):
+    """Same neighbours and values on CUDA (small integers: exact, ties included; cosine: no
+    ties in this data), over several chunks, results on the query's device."""
+    x = torch.randint(-2, 3, (120, 3), generator=torch.Generator().manual_seed(0)).float()
+    if name == "cosine":
+        x = x + 0.01 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    distance, _ = _pair(name)
+    for flag in (False, True):
+        cpu = inference.CustomKNN(distance, batch_size=16)(x[:70], 9, x, flag)
+        gpu = inference.CustomKNN(distance, batch_size=16)(x[:70].cuda(), 9, x.cuda(), flag)
+        assert gpu[0].device.type == gpu[1].device.type == "cuda"
+        assert torch.equal(gpu[1].cpu(), cpu[1])
+        torch.testing.assert_close(gpu[0].cpu(), cpu[0])
