@@ -189,7 +189,10 @@ class Supervised(SSLMethod):
             loss = self.loss_fn(embeddings, labels, indices)
         out = {"loss": loss}
         if indices is not None:
-            out["mined"] = torch.tensor(float(len(indices[0])))
+            # On the loss's device: the Trainer sums the records there. torch.full launches a
+            # fill kernel, while torch.tensor(value, device=...) copies from the host and
+            # waits for the stream.
+            out["mined"] = torch.full((), len(indices[0]), dtype=torch.float32, device=loss.device)
         return out
 
     @torch.no_grad()

@@ -41,13 +41,20 @@ from ..data.splits import stratified_split
 from ..samplers import MPerClassSampler
 from ..utils import common_functions as c_f
 from ..utils.atomic import atomic_write
-from ..utils.distributed import is_distributed, rank, world_size
+from ..utils.distributed import (
+    init_from_environment,
+    is_distributed,
+    rank,
+    training_device,
+    world_size,
+)
 from ..utils.validation import check_bool, check_choice, check_number
 from .amp import AMP_MODES, autocast_dtype
 from .checkpoint import (
     CheckpointError,
     capture_rng_state,
     read_checkpoint,
+    restore_generator,
     restore_rng_state,
     save_checkpoint,
 )
@@ -157,8 +164,9 @@ class Trainer:
             ``miner`` runs without one).
         out: the run folder (checkpoints and log).
         seed: seeds the model initialisation, the data order and the augmentations.
-        device: ``auto`` (CUDA when available; ``cuda:LOCAL_RANK`` under torchrun) or any
-            torch device.
+        device: ``auto`` (CUDA when available, else the CPU) or any torch device; ``cuda``
+            without an index is ``cuda:LOCAL_RANK`` under torchrun (see
+            :func:`~metricssl.utils.distributed.training_device`).
         num_workers: DataLoader workers for datasets read from disk (in-memory images are
             indexed directly).
         val_fraction: share of the labelled training images held out (stratified) for the
@@ -314,7 +322,7 @@ class Trainer:
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.augment_generator = torch.Generator(device=self.device)
-        self.augment_generator.manual_seed(seed * 7919 + 1 + rank())
+        self.augment_generator.manual_seed(self._augment_seed())
 
         self.epoch = 0
         self.step = 0
@@ -367,6 +375,9 @@ class Trainer:
         if self.method.needs_labels and self.train_data.labels is None:
             raise ValueError(f"method {name!r} needs labels, and the dataset has none")
 
+    def _augment_seed(self) -> int:
+        return self.seed * 7919 + 1 + rank()
+
     def _plan_steps(self, cap: int | None) -> None:
         """Optimizer steps per epoch (incomplete global batches are dropped) and in total."""
         global_batch = self.batch_size * world_size()
@@ -404,27 +415,9 @@ class Trainer:
             )
 
     def _setup_distributed(self, device) -> None:
-        env_world = int(os.environ.get("WORLD_SIZE", "1"))
-        self._owns_process_group = env_world > 1 and not is_distributed()
-        if self._owns_process_group:
-            backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
-            dist.init_process_group(backend=backend)
-        if device == "auto":
-            if torch.cuda.is_available():
-                local = int(os.environ.get("LOCAL_RANK", "0"))
-                device = f"cuda:{local}"
-            else:
-                device = "cpu"
-        try:
-            self.device = torch.device(device)
-        except (RuntimeError, TypeError) as err:
-            raise ValueError(f"invalid device {device!r}: {err}") from err
-        if self.device.type == "cuda":
-            if not torch.cuda.is_available():
-                raise ValueError("device is CUDA but torch.cuda.is_available() is False")
-            if self.device.index is None:
-                self.device = torch.device("cuda", torch.cuda.current_device())
-            torch.cuda.set_device(self.device)
+        # The device first: NCCL binds its communicator to the current GPU when it starts.
+        self.device = training_device(device)
+        self._owns_process_group = init_from_environment(self.device)
 
     def _split(self, data: ImageData, val_fraction: float, max_references: int) -> None:
         """Training images, and (with labels) a held-out query split and kNN references."""
@@ -511,7 +504,11 @@ class Trainer:
 
     def state_dict(self) -> dict:
         """Everything a checkpoint holds (see the module docstring)."""
-        local_rng = {"global": capture_rng_state(), "augment": self.augment_generator.get_state()}
+        local_rng = {
+            "global": capture_rng_state(self.device),
+            "augment": self.augment_generator.get_state(),
+            "augment_device": self.augment_generator.device.type,
+        }
         if is_distributed():
             all_rng = [None] * world_size()
             dist.all_gather_object(all_rng, local_rng)
@@ -557,7 +554,10 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError) as err:
             raise CheckpointError(f"{source}: does not fit this model: {err}") from err
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"] or not self.scaler.is_enabled():
+            # A run without fp16 saved an empty scaler: an fp16 continuation (e.g. a CPU or
+            # bf16 run resumed on a GPU without bf16) starts from a fresh scale.
+            self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history = list(state["history"])
         rngs = state["rng"]
@@ -570,8 +570,31 @@ class Trainer:
             )
             _seed_everything(self.seed + self.epoch)
         else:
-            restore_rng_state(rngs[rank()]["global"])
-            self.augment_generator.set_state(rngs[rank()]["augment"])
+            self._restore_rng(rngs[rank()], source)
+
+    def _restore_rng(self, saved: dict, source) -> None:
+        """This rank's random streams, mapped to this run's devices: what a checkpoint of
+        another device set-up cannot give (a CUDA generator's state for a CPU generator, a
+        GPU's stream on a machine without it) restarts from ``(seed, epoch)``, with a
+        warning."""
+        restarted = []
+        if not restore_rng_state(saved["global"], self.device):
+            restarted.append(f"the CUDA generator of {self.device} (not in the checkpoint)")
+            torch.cuda.manual_seed(self.seed + self.epoch)
+        saved_type = saved.get("augment_device")
+        if not restore_generator(self.augment_generator, saved["augment"], saved_type):
+            restarted.append(
+                f"the augmentation generator (saved on {saved_type or 'another device type'}, "
+                f"this run's is on {self.device.type})"
+            )
+            self.augment_generator.manual_seed(self._augment_seed() + 1_000_003 * self.epoch)
+        if restarted:
+            warnings.warn(
+                f"{source} was written on another device set-up: {' and '.join(restarted)} "
+                f"restart from the seed, so the continuation is not bit-identical to an "
+                f"uninterrupted run",
+                stacklevel=4,
+            )
 
     def save(self) -> Path | None:
         """Write ``OUT/checkpoints/last.pt`` and ``OUT/log.csv`` (rank 0; all ranks call it)."""
@@ -717,7 +740,9 @@ class Trainer:
         means = {}
         if sums:
             keys = sorted(sums)
-            stacked = torch.stack([sums[k].float() for k in keys]) / n_micro
+            # A method may log a value on another device than its loss (a count made on the
+            # CPU): one copy per epoch puts them together.
+            stacked = torch.stack([sums[k].to(self.device, torch.float32) for k in keys]) / n_micro
             if is_distributed():
                 dist.all_reduce(stacked)
                 stacked /= world_size()
