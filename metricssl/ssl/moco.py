@@ -10,10 +10,11 @@ from torch import nn
 
 from ..utils.distributed import gather_with_grad
 from ..utils.validation import check_bool, check_number
+from .counters import HostCounters
 from .method import Batch, SSLMethod, adopt_stored_shapes, ema_update, momentum_copy
 
 
-class MoCo(SSLMethod):
+class MoCo(HostCounters, SSLMethod):
     """MoCo v2: contrast each query with its key and a queue of past keys.
 
     He, Fan, Wu, Xie and Girshick, "Momentum Contrast for Unsupervised Visual Representation
@@ -26,7 +27,10 @@ class MoCo(SSLMethod):
     For a query ``q`` (view 1) and its key ``k`` (view 2 through the key encoder), both
     L2-normalised, the loss is the cross-entropy of ``[q.k, q.queue] / temperature`` with the
     positive first (InfoNCE). Afterwards the batch's keys, gathered from every rank, replace
-    the oldest entries of the queue (a registered buffer, so it is checkpointed).
+    the oldest entries of the queue (a registered buffer, so it is checkpointed). The
+    queue's position and fill level are also buffers, with host copies
+    (:class:`~metricssl.ssl.counters.HostCounters`): a step reads no number back from the
+    device.
     ``symmetric=True`` also uses view 2 as query and view 1 as key (MoCo v3's symmetrised
     loss; twice the compute).
 
@@ -84,8 +88,8 @@ class MoCo(SSLMethod):
         # The queue starts empty: `queue_filled` counts valid rows, so the first steps contrast
         # against real keys only (no random vectors as fake negatives).
         self.register_buffer("queue", torch.zeros(0))
-        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.int64))
-        self.register_buffer("queue_filled", torch.zeros((), dtype=torch.int64))
+        self.register_counter("queue_ptr")
+        self.register_counter("queue_filled")
 
     def _query(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.projection_head(self.backbone(x)), dim=1)
@@ -108,7 +112,7 @@ class MoCo(SSLMethod):
         q1 = self._query(v1)
         if self.queue.ndim == 2:
             # A copy: the queue is rewritten below, after the logits that use it.
-            negatives = self.queue[: int(self.queue_filled)].clone()
+            negatives = self.queue[: self.counter("queue_filled")].clone()
         else:
             negatives = q1.new_zeros(0, q1.shape[1], dtype=torch.float32)
         k2 = self._key(v2)
@@ -129,11 +133,11 @@ class MoCo(SSLMethod):
         if self.queue.ndim != 2:
             self.queue = keys.new_zeros(self.queue_size, keys.shape[1])
         keys = keys[-self.queue_size :]
-        n, ptr = keys.shape[0], int(self.queue_ptr)
+        n, ptr = keys.shape[0], self.counter("queue_ptr")
         idx = (torch.arange(n, device=keys.device) + ptr) % self.queue_size
         self.queue[idx] = keys
-        self.queue_ptr.fill_((ptr + n) % self.queue_size)
-        self.queue_filled.fill_(min(self.queue_size, int(self.queue_filled) + n))
+        self.set_counter("queue_ptr", (ptr + n) % self.queue_size)
+        self.set_counter("queue_filled", min(self.queue_size, self.counter("queue_filled") + n))
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         ema_update(self.key_backbone, self.backbone, self.momentum)

@@ -16,6 +16,7 @@ from ..models.heads import ProjectionHead, PrototypesHead
 from ..utils import common_functions as c_f
 from ..utils.distributed import gather_with_grad
 from ..utils.validation import check_module, check_number
+from .counters import HostCounters
 from .method import Batch, SSLMethod, check_multi_crop_views, features_by_size
 
 
@@ -131,7 +132,7 @@ def check_num_prototypes(num_prototypes: int, dataset_size: int) -> None:
         )
 
 
-class SwAV(SSLMethod):
+class SwAV(HostCounters, SSLMethod):
     """SwAV: swapped prediction of online cluster codes, with multi-crop.
 
     Caron, Misra, Mairal, Goyal, Bojanowski and Joulin, "Unsupervised Learning of Visual
@@ -158,7 +159,9 @@ class SwAV(SSLMethod):
     step ``queue_start_step`` on (0: from the start; the paper starts it after 15 of 200
     epochs, once the features change slowly) and used as soon as it holds any rows.
     The queue, its fill level and the step counter are buffers, so they are in
-    ``state_dict()``.
+    ``state_dict()``; the counters have host copies
+    (:class:`~metricssl.ssl.counters.HostCounters`), so a step reads no number back from
+    the device.
 
     Logged: ``code_entropy``, the mean entropy (nats) of the global crops' codes (``log K``
     for uniform codes, 0 for one-hot ones); ``prototypes_used``, the fraction of prototypes
@@ -242,9 +245,9 @@ class SwAV(SSLMethod):
         # The queue's shape is fixed here (the projection width is the prototypes' width),
         # so a fresh module loads a checkpointed queue as is.
         self.register_buffer("queue", torch.zeros(self.num_global, self.queue_length, dim))
-        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.int64))
-        self.register_buffer("queue_filled", torch.zeros((), dtype=torch.int64))
-        self.register_buffer("steps_done", torch.zeros((), dtype=torch.int64))
+        self.register_counter("queue_ptr")
+        self.register_counter("queue_filled")
+        self.register_counter("steps_done")
 
     @property
     def num_prototypes(self) -> int:
@@ -293,15 +296,15 @@ class SwAV(SSLMethod):
             w = self._prototypes().to(z.dtype)
             scores = (z @ w.T).split(n)
             queue_scores = None
-            if self.queue_length > 0 and int(self.queue_filled) > 0:
-                filled = int(self.queue_filled)
+            filled = self.counter("queue_filled")
+            if self.queue_length > 0 and filled > 0:
                 wq = w.detach()
                 queue_scores = [self.queue[i, :filled].to(z.dtype) @ wq.T for i in range(2)]
             codes = self.criterion.codes(scores[: self.num_global], queue_scores)
             loss = self.criterion.swapped_prediction(scores, codes)
         out = {"loss": loss, **self._code_stats(codes)}
         if self.queue_length > 0:
-            if int(self.steps_done) >= self.queue_start_step:
+            if self.counter("steps_done") >= self.queue_start_step:
                 self._enqueue(z[: self.num_global * n].detach().view(self.num_global, n, -1))
             out["queue_filled"] = self.queue_filled.detach().float()
         return out
@@ -320,14 +323,14 @@ class SwAV(SSLMethod):
         rows = gather_with_grad(z.transpose(0, 1).reshape(z.shape[1], -1))
         z = rows.reshape(rows.shape[0], self.num_global, -1).transpose(0, 1)
         z = z[:, -self.queue_length :]
-        n, ptr = z.shape[1], int(self.queue_ptr)
+        n, ptr = z.shape[1], self.counter("queue_ptr")
         idx = (torch.arange(n, device=z.device) + ptr) % self.queue_length
         self.queue[:, idx] = z.to(self.queue.dtype)
-        self.queue_ptr.fill_((ptr + n) % self.queue_length)
-        self.queue_filled.fill_(min(self.queue_length, int(self.queue_filled) + n))
+        self.set_counter("queue_ptr", (ptr + n) % self.queue_length)
+        self.set_counter("queue_filled", min(self.queue_length, self.counter("queue_filled") + n))
 
     def on_step_end(self, step: int, total_steps: int) -> None:
-        self.steps_done.fill_(step)
+        self.set_counter("steps_done", step)
         # Keep the stored prototypes on the unit sphere between steps too (checkpoints, and
         # the frozen phase, where only weight decay changed their length).
         self.normalize_prototypes_()
