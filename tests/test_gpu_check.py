@@ -78,7 +78,7 @@ def test_budget_allows_only_what_still_fits():
     assert budget.elapsed() == 450 and budget.left() == 30
     assert budget.allows(30) and not budget.allows(31)
     row = budget.skip_row("train", "dino", 40)
-    assert row.status == "skipped" and "8-minute budget" in row.detail and "450 s" in row.detail
+    assert row.status == "skipped" and "480 s budget" in row.detail and "450 s" in row.detail
 
 
 def test_run_sections_reports_a_failure_and_skips_what_does_not_fit(capsys):
