@@ -144,6 +144,15 @@ def test_engine_chunks_under_a_small_memory_budget(metric):
     assert_same_neighbours(*chunked, *brute_force(x, q, 25, metric))
 
 
+@pytest.mark.parametrize("backend", ["auto", "faiss"])
+def test_squared_l2_distances_are_never_negative(backend):
+    # |q|^2 + |x|^2 - 2 q.x rounds below zero for a vector and itself; both paths clamp.
+    x = blobs(200) * 1e3
+    index = build("flat", data=x, backend=backend)
+    d, i = index.search(x, 1)
+    assert (d >= 0).all() and i[:, 0].tolist() == list(range(200))
+
+
 def test_torch_path_sees_later_adds_and_removes():
     x = blobs(100)
     index = EmbeddingIndex(DIM, "flat", backend="torch")
@@ -646,7 +655,7 @@ def test_remove_of_an_index_without_removal_is_a_clear_error():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
-def test_cuda_queries_use_the_torch_path_and_stay_on_gpu(metric):
+def test_cuda_queries_use_the_engine_and_stay_on_gpu(metric):
     x = blobs(3000)
     index = build("flat", metric, data=x)
     q = x[:64].cuda()
