@@ -411,6 +411,8 @@ class EmbeddingIndex:
         self._require_trained("search()")
         k = min(k, self.ntotal)
         if k == 0 or queries.shape[0] == 0:
+            # Nothing to search, but bad queries are still an error (as they are otherwise).
+            check_finite(queries, self._chunk_rows, "queries", self._bounded_norms)
             empty = np.empty((queries.shape[0], k))
             return (
                 like_input(empty.astype(np.float32), queries),

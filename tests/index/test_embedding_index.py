@@ -197,6 +197,8 @@ def test_search_of_empty_index_returns_no_columns(kind):
         assert d.shape == i.shape == (2, 0) and d.dtype == np.float32 and i.dtype == np.int64
         d, i = index.search(torch.zeros(2, DIM), 10**9)
         assert d.shape == i.shape == (2, 0) and i.dtype == torch.int64
+        with pytest.raises(ValueError, match="queries contains NaN"):
+            index.search(torch.full((2, DIM), float("nan")), 3)
 
 
 @pytest.mark.parametrize("k", [0, -1, True, False, 2.5, 3.0, "3", None, np.float64(2)])
