@@ -50,11 +50,13 @@ class CrossBatchMemory(BaseLossWrapper, ModuleWithRecords):
     The default pairs are read from a label mask (PML lists them and then searches every
     positive pair against the whole batch to remove self-comparisons).
 
-    Deviations from PML, both in cases where PML's result is unintended: an ``enqueue_mask``
-    that enqueues nothing does not mark the queue as full (PML then compares with the zeros of
-    the never-written slots); with a batch of one embedding, its self-comparison is removed
-    (PML keeps it). When no anchors remain or the memory is still empty, the result is a zero
-    loss that back-propagates.
+    Deviations from PML, in cases where PML's result is unintended or PML fails: an
+    ``enqueue_mask`` that enqueues nothing does not mark the queue as full (PML then compares
+    with the zeros of the never-written slots); with a batch of one embedding, its
+    self-comparison is removed (PML keeps it); under ``torch.autocast("cuda")`` the memory
+    takes the embeddings' dtype, as it does outside autocast (PML keeps it float32 there and
+    fails writing half-precision rows into it). When no anchors remain or the memory is still
+    empty, the result is a zero loss that back-propagates.
 
     Args:
         loss: the wrapped loss, one of :meth:`supported_losses` (matched by class name).
