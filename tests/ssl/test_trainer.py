@@ -426,17 +426,16 @@ _HOST_READS = ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int
 
 
 @contextmanager
-def host_reads(ignore=()):
+def host_reads():
     """Every read of a tensor's value by the host (a synchronisation on a GPU), as
-    ``(method, file, line)`` of the caller; reads of the tensors in ``ignore`` are left out."""
+    ``(method, file, line)`` of the caller."""
     found = []
     originals = {name: getattr(torch.Tensor, name) for name in _HOST_READS}
 
     def counting(name, original):
         def read(tensor, *args, **kwargs):
-            if not any(tensor is t for t in ignore):
-                caller = sys._getframe(1).f_code
-                found.append((name, caller.co_filename, sys._getframe(1).f_lineno))
+            caller = sys._getframe(1)
+            found.append((name, caller.f_code.co_filename, caller.f_lineno))
             return original(tensor, *args, **kwargs)
 
         return read
@@ -454,19 +453,16 @@ def host_reads(ignore=()):
 def test_a_training_step_does_not_wait_for_the_device(name, tmp_path):
     """The Trainer's step (forward, backward, optimizer, schedule, momentum update) and the
     methods' own code read no tensor value on the host: on a GPU each read waits for every
-    queued kernel. Not counted: MoCo's queue counters (``int(queue_ptr)``, being reworked
-    with the queue), and reads inside the losses, miners and argument checks (the supervised
-    step's default MultiSimilarityMiner and loss read several)."""
+    queued kernel. Reads inside the losses, miners and argument checks are not counted (the
+    supervised step's default MultiSimilarityMiner and loss make some)."""
     trainer = make(name, tmp_path, epochs=1)
-    method = trainer.method
     if name == "supervised":
-        assert method.miner is not None  # the default set-up mines
-    counters = [getattr(method, n) for n in ("queue_ptr", "queue_filled") if hasattr(method, n)]
+        assert trainer.method.miner is not None  # the default set-up mines
     batches = first_batches(trainer, count=3)
-    with host_reads(ignore=counters) as reads:
+    with host_reads() as reads:
         for micro, batch in enumerate(batches):
             out = trainer._forward_backward(batch, micro, check=False)
-    assert trainer.step == 3 and set(out) >= {"loss"}
+    assert trainer.step == 3 and "loss" in out
     ssl_package = str(Path(Trainer.__module__.replace(".", "/")).parent)
     assert [r for r in reads if ssl_package in r[1]] == []
 
