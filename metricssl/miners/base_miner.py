@@ -6,7 +6,13 @@ import torch
 
 from ..utils import common_functions as c_f
 from ..utils.module_with_records_and_reducer import ModuleWithRecordsAndDistance
-from ..utils.validation import check_embeddings, check_labels, check_same_device, check_same_width
+from ..utils.validation import (
+    check_embeddings,
+    check_labels,
+    check_same_device,
+    check_same_width,
+    vouch_for_indices,
+)
 
 
 class BaseMiner(ModuleWithRecordsAndDistance):
@@ -52,6 +58,10 @@ class BaseMiner(ModuleWithRecordsAndDistance):
             )
             mining_output = self.mine(embeddings, labels, ref_emb, ref_labels)
         self.output_assertion(mining_output)
+        if type(self).__module__.startswith("metricssl."):
+            # Our miners' indices are in range by construction: a loss given them need not
+            # read them back (a synchronisation on CUDA). A user's subclass is checked.
+            vouch_for_indices(mining_output, embeddings.shape[0], ref_emb.shape[0])
         return mining_output
 
     def check_inputs(self, embeddings, labels, ref_emb, ref_labels):

@@ -11,6 +11,7 @@ import numbers
 import warnings
 
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
 _INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool)
 
@@ -76,8 +77,14 @@ def check_indices_tuple(indices_tuple, n_query: int, n_ref: int, name: str = "in
         indices_tuple[3]
     ):
         raise ValueError(f"{name}: a1/p and a2/n must have matching lengths")
-    bounds = [n_query, n_ref, n_ref] if len(indices_tuple) == 3 else [n_query, n_ref] * 2
-    nonempty = [(t, b, i) for i, (t, b) in enumerate(zip(indices_tuple, bounds)) if t.numel()]
+    bounds = _index_bounds(indices_tuple, n_query, n_ref)
+    # A built-in miner's output is in range by construction (vouch_for_indices): reading it
+    # back to check would cost a device synchronisation per loss call on CUDA.
+    nonempty = [
+        (t, b, i)
+        for i, (t, b) in enumerate(zip(indices_tuple, bounds))
+        if t.numel() and not _range_known(t, b)
+    ]
     if not nonempty:
         return
     # One host round-trip for all the range checks.
@@ -87,6 +94,44 @@ def check_indices_tuple(indices_tuple, n_query: int, n_ref: int, name: str = "in
     for (_, bound, i), (lo, hi) in zip(nonempty, lo_hi.tolist()):
         if lo < 0 or hi >= bound:
             raise ValueError(f"{name}[{i}] has indices in [{lo}, {hi}], outside [0, {bound})")
+
+
+# Index tensors whose range is known without reading them: tensor -> (its version when
+# vouched for, the bound its entries are below). An in-place change bumps the version and
+# voids the entry; weak keys let the tensors go.
+_KNOWN_RANGES = WeakIdKeyDictionary()
+
+
+def _index_bounds(indices_tuple, n_query: int, n_ref: int) -> list[int]:
+    return [n_query, n_ref, n_ref] if len(indices_tuple) == 3 else [n_query, n_ref] * 2
+
+
+def _version(t: torch.Tensor) -> int | None:
+    try:
+        return t._version
+    except RuntimeError:  # inference-mode tensors have no version counter
+        return None
+
+
+def vouch_for_indices(indices_tuple, n_query: int, n_ref: int) -> None:
+    """Record that ``indices_tuple`` (3 or 4 index tensors) holds anchors below ``n_query``
+    and positives/negatives below ``n_ref``, as a built-in miner's output does by
+    construction, so that :func:`check_indices_tuple` accepts these tensors without reading
+    them back (a synchronisation on CUDA). Only for tuples known to be in range: user-built
+    tuples are checked."""
+    for t, bound in zip(indices_tuple, _index_bounds(indices_tuple, n_query, n_ref)):
+        version = _version(t)
+        if version is None:
+            continue
+        known = _KNOWN_RANGES.get(t)
+        if known is not None and known[0] == version:
+            bound = min(bound, known[1])  # one tensor in two roles: the tighter bound
+        _KNOWN_RANGES[t] = (version, bound)
+
+
+def _range_known(t: torch.Tensor, bound: int) -> bool:
+    known = _KNOWN_RANGES.get(t)
+    return known is not None and known[0] == _version(t) and known[1] <= bound
 
 
 def check_distance_type(owner, distance_type: type) -> None:

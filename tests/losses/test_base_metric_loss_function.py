@@ -10,7 +10,7 @@ from pytorch_metric_learning import miners as pml_miners
 from pytorch_metric_learning import reducers as pml_reducers
 from pytorch_metric_learning import regularizers as pml_regularizers
 
-from metricssl import reducers
+from metricssl import losses, miners, reducers
 from metricssl.distances.cosine_similarity import CosineSimilarity
 from metricssl.distances.lp_distance import LpDistance
 from metricssl.losses.base_metric_loss_function import BaseMetricLossFunction
@@ -18,6 +18,7 @@ from metricssl.losses.generic_pair_loss import GenericPairLoss
 from metricssl.reducers.fused import FusedReduction
 from metricssl.regularizers.lp_regularizer import LpRegularizer
 from metricssl.utils import common_functions as c_f
+from tests.host_reads import count_host_reads
 from tests.parity import loss_parity, random_embeddings, random_labels
 
 # -- user-style subclasses, written once and mixed into both frameworks' base classes --------
@@ -379,3 +380,62 @@ def test_finite_embeddings_give_no_warning():
         warnings.simplefilter("error")
         for loss_cls in [OurNorm, OurMat, OurPair]:
             assert torch.isfinite(loss_cls()(random_embeddings(6, 4), LABELS))
+
+
+# -- the range check of a miner's indices reads nothing back ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "loss, miner",
+    [
+        (losses.TripletMarginLoss(), miners.TripletMarginMiner(margin=0.5)),
+        (losses.ContrastiveLoss(), miners.MultiSimilarityMiner()),
+        (losses.MultiSimilarityLoss(), miners.PairMarginMiner()),
+    ],
+)
+def test_built_in_miner_output_is_not_read_back(loss, miner, monkeypatch):
+    """Its indices are in range by construction: checking them would be a synchronisation
+    per loss call on CUDA. The same indices built by hand are read (and checked)."""
+    x, labels = random_embeddings(32, 8, torch.float32, seed=0), random_labels(32, 4, seed=0)
+    mined = miner(x, labels)
+    assert len(mined[0]) > 0
+    copied = tuple(t.clone() for t in mined)
+    with count_host_reads(monkeypatch) as reads:
+        loss.check_inputs(x, labels, mined, None, None)
+    assert sum(reads.values()) == 0, reads
+    with count_host_reads(monkeypatch) as reads:
+        loss.check_inputs(x, labels, copied, None, None)
+    assert sum(reads.values()) > 0
+    with count_host_reads(monkeypatch) as mined_reads:
+        from_miner = loss(x, labels, mined)
+    with count_host_reads(monkeypatch) as copied_reads:
+        by_hand = loss(x, labels, copied)
+    assert sum(mined_reads.values()) < sum(copied_reads.values())
+    assert torch.equal(from_miner, by_hand)
+
+
+def test_vouched_indices_are_still_checked_when_they_could_be_out_of_range():
+    loss, miner = losses.TripletMarginLoss(), miners.TripletMarginMiner(margin=0.5)
+    x, labels = random_embeddings(32, 8, torch.float32, seed=1), random_labels(32, 4, seed=1)
+    a, p, n = miner(x, labels)
+    assert int(a.max()) >= 16 and int(n.max()) >= 16
+    # Fewer embeddings than the miner saw: the bound no longer holds.
+    with pytest.raises(ValueError, match=r"indices_tuple\[0\]"):
+        loss(x[:16], labels[:16], (a, p, n))
+    with pytest.raises(ValueError, match=r"indices_tuple\[1\]"):
+        loss(x, labels, (a, p, n), ref_emb=x[:16], ref_labels=labels[:16])
+    # Changed in place after mining: checked again.
+    n.add_(100)
+    with pytest.raises(ValueError, match=r"indices_tuple\[2\]"):
+        loss(x, labels, (a, p, n))
+
+
+def test_a_user_miner_subclass_is_checked(monkeypatch):
+    class Shifted(miners.BaseMiner):
+        def mine(self, embeddings, labels, ref_emb, ref_labels):
+            idx = torch.arange(len(embeddings))
+            return idx, idx, idx + 1  # the last negative is past the end
+
+    x, labels = random_embeddings(8, 4, torch.float32, seed=2), random_labels(8, 2, seed=2)
+    with pytest.raises(ValueError, match=r"indices_tuple\[2\] has indices in \[1, 8\]"):
+        losses.TripletMarginLoss()(x, labels, Shifted()(x, labels))
