@@ -410,6 +410,23 @@ def test_every_method_trains_an_epoch_under_cpu_bf16_autocast(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_steps_under_cpu_fp16_autocast(name, tmp_path):
+    # amp="fp16" is refused on the CPU (no use there), but CPU autocast runs float16 as
+    # CUDA's does: the methods' dtype handling is checked for both half types.
+    trainer = make(name, tmp_path, dataset=tiny_data(n=64, shape=(1, 16, 16)), epochs=1)
+    (batch,) = first_batches(trainer)
+    dtypes = []
+    trainer.method.backbone.register_forward_hook(lambda module, x, out: dtypes.append(out.dtype))
+    with torch.autocast("cpu", dtype=torch.float16):
+        out = trainer.model(batch)
+    out["loss"].backward()
+    assert dtypes[-1] == torch.float16
+    assert all(torch.isfinite(v).all() for v in out.values())
+    grads = [p.grad for p in trainer.method.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
 def test_a_step_makes_its_tensors_on_the_batch_device(name, tmp_path):
     """A tensor made without ``device=`` lands on the default device: on a GPU run, the CPU,
     away from the batch (issue 17: Supervised's mined count, which the epoch's mean then
