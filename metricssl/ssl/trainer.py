@@ -578,11 +578,18 @@ class Trainer:
         GPU's stream on a machine without it) restarts from ``(seed, epoch)``, with a
         warning."""
         restarted = []
-        if not restore_rng_state(saved["global"], self.device):
+        saved_type = saved.get("augment_device")
+        try:
+            continued = restore_rng_state(saved["global"], self.device)
+            augment_restored = restore_generator(
+                self.augment_generator, saved["augment"], saved_type
+            )
+        except CheckpointError as err:
+            raise CheckpointError(f"{source}: {err}") from err
+        if not continued:
             restarted.append(f"the CUDA generator of {self.device} (not in the checkpoint)")
             torch.cuda.manual_seed(self.seed + self.epoch)
-        saved_type = saved.get("augment_device")
-        if not restore_generator(self.augment_generator, saved["augment"], saved_type):
+        if not augment_restored:
             restarted.append(
                 f"the augmentation generator (saved on {saved_type or 'another device type'}, "
                 f"this run's is on {self.device.type})"

@@ -524,6 +524,16 @@ def test_a_cuda_run_resumes_on_the_cpu(tmp_path, record_devices):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_corrupted_random_state_is_a_checkpoint_error(tmp_path):
+    make("simclr", tmp_path, epochs=2).fit(epochs=1)
+    path = tmp_path / "checkpoints" / "last.pt"
+    state = read_checkpoint(path)
+    state["rng"][0]["augment"] = torch.zeros(10, dtype=torch.uint8)  # "cpu", of no size
+    save_checkpoint(state, path)
+    with pytest.raises(CheckpointError, match=r"last\.pt: .* does not fit a cpu generator"):
+        make("simclr", tmp_path, epochs=2)
+
+
 def test_an_fp16_continuation_of_a_run_without_scaler(tmp_path):
     make("simclr", tmp_path / "run", epochs=2).fit(epochs=1)  # float32: an empty scaler state
     trainer = make("simclr", tmp_path / "fp16", epochs=2)
