@@ -412,18 +412,11 @@ class _Run:
 
     def _relevance(self, rows: slice, columns: torch.Tensor) -> torch.Tensor:
         """Whether each listed neighbour (``columns``, one row per query in ``rows``) is
-        relevant to its query."""
+        relevant to its query; a custom comparison is called with PML's shapes."""
         if self.q_codes is not None:
             return self.r_codes[columns] == self.q_codes[rows][:, None]
         fn = self.calc.label_comparison_fn
         return fn(self.ql[rows][:, None], self.rl[columns]).to(torch.bool)
-
-    def _relevance_block(self, rows: slice) -> torch.Tensor:
-        """Whether each reference is relevant to each query in ``rows``: (rows, references)."""
-        if self.q_codes is not None:
-            return self.r_codes[None, :] == self.q_codes[rows][:, None]
-        fn = self.calc.label_comparison_fn
-        return fn(self.ql[rows][:, None], self.rl[None, :]).to(torch.bool)
 
     def _rank_chunk(self, rows: slice, relevant: torch.Tensor) -> None:
         """Per-query ranking metrics of the non-lone queries among ``rows``, from their
@@ -432,7 +425,7 @@ class _Run:
         if keep.numel() == 0:
             return
         query_rows = keep + rows.start
-        ranks = rm.relevant_ranks(relevant[keep])
+        ranks = rm.RankedRelevance(relevant[keep])
         r = self.num_relevant[query_rows]
         k = self.num_k
         out = self.per_query
@@ -503,8 +496,6 @@ class _Run:
                     ReferenceSet(self.r, "l2"),
                     max(k_rank, k_knn if share else 0),
                     want_values=share or collect,
-                    # With a (near-)full ranking, relevance rides along in the sort keys.
-                    tagger=self._relevance_block if rank_here and not collect else None,
                 )
             )
         if k_knn and not share:
@@ -517,10 +508,7 @@ class _Run:
         ):
             first = found[0]
             if rank_here and self.ranking:
-                relevant = first.tags
-                if relevant is None:
-                    relevant = self._relevance(rows, first.columns[:, :k_rank])
-                self._rank_chunk(rows, relevant)
+                self._rank_chunk(rows, self._relevance(rows, first.columns[:, :k_rank]))
             if collect:
                 self.knn_indices[rows] = first.columns[:, : self.num_k]
                 self.knn_distances[rows] = first.values[:, : self.num_k]

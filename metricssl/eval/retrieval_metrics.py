@@ -1,9 +1,10 @@
 """Retrieval metrics from the ranks of the relevant neighbours, with PML's definitions.
 
 For one query chunk the input is ``relevant``: a (queries, K) bool tensor, True where the
-neighbour at that rank is relevant (same label), nearest first. Every metric depends only on the
-ranks at which relevant neighbours occur, so :class:`RelevantRanks` lists those (one entry per
-relevant neighbour, not per neighbour) and each metric is a sum over them.
+neighbour at that rank is relevant (same label), nearest first. :class:`RankedRelevance` holds
+it with the two things every metric reads: the running count of relevant neighbours (int32,
+one pass) and the rank of the first relevant one. Sums of precision@i are then one
+matrix-vector product with ``1 / i``; nothing is sorted or listed per relevant neighbour.
 
 With R the number of relevant references of a query (itself excluded) and k PML's ``k`` (how
 many ranks PML's k-NN search returns, so how many count):
@@ -27,77 +28,82 @@ per-class list, as PML's ``maybe_get_avg_of_avgs``.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from functools import cached_property
 
 import torch
 
 
-class RelevantRanks(NamedTuple):
-    """Every relevant neighbour of a chunk: its query row, its rank (1-based) and its place
-    among that query's relevant neighbours (1-based). Sorted by row, then rank."""
+class RankedRelevance:
+    """Relevance of each query's neighbours in rank order, and what the metrics derive from it.
 
-    row: torch.Tensor
-    rank: torch.Tensor
-    place: torch.Tensor
-    first: torch.Tensor  # (rows,) rank of each row's first relevant neighbour, 0 if none
-    n_rows: int
+    Args:
+        relevant: (queries, K) bool, nearest neighbour first.
+    """
 
+    def __init__(self, relevant: torch.Tensor):
+        self.relevant = relevant
 
-def relevant_ranks(relevant: torch.Tensor) -> RelevantRanks:
-    n_rows = relevant.shape[0]
-    row, col = relevant.nonzero(as_tuple=True)  # row-major: by row, then rank
-    counts = torch.bincount(row, minlength=n_rows)
-    starts = counts.cumsum(0) - counts
-    rank = col + 1
-    place = torch.arange(1, row.numel() + 1, device=row.device) - starts[row]
-    first = torch.zeros(n_rows, dtype=torch.long, device=row.device)
-    has = counts > 0
-    first[has] = rank[starts[has]]
-    return RelevantRanks(row, rank, place, first, n_rows)
+    @cached_property
+    def cumulative(self) -> torch.Tensor:
+        """(queries, K) int32: relevant neighbours among the first i ranks."""
+        return self.relevant.cumsum(dim=1, dtype=torch.int32)
 
+    @cached_property
+    def first(self) -> torch.Tensor:
+        """(queries,) rank (1-based) of the first relevant neighbour, 0 if none."""
+        rank = self.relevant.to(torch.uint8).argmax(dim=1) + 1  # argmax: the first maximum
+        return rank.masked_fill_(~self.relevant.any(dim=1), 0)
 
-def _sum_per_row(ranks: RelevantRanks, values: torch.Tensor) -> torch.Tensor:
-    out = torch.zeros(ranks.n_rows, dtype=values.dtype, device=values.device)
-    return out.index_add_(0, ranks.row, values)
+    def ranks_up_to(self, limit: torch.Tensor) -> torch.Tensor:
+        """(queries, 1) int64 column index of rank ``limit`` (at least rank 1)."""
+        return (limit.clamp(min=1) - 1)[:, None].to(torch.int64)
 
 
-def _sum_of_precisions(ranks: RelevantRanks, limit: torch.Tensor) -> torch.Tensor:
+def _sum_of_precisions(ranked: RankedRelevance, limit: torch.Tensor) -> torch.Tensor:
     """Per row: sum of precision@i over its relevant ranks i <= limit[row]."""
-    precision = ranks.place.to(torch.float64) / ranks.rank
-    return _sum_per_row(ranks, precision.masked_fill_(ranks.rank > limit[ranks.row], 0.0))
+    k = ranked.relevant.shape[1]
+    # precision@i at a relevant rank i is (relevant among the first i) / i.
+    hits = torch.where(ranked.relevant, ranked.cumulative, 0)
+    if bool((limit < k).any()):
+        ranks = torch.arange(1, k + 1, device=limit.device)
+        hits.masked_fill_(ranks[None, :] > limit[:, None], 0)
+    inverse_ranks = 1.0 / torch.arange(1, k + 1, dtype=torch.float64, device=limit.device)
+    return hits.to(torch.float64) @ inverse_ranks
 
 
-def precision_at_1(ranks: RelevantRanks) -> torch.Tensor:
-    return (ranks.first == 1).to(torch.float64)
+def precision_at_1(ranked: RankedRelevance) -> torch.Tensor:
+    return ranked.relevant[:, 0].to(torch.float64)
 
 
-def r_precision(ranks: RelevantRanks, num_relevant: torch.Tensor, num_k: int) -> torch.Tensor:
+def r_precision(ranked: RankedRelevance, num_relevant: torch.Tensor, num_k: int) -> torch.Tensor:
     limit = num_relevant.clamp(max=num_k)
-    hits = _sum_per_row(ranks, (ranks.rank <= limit[ranks.row]).to(torch.long))
+    hits = ranked.cumulative.gather(1, ranked.ranks_up_to(limit)).squeeze(1)
     # R = 0 (possible only with a custom label comparison) gives 0/0 = NaN, as in PML.
-    return hits.to(torch.float64) / limit
+    return hits.masked_fill_(limit == 0, 0).to(torch.float64) / limit
 
 
 def mean_average_precision_at_r(
-    ranks: RelevantRanks, num_relevant: torch.Tensor, num_k: int
+    ranked: RankedRelevance, num_relevant: torch.Tensor, num_k: int
 ) -> torch.Tensor:
-    return _sum_of_precisions(ranks, num_relevant.clamp(max=num_k)) / num_relevant
+    return _sum_of_precisions(ranked, num_relevant.clamp(max=num_k)) / num_relevant
 
 
 def mean_average_precision(
-    ranks: RelevantRanks, num_relevant: torch.Tensor, num_k: int
+    ranked: RankedRelevance, num_relevant: torch.Tensor, num_k: int
 ) -> torch.Tensor:
     limit = torch.full_like(num_relevant, num_k)
-    return _sum_of_precisions(ranks, limit) / num_relevant
+    return _sum_of_precisions(ranked, limit) / num_relevant
 
 
-def mean_reciprocal_rank(ranks: RelevantRanks, num_k: int) -> torch.Tensor:
-    found = (ranks.first > 0) & (ranks.first <= num_k)
-    return torch.where(found, 1.0 / ranks.first.to(torch.float32), 0.0)
+def mean_reciprocal_rank(ranked: RankedRelevance, num_k: int) -> torch.Tensor:
+    first = ranked.first
+    found = (first > 0) & (first <= num_k)
+    return torch.where(found, 1.0 / first.to(torch.float32), 0.0)
 
 
-def recall_at_k(ranks: RelevantRanks, k: int) -> torch.Tensor:
-    return ((ranks.first > 0) & (ranks.first <= k)).to(torch.float64)
+def recall_at_k(ranked: RankedRelevance, k: int) -> torch.Tensor:
+    first = ranked.first
+    return ((first > 0) & (first <= k)).to(torch.float64)
 
 
 def average(

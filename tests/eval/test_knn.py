@@ -1,6 +1,8 @@
 """The chunked exact k-NN search: FAISS's neighbour order (distance, then index), ties,
 self-exclusion, both selection paths, chunking, and bad input."""
 
+import importlib
+
 import faiss
 import numpy as np
 import pytest
@@ -9,6 +11,8 @@ from pytorch_metric_learning.utils.inference import FaissKNN
 
 from metricssl.eval.knn import ExactKNN, ReferenceSet, knn, nearest, sortable_keys
 from metricssl.utils import chunking
+
+knn_module = importlib.import_module("metricssl.eval.knn")  # the package re-exports knn()
 
 
 @pytest.fixture
@@ -152,12 +156,54 @@ def test_nearest_ambiguous_cut_is_resolved_by_index():
     assert found.values.tolist() == [[0.0, 1.0], [0.0, 1.0]]
 
 
-def test_nearest_tags_travel_with_the_full_sort():
-    block = torch.tensor([[2.0, 0.5, 0.5, 1.0]])
-    tags = torch.tensor([[True, False, True, False]])
-    found = nearest(block.clone(), 4, tagger=lambda: tags)
-    assert found.columns is None
-    assert found.tags.tolist() == [[False, True, False, True]]  # order: cols 1, 2, 3, 0
+def brute_force_block(block, k, self_columns=None):
+    """(value, column)-ordered columns of the k smallest entries of each row."""
+    block = block.double().clone()
+    if self_columns is not None:
+        block[torch.arange(len(block)), self_columns] = float("inf")
+    return torch.sort(block, dim=1, stable=True).indices[:, :k]
+
+
+# k = 4 / 40: full sort and topk; 300 / 700: the threshold path (k >= 256) on 3,000 columns.
+@pytest.mark.parametrize("k", [40, 300, 700, 2998])
+@pytest.mark.parametrize("quantised", [False, True])
+def test_nearest_every_path_orders_by_value_then_column(k, quantised):
+    g = torch.Generator().manual_seed(k)
+    block = torch.rand(37, 3000, generator=g)
+    if quantised:  # heavy exact ties, also across the k-th value
+        block = (block * 20).floor()
+    self_columns = torch.randint(0, 3000, (37,), generator=g)
+    expected = brute_force_block(block, k, self_columns)
+    found = nearest(block.clone(), k, self_columns, nonnegative=True, want_values=True)
+    assert torch.equal(found.columns, expected)
+    assert torch.equal(found.values, block.gather(1, expected))
+
+
+def test_threshold_rows_that_fall_short_are_redone(monkeypatch):
+    # Without a margin the cut falls below the k-th value in about half the rows: redone.
+    monkeypatch.setattr(knn_module, "_THRESHOLD_SIGMAS", 0.0)
+    redone = []
+    topk_keys = knn_module._keys_by_topk
+    monkeypatch.setattr(
+        knn_module,
+        "_keys_by_topk",
+        lambda block, *a: redone.append(len(block)) or topk_keys(block, *a),
+    )
+    g = torch.Generator().manual_seed(1)
+    block = torch.rand(20, 20_000, generator=g)  # more columns than the sample
+    found = nearest(block.clone(), 2000)
+    assert redone and 0 < redone[0] < 20
+    expected = brute_force_block(block, 2000)
+    assert torch.equal(found.columns, expected)
+
+
+def test_threshold_sample_is_not_fooled_by_periodic_columns():
+    # Columns cycle through 10 groups and only every 10th column is near: a strided sample
+    # would see only near (or only far) columns; the random one finds the right cut.
+    block = torch.full((5, 20_000), 5.0)
+    block[:, ::10] = torch.rand(5, 2000, generator=torch.Generator().manual_seed(2))
+    found = nearest(block.clone(), 1500)
+    assert torch.equal(found.columns, brute_force_block(block, 1500))
 
 
 def test_sortable_keys_order_like_value_then_column():

@@ -17,16 +17,14 @@ RELEVANT = torch.tensor(
 R = torch.tensor([3, 2, 2])
 
 
-def test_relevant_ranks():
-    ranks = rm.relevant_ranks(RELEVANT)
-    assert ranks.row.tolist() == [0, 0, 0, 1, 1]
-    assert ranks.rank.tolist() == [1, 3, 6, 4, 5]
-    assert ranks.place.tolist() == [1, 2, 3, 1, 2]
-    assert ranks.first.tolist() == [1, 4, 0]
+def test_ranked_relevance():
+    ranked = rm.RankedRelevance(RELEVANT)
+    assert ranked.cumulative.tolist() == [[1, 1, 2, 2, 2, 3], [0, 0, 0, 1, 2, 2], [0] * 6]
+    assert ranked.first.tolist() == [1, 4, 0]
 
 
 def test_metrics_by_hand():
-    ranks = rm.relevant_ranks(RELEVANT)
+    ranks = rm.RankedRelevance(RELEVANT)
     assert rm.precision_at_1(ranks).tolist() == [1.0, 0.0, 0.0]
     # first min(R, k) = 3, 2, 2 ranks hold 2, 0, 0 relevant
     assert rm.r_precision(ranks, R, 6).tolist() == [2 / 3, 0.0, 0.0]
@@ -51,7 +49,7 @@ def test_metrics_by_hand():
 
 
 def test_zero_relevant_gives_nan_like_pml():
-    ranks = rm.relevant_ranks(torch.zeros(1, 3, dtype=torch.bool))
+    ranks = rm.RankedRelevance(torch.zeros(1, 3, dtype=torch.bool))
     assert torch.isnan(rm.r_precision(ranks, torch.tensor([0]), 3)).all()
     assert torch.isnan(rm.mean_average_precision_at_r(ranks, torch.tensor([0]), 3)).all()
 
