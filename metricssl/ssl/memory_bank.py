@@ -125,7 +125,9 @@ class MemoryBank(nn.Module):
         self.bank.copy_(F.normalize(values.to(self.bank), dim=1))
 
     def sample(self, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``count`` row indices drawn uniformly with replacement (the noise distribution)."""
-        return torch.randint(
-            self.num_samples, (count,), device=self.bank.device, generator=generator
-        )
+        """``count`` row indices drawn uniformly with replacement (the noise distribution),
+        on the bank's device; with a ``generator``, drawn on its device (a CPU generator
+        serves a bank on a GPU)."""
+        draw_on = generator.device if generator is not None else self.bank.device
+        drawn = torch.randint(self.num_samples, (count,), device=draw_on, generator=generator)
+        return drawn.to(self.bank.device)

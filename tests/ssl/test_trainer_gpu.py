@@ -14,6 +14,7 @@ from torch import nn
 
 from metricssl.losses.contrastive_loss import ContrastiveLoss
 from metricssl.losses.cross_batch_memory import CrossBatchMemory
+from metricssl.ssl.memory_bank import MemoryBank
 from metricssl.ssl.method import Batch, SSLMethod
 from metricssl.ssl.trainer import Trainer
 from tests.ssl.test_trainer import make, tiny_data
@@ -116,6 +117,15 @@ def test_cross_batch_memory_under_cuda_autocast(dtype):
         assert torch.isfinite(loss)
     assert loss_fn.embedding_memory.is_cuda and loss_fn.embedding_memory.dtype == dtype
     assert torch.isfinite(model.weight.grad).all()
+
+
+def test_memory_bank_samples_with_a_cpu_generator():
+    bank = MemoryBank(100, 8).cuda()
+    drawn = [bank.sample(20, torch.Generator().manual_seed(3)) for _ in range(2)]
+    assert drawn[0].is_cuda and torch.equal(drawn[0], drawn[1])
+    assert torch.equal(
+        drawn[0].cpu(), torch.randint(100, (20,), generator=torch.Generator().manual_seed(3))
+    )
 
 
 # -- two processes, one GPU each, joined by NCCL as under torchrun --------------------------------
