@@ -32,6 +32,7 @@ TRAIN_EXAMPLES = """examples:
   metricssl train --method simclr --dataset digits --epochs 5 --out runs/simclr
   metricssl train --method byol --dataset fashion-mnist --data-dir ~/data/fmnist --out runs/byol
   metricssl train --method supervised --dataset digits --loss TripletMarginLoss --json
+  metricssl train --method simclr --dataset ~/photos --num-workers 4 --device cuda --out runs/p
 
 Writes OUT/checkpoints/last.pt after every epoch and OUT/log.csv; a run whose checkpoint
 exists continues from it unless --no-resume is given.
@@ -194,7 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
         TRAIN_EXAMPLES,
     )
     train.add_argument("--method", required=True, choices=METHOD_NAMES)
-    train.add_argument("--dataset", required=True, choices=DATASET_NAMES)
+    train.add_argument(
+        "--dataset",
+        required=True,
+        type=dataset_name_or_folder,
+        metavar="{" + ",".join(DATASET_NAMES) + "} or FOLDER",
+        help="a named dataset, or an image folder (ROOT/CLASS/IMAGE or ROOT/IMAGE)",
+    )
     train.add_argument("--data-dir", default=None, help="folder with the dataset's files")
     train.add_argument("--backbone", choices=BACKBONE_NAMES, default="small_cnn")
     train.add_argument("--epochs", type=positive_int, default=10)
@@ -205,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--loss", default=None, help="loss class name (--method supervised)")
     train.add_argument("--miner", default=None, help="miner class name (--method supervised)")
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    train.add_argument(
+        "--num-workers",
+        type=non_negative_int,
+        default=0,
+        help="worker processes decoding an image folder (they persist across epochs); named "
+        "datasets are held in memory and need none",
+    )
     train.add_argument(
         "--steps-per-epoch", type=positive_int, default=None, help="cap on steps per epoch"
     )
@@ -354,6 +368,15 @@ def positive_int(text: str) -> int:
     return value
 
 
+def dataset_name_or_folder(text: str) -> str:
+    """A named dataset, or an existing folder of images."""
+    if text in DATASET_NAMES or Path(text).is_dir():
+        return text
+    raise argparse.ArgumentTypeError(
+        f"expected one of {', '.join(DATASET_NAMES)} or an image folder, got {text!r}"
+    )
+
+
 def non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -425,6 +448,7 @@ def run_train_command(args) -> int:
         out=args.out,
         seed=args.seed,
         device=args.device,
+        num_workers=args.num_workers,
         resume=False if args.no_resume else "auto",
         progress=not args.json,
         steps_per_epoch=args.steps_per_epoch,

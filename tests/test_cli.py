@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from metricssl.cli import main
+from metricssl.ssl import datasets
+from metricssl.ssl import trainer as trainer_module
 
 
 def test_demo_json_beats_raw_pixels(capsys):
@@ -70,6 +72,31 @@ def test_train_prints_metrics(tmp_path, capsys):
     assert main(argv + TINY_TRAIN) == 0
     out = capsys.readouterr().out
     assert "loss:" in out and "knn_accuracy:" in out and "last.pt" in out
+
+
+def test_train_on_an_image_folder_with_workers(tmp_path, capsys, monkeypatch):
+    pil = pytest.importorskip("PIL.Image")
+    folder = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (folder / cls).mkdir(parents=True)
+        for i in range(16):
+            image = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            pil.fromarray(image).save(folder / cls / f"{i}.png")
+    seen = []
+    real = datasets.resolve_data
+
+    def recording(dataset, *args, **kwargs):
+        data = real(dataset, *args, **kwargs)
+        seen.append(data.num_workers)
+        return data
+
+    monkeypatch.setattr(trainer_module, "resolve_data", recording)
+    argv = ["train", "--method", "simclr", "--dataset", str(folder), "--out", str(tmp_path)]
+    tiny = ["--epochs", "1", "--batch-size", "8", "--steps-per-epoch", "2", "--device", "cpu"]
+    assert main(argv + tiny + ["--num-workers", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["step"] == 2
+    assert seen == [2]
 
 
 def test_embed_writes_npy_and_safetensors(checkpoint, tmp_path, capsys):
@@ -148,6 +175,7 @@ def test_bad_values_exit_2_with_one_line(argv, message, capsys):
         ["train", "--method", "mae", "--dataset", "digits"],
         ["train", "--method", "simclr", "--dataset", "imagenet"],
         ["train", "--method", "simclr", "--dataset", "digits", "--lr", "-1"],
+        ["train", "--method", "simclr", "--dataset", "digits", "--num-workers", "-1"],
         ["evaluate", "--dataset", "digits"],
         [
             "plot",

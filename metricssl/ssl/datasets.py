@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import random
+import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..data.array_dataset import ArrayDataset
 from ..data.cifar import load_cifar10, load_cifar100
@@ -73,15 +77,25 @@ def load_dataset(
 class ImageData:
     """Images in memory (``images``) or behind a Dataset (``dataset``), with optional labels.
 
-    ``batches(indices, batch_size)`` yields uint8 (B, C, H, W) image batches and label
-    batches (or None) in the order of ``indices``; in-memory images are gathered by indexing
-    (no per-item Python work), a Dataset goes through a DataLoader with ``num_workers``.
+    ``batches(indices, batch_size, device)`` yields uint8 (B, C, H, W) image batches and label
+    batches (or None) in the order of ``indices``, on ``device`` (default: where they are).
+    In-memory images are gathered by indexing (no per-item Python work). A Dataset goes
+    through one DataLoader with ``num_workers`` processes, kept for every later call, so the
+    workers start once, not once per epoch. Towards a CUDA device batches are gathered into
+    pinned memory and copied without blocking the host.
+
+    The items of a Dataset are read with Python's, NumPy's and torch's CPU random generators
+    seeded from the batch's indices (and restored afterwards), so a Dataset with random
+    transforms gives the same batch whatever ``num_workers`` is, which worker reads it, or
+    whether the run was resumed.
     """
 
     images: torch.Tensor | None
     labels: torch.Tensor | None
     dataset: Dataset | None = None
     num_workers: int = 0
+    _loader: DataLoader | None = field(default=None, init=False, repr=False, compare=False)
+    _loader_busy: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.images) if self.images is not None else len(self.dataset)
@@ -99,21 +113,118 @@ class ImageData:
         return ImageData(None, labels, subset, self.num_workers)
 
     def batches(
-        self, indices: torch.Tensor, batch_size: int
+        self,
+        indices: torch.Tensor,
+        batch_size: int,
+        device: torch.device | str | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        device = None if device is None else torch.device(device)
+        pin = device is not None and device.type == "cuda"
         chunks = torch.split(indices, batch_size)
         if self.images is not None:
             for idx in chunks:
-                yield self.images[idx], None if self.labels is None else self.labels[idx]
+                images = _gather(self.images, idx, pin)
+                labels = None if self.labels is None else _gather(self.labels, idx, pin)
+                yield _moved(images, device), _moved(labels, device)
             return
-        loader = DataLoader(
-            self.dataset,
-            batch_sampler=[c.tolist() for c in chunks],
+        batch_list = [_SeededBatch(c.tolist()) for c in chunks]
+        # One DataLoader serves every pass; a pass that starts while another is still being
+        # read (nested use) gets a loader of its own, as resetting the shared one would cut
+        # the other short.
+        nested = self._loader_busy
+        loader = self._make_loader(pin) if nested else self._shared_loader(pin)
+        loader.batch_sampler.batches = batch_list
+        if not nested:
+            self._loader_busy = True
+        try:
+            for images, idx in zip(loader, chunks):
+                labels = None if self.labels is None else _gather(self.labels, idx, pin)
+                yield _moved(images, device), _moved(labels, device)
+        finally:
+            if not nested:
+                self._loader_busy = False
+
+    def _shared_loader(self, pin: bool) -> DataLoader:
+        if self._loader is None or self._loader.pin_memory != pin:
+            self._loader = self._make_loader(pin)
+        return self._loader
+
+    def _make_loader(self, pin: bool) -> DataLoader:
+        return DataLoader(
+            _SeededItems(self.dataset),
+            batch_sampler=_PassBatches(),
             num_workers=self.num_workers,
             collate_fn=_collate,
+            pin_memory=pin,
+            persistent_workers=self.num_workers > 0,
+            # Its own generator: every pass draws the workers' base seed from it, which would
+            # otherwise advance torch's global generator (and the model's random numbers).
+            generator=torch.Generator().manual_seed(0),
         )
-        for images, idx in zip(loader, chunks):
-            yield images, None if self.labels is None else self.labels[idx]
+
+
+def _gather(source: torch.Tensor, idx: torch.Tensor, pin: bool) -> torch.Tensor:
+    """``source[idx]``, written straight into pinned memory when ``pin``: a copy from there
+    to the GPU runs without blocking the host (pinned blocks come from torch's caching host
+    allocator, which reuses one only after its copy has finished)."""
+    if not pin:
+        return source[idx]
+    out = torch.empty((len(idx), *source.shape[1:]), dtype=source.dtype, pin_memory=True)
+    return torch.index_select(source, 0, idx, out=out)
+
+
+def _moved(x: torch.Tensor | None, device: torch.device | None) -> torch.Tensor | None:
+    return x if x is None or device is None else x.to(device, non_blocking=True)
+
+
+class _SeededBatch(list):
+    """A batch of dataset indices and the seed its items are read with."""
+
+    def __init__(self, indices: list[int]):
+        super().__init__(indices)
+        digest = hashlib.blake2b(struct.pack(f"<{len(indices)}q", *indices), digest_size=8)
+        self.seed = int.from_bytes(digest.digest(), "little") >> 1  # below 2**63
+
+
+class _PassBatches(Sampler):
+    """The batches of the current pass, set before each pass: the DataLoader and its
+    persistent workers stay, the order changes."""
+
+    def __init__(self):
+        self.batches: list[_SeededBatch] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _SeededItems(Dataset):
+    """The items of ``dataset``, a batch at a time, with the random generators a transform
+    may draw from seeded by the batch (and restored afterwards, which matters when the
+    DataLoader reads in the main process)."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return self.dataset[index]
+
+    def __getitems__(self, batch: _SeededBatch) -> list:
+        states = random.getstate(), np.random.get_state(), torch.default_generator.get_state()
+        random.seed(batch.seed)
+        np.random.seed(batch.seed % 2**32)
+        torch.default_generator.manual_seed(batch.seed)
+        try:
+            return [self.dataset[i] for i in batch]
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+            torch.default_generator.set_state(states[2])
 
 
 def _item_image(item) -> torch.Tensor:

@@ -706,7 +706,8 @@ class Trainer:
         cuda = self.device.type == "cuda"
         started = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
-        stream = self.train_data.batches(batches.reshape(-1), self.batch_size)
+        # Batches arrive on the device (pinned, non-blocking copies towards CUDA).
+        stream = self.train_data.batches(batches.reshape(-1), self.batch_size, self.device)
         for micro, (images, labels) in enumerate(stream):
             # On CUDA, timing needs synchronisations: measure one step in N.
             timing = not cuda or micro % _CUDA_TIMING_EVERY == 0

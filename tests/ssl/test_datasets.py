@@ -1,10 +1,14 @@
 """Training data: names, folders, pairs, Datasets; batches in a given order."""
 
+import os
+import random
+
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import Dataset
 
+from metricssl.ssl import datasets
 from metricssl.ssl.datasets import DATASETS, load_dataset, resolve_data
 
 
@@ -65,3 +69,94 @@ def test_image_folder(tmp_path):
     data = resolve_data(str(tmp_path))
     assert len(data) == 6 and data.input_shape == (3, 5, 5)
     assert data.labels.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+class Noisy(Dataset):
+    """Items drawn from all three random generators, and the process that read them."""
+
+    def __len__(self):
+        return 20
+
+    def __getitem__(self, i):
+        noise = torch.randint(0, 256, (1, 2, 2), dtype=torch.uint8)
+        extra = int(np.random.randint(0, 100)) + random.randint(0, 100)
+        image = noise.clone()
+        image[0, 0, 0] = i
+        return image, extra + 1000 * (os.getpid() % 1000)
+
+
+def read_all(data, order, batch_size=4):
+    return [images for images, _ in data.batches(order, batch_size)]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_random_items_depend_on_the_batch_only(num_workers):
+    """Same batches for 0 or 2 workers, for a fresh ImageData (a resumed run) and in a later
+    pass; the main process's random generators are left as they were."""
+    order = torch.randperm(20, generator=torch.Generator().manual_seed(0))
+    reference = read_all(resolve_data(Noisy(), num_workers=0), order)
+    data = resolve_data(Noisy(), num_workers=num_workers)
+    torch.manual_seed(5)
+    before = torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+    first = read_all(data, order)
+    second = read_all(data, order.flip(0))
+    assert torch.equal(torch.get_rng_state(), before[0])
+    assert np.array_equal(np.random.get_state()[1], before[1]) and random.getstate() == before[2]
+    for a, b in zip(first, reference):
+        assert torch.equal(a, b)
+    assert [b[:, 0, 0, 0].tolist() for b in first] == [c.tolist() for c in order.split(4)]
+    # A batch's items differ from another batch's (the seed follows the indices).
+    again = read_all(resolve_data(Noisy(), num_workers=0), order.flip(0))
+    for a, b in zip(second, again):
+        assert torch.equal(a, b)
+    assert not torch.equal(first[0][:, :, 1], second[0][:, :, 1])
+
+
+def test_one_loader_and_its_workers_serve_every_pass():
+    data = resolve_data(Noisy(), num_workers=2)
+    pids = []
+    for seed in range(3):
+        order = torch.randperm(20, generator=torch.Generator().manual_seed(seed))
+        loader_before = data._loader
+        assert len(list(data.batches(order, 5))) == 4
+        assert data._loader is not None
+        if seed:
+            assert data._loader is loader_before
+        workers = data._loader._iterator._workers
+        pids.append(sorted(w.pid for w in workers))
+    assert pids[0] == pids[1] == pids[2] and len(pids[0]) == 2
+
+
+def test_a_pass_inside_a_pass_gets_its_own_loader():
+    data = resolve_data(Pairs())
+    outer = []
+    for images, _ in data.batches(torch.tensor([0, 1, 2, 3, 4, 5]), 2):
+        inner = [im[:, 0, 0, 0].tolist() for im, _ in data.batches(torch.tensor([5, 4]), 1)]
+        assert inner == [[5], [4]]
+        outer.append(images[:, 0, 0, 0].tolist())
+    assert outer == [[0, 1], [2, 3], [4, 5]]
+
+
+def test_batches_on_a_device_and_pinned_towards_cuda(monkeypatch):
+    images = torch.arange(6 * 4, dtype=torch.uint8).reshape(6, 1, 2, 2)
+    data = resolve_data((images, torch.arange(6) % 2))
+    ((got, labels),) = list(data.batches(torch.tensor([3, 1, 0]), 3, device="cpu"))
+    assert torch.equal(got, images[[3, 1, 0]]) and labels.tolist() == [1, 1, 0]
+    loader_data = resolve_data(Pairs(), num_workers=0)
+    assert loader_data._shared_loader(pin=True).pin_memory
+    assert not loader_data._shared_loader(pin=False).pin_memory
+    # Towards CUDA the in-memory gather writes into pinned memory (recorded here: this
+    # machine may have no CUDA to pin with).
+    pinned = []
+    real_empty = torch.empty
+
+    def empty(*args, pin_memory=False, **kwargs):
+        pinned.append(pin_memory)
+        return real_empty(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "empty", empty)
+    moved = []
+    monkeypatch.setattr(datasets, "_moved", lambda x, device: moved.append(device) or x)
+    ((got, labels),) = list(data.batches(torch.tensor([3, 1, 0]), 3, device="cuda"))
+    assert torch.equal(got, images[[3, 1, 0]]) and labels.tolist() == [1, 1, 0]
+    assert pinned == [True, True] and [d.type for d in moved] == ["cuda", "cuda"]
