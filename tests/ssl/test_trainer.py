@@ -4,8 +4,6 @@ tensors made on the batch's device, no host synchronisation in a step."""
 
 import csv
 import math
-import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from metricssl.ssl.method import Batch, SSLMethod
 from metricssl.ssl.monitor import CollapseWarning
 from metricssl.ssl.registry import METHODS
 from metricssl.ssl.trainer import Trainer
+from tests.host_reads import host_read_sites
 from tests.ssl.fake_cuda import FakeCuda, philox_state
 
 SMALL = {
@@ -439,35 +438,8 @@ def test_a_step_makes_its_tensors_on_the_batch_device(name, tmp_path):
     assert {k: v.device.type for k, v in out.items()} == dict.fromkeys(out, "cpu")
 
 
-_HOST_READS = ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
-
-
-@contextmanager
-def host_reads():
-    """Every read of a tensor's value by the host (a synchronisation on a GPU), as
-    ``(method, file, line)`` of the caller."""
-    found = []
-    originals = {name: getattr(torch.Tensor, name) for name in _HOST_READS}
-
-    def counting(name, original):
-        def read(tensor, *args, **kwargs):
-            caller = sys._getframe(1)
-            found.append((name, caller.f_code.co_filename, caller.f_lineno))
-            return original(tensor, *args, **kwargs)
-
-        return read
-
-    for name, original in originals.items():
-        setattr(torch.Tensor, name, counting(name, original))
-    try:
-        yield found
-    finally:
-        for name, original in originals.items():
-            setattr(torch.Tensor, name, original)
-
-
 @pytest.mark.parametrize("name", ["supervised", "moco"])
-def test_a_training_step_does_not_wait_for_the_device(name, tmp_path):
+def test_a_training_step_does_not_wait_for_the_device(name, tmp_path, monkeypatch):
     """The Trainer's step (forward, backward, optimizer, schedule, momentum update) and the
     methods' own code read no tensor value on the host: on a GPU each read waits for every
     queued kernel. Reads inside the losses, miners and argument checks are not counted (the
@@ -476,7 +448,7 @@ def test_a_training_step_does_not_wait_for_the_device(name, tmp_path):
     if name == "supervised":
         assert trainer.method.miner is not None  # the default set-up mines
     batches = first_batches(trainer, count=3)
-    with host_reads() as reads:
+    with host_read_sites(monkeypatch) as reads:
         for micro, batch in enumerate(batches):
             out = trainer._forward_backward(batch, micro, check=False)
     assert trainer.step == 3 and "loss" in out
