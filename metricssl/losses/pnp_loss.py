@@ -93,7 +93,7 @@ class PNPLoss(BaseMetricLossFunction):
         reject_ref_emb(embeddings, labels, ref_emb, ref_labels, name)
         pos, neg = pos_neg_masks(labels)
         has_pos = pos.any(dim=1)
-        if not bool(has_pos.any()) or not bool(neg.any()):
+        if not bool(has_pos.any() & neg.any()):  # one host read (a CUDA sync) for both
             # No positive to rank, or no negative to rank above one: every f(R) is f(0),
             # a constant, and the loss is 0 (1 - 1 for "Dq").
             return self.zero_losses()

@@ -123,7 +123,8 @@ class SupConLoss(GenericPairLoss):
 
     def _supcon(self, mat, pos, neg):
         # PML gives a zero loss unless the batch has at least one positive and one negative.
-        if not (bool(pos.any()) and bool(neg.any())):
+        # One host read for both (each is a device synchronisation on CUDA).
+        if not bool(pos.any() & neg.any()):
             return self.zero_losses()
         x = mat.to(c_f.accumulation_dtype(mat.dtype))
         x = x / (self.temperature if self.distance.is_inverted else -self.temperature)

@@ -8,6 +8,7 @@ from pytorch_metric_learning import regularizers as pml_regularizers
 from metricssl import distances, regularizers
 from metricssl.losses.pnp_loss import PNPLoss
 from metricssl.utils import chunking
+from tests.host_reads import count_host_reads
 from tests.parity import LAYOUTS, loss_parity, make_labels, random_embeddings
 
 VARIANTS = ["O", "Ds", "Dq", "Iu", "Ib"]
@@ -123,3 +124,13 @@ def test_bad_inputs():
         loss(x, labels, (torch.tensor([0]), torch.tensor([1]), torch.tensor([2])))
     with pytest.raises(TypeError, match="labels"):
         loss(x, labels.float())
+
+
+def test_the_zero_loss_check_reads_the_device_once(monkeypatch):
+    """PML's zero loss without a positive or a negative: both found in one host read (each
+    read is a device synchronisation on CUDA)."""
+    x, labels = random_embeddings(16, 8, torch.float32, seed=0), torch.arange(16) % 4
+    with count_host_reads(monkeypatch) as reads:
+        loss = PNPLoss()(x, labels)
+    assert reads["__bool__"] == 1, reads
+    assert loss > 0
