@@ -438,12 +438,13 @@ def test_a_step_makes_its_tensors_on_the_batch_device(name, tmp_path):
     assert {k: v.device.type for k, v in out.items()} == dict.fromkeys(out, "cpu")
 
 
-@pytest.mark.parametrize("name", ["supervised", "moco"])
+@pytest.mark.parametrize("name", sorted(METHODS))
 def test_a_training_step_does_not_wait_for_the_device(name, tmp_path, monkeypatch):
     """The Trainer's step (forward, backward, optimizer, schedule, momentum update) and the
     methods' own code read no tensor value on the host: on a GPU each read waits for every
     queued kernel. Reads inside the losses, miners and argument checks are not counted (the
-    supervised step's default MultiSimilarityMiner and loss make some)."""
+    supervised step's default MultiSimilarityMiner and loss make some), nor NPID's
+    ``loss="nce"``, which asks each step whether its normaliser is estimated."""
     trainer = make(name, tmp_path, epochs=1)
     if name == "supervised":
         assert trainer.method.miner is not None  # the default set-up mines
