@@ -11,6 +11,7 @@ from functools import partial
 
 import torch
 
+from metricssl.augment import base
 from metricssl.augment import random as rnd
 from metricssl.augment.base import RandomTransform, apply_where, per_sample
 from metricssl.augment.checks import check_color_channels, check_range
@@ -111,14 +112,15 @@ class ColorJitter(RandomTransform):
 
     Every adjustment clamps to [0, 1], as torchvision's does, so the order matters. The batch
     goes through as many stages as there are adjustments; at each stage every jittered sample
-    applies the adjustment its own permutation puts there. Brightness, contrast and
-    saturation are one formula, ``clamp(f * x + (1 - f) * base)`` with ``base`` 0, the mean of
-    the grayscale image or the grayscale image, so a stage evaluates it once for the whole
-    batch with per-sample ``f`` and ``base``; hue runs on the samples that rotate their hue at
-    that stage (see :func:`~metricssl.augment.base.apply_where` for how samples are
-    selected). On a device that is 4 blend and 4 hue passes over the batch (~280 tensor ops)
-    instead of one pass per (stage, adjustment) pair (16 passes, ~350 ops), with the same
-    values.
+    applies the adjustment its own permutation puts there. On the CPU, where selecting
+    samples is free and arithmetic is what costs, each adjustment runs on exactly the
+    samples that apply it at that stage (see :func:`~metricssl.augment.base.apply_where`).
+    On a device, where every selection would be a synchronisation and every op a launch,
+    brightness, contrast and saturation are one formula, ``clamp(f * x + (1 - f) * base)``
+    with ``base`` 0, the mean of the grayscale image or the grayscale image, evaluated once
+    per stage for the whole batch with per-sample ``f`` and ``base``, and hue once per stage:
+    8 passes over the batch (~275 tensor ops for the four adjustments) instead of one per
+    (stage, adjustment) pair (16 passes, ~350 ops). Both give the same values.
 
     The jitter of SimCLR (Chen et al., "A simple framework for contrastive learning of visual
     representations", ICML 2020).
@@ -156,14 +158,21 @@ class ColorJitter(RandomTransform):
         # The draws, in this order, are the random sequence of a seed: keep them as they are.
         n, device = images.shape[0], images.device
         on = rnd.coin(n, self.p, device, generator)
-        factors = torch.stack(
-            [rnd.uniform(n, *ranges[name], device, generator) for name in ops]
-        ).to(images.dtype)
+        factors = [rnd.uniform(n, *ranges[name], device, generator) for name in ops]
+        factors = [f.to(images.dtype) for f in factors]
         order = rnd.permutations(n, len(ops), device, generator)
+        images = images.clone()  # every stage writes into this copy, not the caller's tensor
+        if base._select_samples(images):
+            for k in range(len(ops)):
+                for j, name in enumerate(ops):
+                    sel = on & (order[:, k] == j)
+                    images = apply_where(images, sel, _ADJUST[name], factors[j], inplace=True)
+            return images
+
         # Row k of each (stages, N) table: what every sample does at stage k. Built on the
         # device from the draws (a table made on the host would need a synchronising copy).
         op_at = order.T
-        factor_at = factors.gather(0, op_at)
+        factor_at = torch.stack(factors).gather(0, op_at)
 
         def does(name: str) -> torch.Tensor:
             return op_at == (ops.index(name) if name in ops else -1)
@@ -171,7 +180,6 @@ class ColorJitter(RandomTransform):
         to_mean, to_gray, hue_at = does("contrast"), does("saturation"), does("hue")
         blend_at, hue_at = on & ~hue_at, on & hue_at
         blend = partial(_blend, mean="contrast" in ops, gray="saturation" in ops)
-        images = images.clone()  # every stage writes into this copy, not the caller's tensor
         for k in range(len(ops)):
             if ops != ["hue"]:
                 images = apply_where(
@@ -186,6 +194,14 @@ class ColorJitter(RandomTransform):
             f"brightness={self.brightness}, contrast={self.contrast}, "
             f"saturation={self.saturation}, hue={self.hue}, p={self.p}"
         )
+
+
+_ADJUST = {
+    "brightness": adjust_brightness,
+    "contrast": adjust_contrast,
+    "saturation": adjust_saturation,
+    "hue": shift_hue,
+}
 
 
 def _blend(
