@@ -118,7 +118,7 @@ def _dense_codes(labels: torch.Tensor) -> tuple[torch.Tensor, int]:
         if span <= max(4 * labels.shape[0], 1 << 16):
             # Integer ids in a compact range: rank them with a presence table, O(n + span),
             # much faster than the sort behind torch.unique.
-            shifted = (labels - lo).long()
+            shifted = labels.long() - lo  # widen first: int8/int16 differences would wrap
             present = torch.zeros(span, dtype=torch.long, device=labels.device)
             present[shifted] = 1
             rank = present.cumsum(0) - 1

@@ -25,9 +25,6 @@ explicitly at the end of the file:
   TypeError (no neighbours); we compute it;
 - NaN/Inf embeddings: we raise ValueError;
 - NMI/AMI: the k-means seeding differs from PML's by design, so they are not compared.
-
-int8/int16 labels whose range is wider than the dtype's maximum are also left out of the
-generated space: they hit a bug of ours (see ``test_int8_int16_labels_wider_than_dtype_range``).
 """
 
 import contextlib
@@ -83,7 +80,6 @@ LABEL_VALUES = {
     "bool": (False, True),
 }
 LABEL_DTYPES = tuple(LABEL_VALUES)
-NARROW_SIGNED = {"int8": 127, "int16": 32_767}
 
 
 def _encode(values, library: str, dtype: str):
@@ -104,14 +100,6 @@ def _holds(values, dtype: str) -> bool:
     return bool(np.array_equal(back, values))
 
 
-def _label_dtype_ok(dtype: str, example_labels) -> bool:
-    """int8/int16 labels whose range (over the whole example) exceeds the dtype's maximum hit
-    the known bug tested at the end of this file; every other dtype that holds them is fine."""
-    if dtype not in NARROW_SIGNED:
-        return True
-    return float(np.ptp(example_labels)) <= NARROW_SIGNED[dtype]
-
-
 @st.composite
 def encodings(draw, values, example_labels=None):
     """A (library, dtype) that stores ``values`` exactly: embeddings, or labels when
@@ -120,7 +108,7 @@ def encodings(draw, values, example_labels=None):
     if example_labels is None:
         candidates = (TORCH_FLOATS if library == "torch" else NUMPY_FLOATS) + INTEGERS
     else:
-        candidates = [d for d in LABEL_DTYPES if _label_dtype_ok(d, example_labels)]
+        candidates = list(LABEL_DTYPES)
     return library, draw(st.sampled_from([d for d in candidates if _holds(values, d)]))
 
 
@@ -446,19 +434,14 @@ def test_clustering_metrics_on_tiny_separated_classes():
     assert out == pytest.approx({"AMI": 1.0, "NMI": 1.0})
 
 
-# -- known bugs ----------------------------------------------------------------------------------
+# -- found by these properties ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: metricssl.eval.inputs._dense_codes computes labels - min in the labels' own "
-    "int8/int16 dtype, which wraps when max - min exceeds the dtype's maximum, so distinct "
-    "labels get one class code (with -1 present: 0 and 127 in int8, 0 and 32767 in int16)",
-)
 @pytest.mark.parametrize("library", ["torch", "numpy"])
 @pytest.mark.parametrize("labels", [[-1, 0, 127, -1], [-1, 0, 32_767, -1]], ids=["int8", "int16"])
 def test_int8_int16_labels_wider_than_dtype_range(labels, library):
+    # Label codes were once computed as labels - min in int8/int16, which wrapped: 0 and 127
+    # (int8, with -1 present) got one class code.
     dtype = "int8" if max(labels) == 127 else "int16"
     emb = _encode(ONE_D, library, "float32")
     y = _encode(np.asarray(labels), library, dtype)
