@@ -161,17 +161,23 @@ class ReferenceSet:
     def size(self) -> int:
         return self.vectors.shape[0]
 
-    def distances(self, queries: torch.Tensor) -> torch.Tensor:
-        """(len(queries), size) float32 block; smaller means closer."""
+    def distances(self, queries: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """(len(queries), size) float32 block; smaller means closer.
+
+        ``out``: a (len(queries), size) float32 buffer to write into. A chunked search reuses
+        one: a fresh block of hundreds of MB per chunk costs the kernel's page faults on every
+        first touch (as much as the matrix product itself at d = 64).
+        """
         if self.metric == "l2":
             # FAISS's formula and order of operations: (|q|^2 + |r|^2) - 2 q.r, then clamp at 0
             # (identical vectors can round to a tiny negative value).
-            block = squared_norms(queries, "query")[:, None] + self.sq_norms[None, :]
+            q_norms = squared_norms(queries, "query")[:, None]
+            block = torch.add(q_norms, self.sq_norms[None, :], out=out)
             return block.addmm_(queries, self.vectors.T, alpha=-2).clamp_(min=0)
         if self.metric == "ip":
-            return torch.mm(queries, self.vectors.T).neg_()
+            return torch.mm(queries, self.vectors.T, out=out).neg_()
         q = F.normalize(queries, dim=1)
-        return torch.mm(q, self.vectors.T).mul_(self._neg_inv_norms[None, :])
+        return torch.mm(q, self.vectors.T, out=out).mul_(self._neg_inv_norms[None, :])
 
     def uses_faiss(self, k: int, n_queries: int) -> bool:
         """Whether :meth:`faiss_nearest` serves ``k`` neighbours of ``n_queries`` queries.
@@ -332,7 +338,7 @@ def _keys_below_threshold(block: torch.Tensor, k: int, nonnegative: bool) -> tor
     with :func:`_keys_by_topk`.
     """
     rows, n = block.shape
-    m = min(_THRESHOLD_SAMPLE, n)
+    m = min(_THRESHOLD_SAMPLE, n // 8)  # a sample near the row's size costs a row's topk
     p = k / n
     want = math.ceil(m * p + _THRESHOLD_SIGMAS * math.sqrt(m * p * (1 - p))) + 1
     # Not worth it when most of the row would be kept; and the keys' low bits hold the flat
@@ -440,6 +446,10 @@ def iter_neighbors(
         block = max(faiss.cvar.distance_compute_blas_query_bs, 2 * faiss_min_rows(query.shape[1]))
         max_rows = min(max_rows, block)
     chunks = balanced_chunks(n_q, max_rows)
+    # One distance buffer per search, made on first use and reused by every chunk after it
+    # (see ReferenceSet.distances).
+    largest_chunk = max((c.stop - c.start for c in chunks), default=0)
+    buffers: list[torch.Tensor | None] = [None] * len(searches)
     show = progress if progress is not None else (n_q * n_ref >= _PROGRESS_MIN_WORK)
     bar = tqdm(total=n_q, desc=desc, unit="query", disable=not show or len(chunks) < 2)
     try:
@@ -449,11 +459,13 @@ def iter_neighbors(
                 torch.arange(rows.start, rows.stop, device=query.device) if exclude_self else None
             )
             results = []
-            for s in searches:
+            for i, s in enumerate(searches):
                 if s.reference.uses_faiss(s.k, rows.stop - rows.start):
                     results.append(s.reference.faiss_nearest(q, s.k, self_cols))
                     continue
-                block = s.reference.distances(q)
+                if buffers[i] is None:
+                    buffers[i] = torch.empty(largest_chunk, n_ref, device=query.device)
+                block = s.reference.distances(q, out=buffers[i][: q.shape[0]])
                 nonnegative = s.reference.metric == "l2"
                 results.append(nearest(block, s.k, self_cols, nonnegative, s.want_values))
             yield rows, results
