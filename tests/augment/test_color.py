@@ -2,7 +2,6 @@ import colorsys
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from metricssl.augment import base
 from metricssl.augment import random as rnd
@@ -15,6 +14,7 @@ from metricssl.augment.color import (
     rgb_to_grayscale,
     shift_hue,
 )
+from tests.augment.op_count import CountOps
 
 
 def colorsys_hue(images, shift):
@@ -280,18 +280,6 @@ def test_jitter_equals_frozen_outputs_of_the_staged_implementation(channels, see
     out = ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8)(x, torch.Generator().manual_seed(seed))
     expected = torch.tensor(FROZEN_JITTER[channels, seed], dtype=torch.float64).view_as(x)
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-15)
-
-
-class CountOps(TorchDispatchMode):
-    """Counts the aten operations dispatched inside the block."""
-
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.count += 1
-        return func(*args, **(kwargs or {}))
 
 
 def test_jitter_op_count_on_the_device_path(monkeypatch):
