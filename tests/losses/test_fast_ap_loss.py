@@ -10,6 +10,7 @@ from pytorch_metric_learning import reducers as pml_reducers
 
 from metricssl import distances, reducers
 from metricssl.losses.fast_ap_loss import FastAPLoss
+from tests.host_reads import count_host_reads
 from tests.parity import LAYOUTS, loss_parity, make_labels, random_embeddings
 
 
@@ -137,3 +138,14 @@ def test_bad_inputs():
         loss(x, labels, (torch.tensor([0]), torch.tensor([1]), torch.tensor([9])))
     with pytest.raises(ValueError, match="2D"):
         loss(torch.randn(6), labels)
+
+
+def test_the_zero_loss_check_reads_the_device_once(monkeypatch):
+    """One host read (a synchronisation on CUDA) decides PML's zero loss, with or without
+    positives (selecting the queries with positives syncs inside torch, not counted here)."""
+    x = random_embeddings(16, 8, torch.float32, seed=0)
+    for labels, expect_zero in ((torch.arange(16) % 4, False), (torch.arange(16), True)):
+        with count_host_reads(monkeypatch) as reads:
+            loss = FastAPLoss()(x, labels)
+        assert reads["__bool__"] == 1, reads
+        assert (loss == 0) == expect_zero
