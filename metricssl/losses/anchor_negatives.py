@@ -74,6 +74,8 @@ class NegativeRowsPairLoss(GenericPairLoss):
                 losses = self._pair_losses(mat, neg, rows, cols, mat)
                 total, count = fused.partial(losses, pos & neg.any())
                 return {"loss": fused.loss_entry(total, count, embeddings)}
+            # Without a fused reducer the pairs are listed (torch.where waits for the device
+            # anyway); the read after it finds the device idle. PML's zero-loss rule.
             a1, p = torch.where(pos)
             if len(a1) == 0 or not bool(neg.any()):
                 return self.zero_losses()

@@ -134,6 +134,7 @@ class AngularLoss(BaseMetricLossFunction):
                 )
                 angles = torch.atan(ap_dist / (2 * nc_sq.clamp(min=0).sqrt()))
                 total += angles[keep[a1[rows]]].sum().double()
+            # A host read (a CUDA sync) only with collect_stats, as in PML.
             self.average_angle = math.degrees((total / count.clamp(min=1)).item())
 
 
@@ -149,6 +150,8 @@ def _log1p_sum_exp(u, v, c, keep, a1, p, labels, ref_labels):
     u_shift = torch.where(torch.isfinite(u_shift), u_shift, torch.zeros_like(u_shift))
     v_shift = v.detach().amax(dim=1, keepdim=True)
     eu, ev = torch.exp(u - u_shift), torch.exp(v - v_shift)
+    # One host read picks the algorithm: a miner's or the labels' pairs share a label and
+    # take the per-class products; the read is cheap next to the N x M work either way.
     if bool((labels[a1] == ref_labels[p]).all()):
         sums = _same_label_pair_dots(eu, ev, labels, ref_labels, a1, p)
     else:  # hand-made pairs across labels: the whole N x M product

@@ -133,6 +133,8 @@ class DynamicSoftMarginLoss(BaseMetricLossFunction):
         return idx.long(), u - idx
 
     def _momentum(self) -> float:
+        # A host read per call: the histogram's state after a NaN batch is known only on the
+        # device, and this loss reads sizes (k below) from the device anyway.
         return self.momentum if bool(self.hist_.sum() != 0) else 1.0
 
     def _updated_histogram(self, lower, upper, momentum):
@@ -203,7 +205,7 @@ class DynamicSoftMarginLoss(BaseMetricLossFunction):
         dist = self.distance(embeddings, ref_emb)
         dist = dist.to(c_f.accumulation_dtype(dist.dtype))
         pos, neg = pos_neg_masks(labels, ref_labels)
-        k = int(pos.sum(dim=1).max())
+        k = int(pos.sum(dim=1).max())  # a shape: it must come to the host
         if k == 0 or not bool(neg.any()):
             return self.zero_losses()
         nb, device = self.num_bins, dist.device

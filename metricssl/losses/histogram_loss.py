@@ -144,7 +144,7 @@ def _pairs_from_labels(labels):
     """The unordered pairs of all (a, p, n) triplets, from masks; None if there is none."""
     pos, neg = pos_neg_masks(labels)
     has_pos, has_neg = pos.any(dim=1), neg.any(dim=1)
-    if not bool((has_pos & has_neg).any()):
+    if not bool((has_pos & has_neg).any()):  # host read: torch.where below needs one anyway
         return None
     upper = torch.ones_like(pos).triu_(diagonal=1)
     # (a, p) is in a triplet when a has a negative; (p, a) likewise: one member suffices.

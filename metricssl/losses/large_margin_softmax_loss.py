@@ -114,7 +114,7 @@ class LargeMarginSoftmaxLoss(SoftmaxClassificationLoss):
         # inside keeps the gradient finite; elsewhere the values are PML's.
         eps = torch.finfo(cosine_of_target_classes.dtype).eps
         angles = torch.acos(cosine_of_target_classes.clamp(-1 + eps, 1 - eps))
-        if self.collect_stats:
+        if self.collect_stats:  # a host read (a CUDA sync) only then, as in PML
             with torch.no_grad():
                 self.avg_angle = math.degrees(torch.mean(angles).item())
         return angles

@@ -27,6 +27,7 @@ class _SymmetricInverse(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a):
         chol, info = torch.linalg.cholesky_ex(a)
+        # One host read per inverse (of a small (k, k) matrix) to pick the fallback.
         inv = torch.linalg.inv_ex(a)[0] if bool(info.any()) else torch.cholesky_inverse(chol)
         ctx.save_for_backward(inv)
         return inv

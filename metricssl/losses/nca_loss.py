@@ -78,6 +78,8 @@ class _NCARowLosses(torch.autograd.Function):
                 torch.mul(pos, -b, out=block)
                 block.add_(a).mul_(prob)
             underflow = hp & (sum_pos < low_mass)
+            # A host read per block: rows whose mass underflows are recomputed in log space,
+            # and which rows those are decides the shapes of that work.
             if bool(underflow.any()):
                 redo = torch.where(underflow)[0]
                 x = mat[rows][redo].to(acc) * scale

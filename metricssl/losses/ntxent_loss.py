@@ -111,6 +111,8 @@ class NTXentLoss(GenericPairLoss):
             losses = F.softplus(lse_neg - logits)
             total, count = fused.partial(losses, pos)
             return {"loss": fused.loss_entry(total, count, embeddings)}
+        # Without a fused reducer the pairs are listed (torch.where waits for the device
+        # anyway); the read after it finds the device idle. PML's zero-loss rule.
         a1, p = torch.where(pos)
         if len(a1) == 0 or not bool(neg.any()):
             return self.zero_losses()

@@ -82,6 +82,7 @@ class SmoothAPLoss(BaseMetricLossFunction):
         require_labels(labels, name)
         reject_ref_emb(embeddings, labels, ref_emb, ref_labels, name)
         _, group, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+        # Host reads: a bad batch must raise here, and the class size is a shape.
         if len(counts) > 1 and bool((counts != counts[0]).any()):
             raise ValueError(
                 f"{name}: every class in the batch must have the same number of samples, "

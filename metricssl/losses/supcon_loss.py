@@ -160,6 +160,7 @@ def _check_multi_hot(labels, n: int, name: str, embeddings_name: str) -> None:
         raise ValueError(f"{name} has {labels.shape[0]} rows but {embeddings_name} has {n}")
     if labels.is_complex():
         raise TypeError(f"multi-hot {name} must be bool, integer or float, got {labels.dtype}")
+    # A host read for float/int multi-hot labels only: bad values must raise here.
     if labels.dtype != torch.bool and not bool(((labels == 0) | (labels == 1)).all()):
         raise ValueError(f"multi-hot {name} must hold only 0 and 1")
 

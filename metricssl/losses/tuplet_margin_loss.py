@@ -89,7 +89,7 @@ class TupletMarginLoss(NegativeRowsPairLoss):
         return torch.where(has, losses, torch.zeros_like(losses))
 
     def _set_stats(self, mat, pos_pairs, neg_pairs):
-        if not self.collect_stats:
+        if not self.collect_stats:  # the host reads below happen only then, as in PML
             return
         with torch.no_grad():
             pos_angle = torch.mean(torch.acos(mat[pos_pairs].float())).item()
