@@ -297,7 +297,7 @@ class AccuracyCalculator:
         n = q.shape[0]
         ok = r.shape[0] >= n and ql.shape[1:] == rl.shape[1:] and bool((ql == rl[:n]).all())
         # PML's check (allclose), in row chunks to avoid full-size temporaries.
-        chunks = row_chunks(n, 12 * q.shape[1]) if ok else ()
+        chunks = row_chunks(n, 12 * q.shape[1], device=q.device) if ok else ()
         ok = ok and all(torch.allclose(q[rows], r[rows]) for rows in chunks)
         if not ok:
             raise ValueError(
@@ -473,7 +473,7 @@ class _Run:
 
     def _unit_norm(self) -> bool:
         def close(x):
-            for rows in row_chunks(x.shape[0], 4 * x.shape[1]):
+            for rows in row_chunks(x.shape[0], 4 * x.shape[1], device=x.device):
                 norms = torch.linalg.vector_norm(x[rows], dim=1)
                 if not bool(((norms - 1).abs() <= _UNIT_NORM_TOLERANCE).all()):
                     return False
@@ -528,7 +528,9 @@ class _Run:
         self.knn_indices = indices
         self.knn_distances = torch.as_tensor(distances, device=self.q.device)
         if self.ranking:
-            for rows in balanced_chunks(indices.shape[0], rows_per_chunk(48 * indices.shape[1])):
+            for rows in balanced_chunks(
+                indices.shape[0], rows_per_chunk(48 * indices.shape[1], device=indices.device)
+            ):
                 self._rank_chunk(rows, self._relevance(rows, indices[rows]))
 
     # -- results --------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache, cached_property
@@ -101,21 +101,17 @@ def key_columns(keys: torch.Tensor) -> torch.Tensor:
 def sort_rows_(keys: torch.Tensor) -> torch.Tensor:
     """Sort each row of an int64 tensor ascending, in place when possible; returns the result.
 
-    On CPU NumPy's sort (SIMD-accelerated for integers, and it releases the GIL) runs on row
-    blocks in parallel threads; elsewhere ``torch.sort``.
+    On CPU NumPy's sort (it releases the GIL) runs on row blocks in parallel threads;
+    elsewhere ``torch.sort``.
     """
     if keys.device.type != "cpu" or keys.shape[1] < 2:
         return torch.sort(keys, dim=1).values if keys.shape[1] > 1 else keys
     keys = keys.contiguous()
     arr = keys.numpy()
-    n_threads = max(1, min(torch.get_num_threads(), os.cpu_count() or 1, keys.shape[0]))
-    if n_threads == 1 or keys.numel() < 1 << 16:
+    if keys.numel() < 1 << 16:
         arr.sort(axis=1)
-        return keys
-    bounds = [round(i * keys.shape[0] / n_threads) for i in range(n_threads + 1)]
-    blocks = [arr[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-    with ThreadPoolExecutor(n_threads) as pool:
-        list(pool.map(lambda block: block.sort(axis=1), blocks))
+    else:
+        _run_threads(lambda block: arr[block.start : block.stop].sort(axis=1), keys.shape[0])
     return keys
 
 
@@ -125,7 +121,8 @@ def squared_norms(x: torch.Tensor, name: str) -> torch.Tensor:
     Raises ``ValueError`` when a norm is not finite: distances built from it would be NaN/Inf.
     """
     per_row = x.shape[1] * x.element_size()
-    norms = torch.cat([x[rows].pow(2).sum(dim=1) for rows in row_chunks(x.shape[0], per_row)])
+    chunks = row_chunks(x.shape[0], per_row, device=x.device)
+    norms = torch.cat([x[rows].pow(2).sum(dim=1) for rows in chunks])
     # Distances reach |q|^2 + |r|^2 <= 2 max|x|^2, which must stay finite in float32.
     if not bool(torch.isfinite(2 * norms.max())):
         raise ValueError(
@@ -248,8 +245,9 @@ class Neighbors(NamedTuple):
 
 
 # On CPU, for k at least this large, the k smallest of a row are found by a threshold from a
-# column sample plus one compare-and-compact pass (:func:`_keys_below_threshold`) rather than
-# by torch.topk, whose large-k selection costs ~5 ns per entry (10k x 60k, k = 6000: 2.3 s).
+# column sample, then a compare, compact and sort of each row in cache
+# (:func:`_keys_below_threshold`), rather than by torch.topk, whose large-k selection costs
+# ~5 ns per entry (10k x 60k, k = 6000: 2.3 s), followed by a sort of its output.
 _THRESHOLD_MIN_K = 256
 # Columns sampled to place the threshold, and its margin in binomial standard deviations:
 # with 3 sigma a row falls short (and is redone with torch.topk) about once in 700, and rows
@@ -331,55 +329,67 @@ def _keys_below_threshold(block: torch.Tensor, k: int, nonnegative: bool) -> tor
     """The sorted keys of the ``k`` smallest entries of each row, or None when not worth it.
 
     A cut per row is read off a column sample (its ``want``-th smallest value, ``want`` a few
-    standard deviations above the sample's expected count below the k-th value); one pass
-    keeps every entry at or below the cut, in row-major order, and each row's candidates are
-    sorted. A row with at least k candidates holds its k smallest keys exactly (anything left
-    out is larger than the cut, hence than its k-th value); rows that fall short are redone
-    with :func:`_keys_by_topk`.
+    standard deviations above the sample's expected count below the k-th value). Then, row by
+    row in NumPy threads (a row's entries, candidates and keys stay in cache): keep the
+    entries at or below the cut, make their keys, sort them, take the first k. A row with at
+    least k candidates holds its k smallest keys exactly (anything left out is larger than the
+    cut, hence than its k-th value); rows that fall short are redone with
+    :func:`_keys_by_topk`.
     """
     rows, n = block.shape
     m = min(_THRESHOLD_SAMPLE, n // 8)  # a sample near the row's size costs a row's topk
     p = k / n
     want = math.ceil(m * p + _THRESHOLD_SIGMAS * math.sqrt(m * p * (1 - p))) + 1
-    # Not worth it when most of the row would be kept; and the keys' low bits hold the flat
-    # position, which must stay below 2**32.
-    if want >= m // 2 or rows * n >= 1 << _LOW_BITS:
+    if want >= m // 2:  # most of the row would be kept: topk is as good
         return None
     sample = block[:, _sample_columns(n, m, block.device)]
-    cut = sample.topk(want, dim=1, largest=False, sorted=False).values.amax(dim=1)
-    # Flat positions, row-major: within a row they order like the columns (no division).
-    flat = (block <= cut[:, None]).view(-1).nonzero().squeeze(1)
-    bounds = torch.searchsorted(flat, torch.arange(0, (rows + 1) * n, n))
-    starts, counts = bounds[:-1], bounds.diff()
-    keys = sortable_keys(block.view(-1)[flat], flat, nonnegative)
-    _sort_segments_(keys, starts, counts)
-    # (A short row's slice runs into the next segment, or past the end: clamped, then redone.)
-    take = starts[:, None] + torch.arange(k)[None, :]
-    out = keys[take.clamp_(max=keys.numel() - 1)]
-    out -= torch.arange(0, rows * n, n)[:, None]  # flat positions back to columns
-    short = counts < k
-    if bool(short.any()):
-        redo = short.nonzero().squeeze(1)
+    cuts = sample.topk(want, dim=1, largest=False, sorted=False).values.amax(dim=1).numpy()
+    values = block.numpy()
+    out = torch.empty(rows, k, dtype=torch.int64)
+    out_np = out.numpy()
+    short = np.zeros(rows, dtype=bool)
+
+    def select(row_numbers: range) -> None:
+        for i in row_numbers:
+            row = values[i]
+            cols = np.flatnonzero(row <= cuts[i])
+            if cols.size < k:
+                short[i] = True
+                continue
+            keys = _sortable_keys_np(row[cols], cols, nonnegative)
+            keys.sort()
+            out_np[i] = keys[:k]
+
+    _run_threads(select, rows)
+    if short.any():
+        redo = torch.from_numpy(np.flatnonzero(short))
         out[redo] = _keys_by_topk(block[redo], k, nonnegative)
     return out
 
 
-def _sort_segments_(keys: torch.Tensor, starts: torch.Tensor, counts: torch.Tensor) -> None:
-    """Sort ``keys[start:start + count]`` in place for every segment (CPU, NumPy threads)."""
-    arr = keys.numpy()
-    bounds = [(int(a), int(a + c)) for a, c in zip(starts.tolist(), counts.tolist())]
+def _sortable_keys_np(values: np.ndarray, low_bits: np.ndarray, nonnegative: bool) -> np.ndarray:
+    """:func:`sortable_keys` of one CPU row, in NumPy (no per-call dispatch or thread pool)."""
+    if nonnegative:
+        bits = values.view(np.int32)
+    else:
+        bits = (values + np.float32(0.0)).view(np.int32)
+        bits = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+    keys = bits.astype(np.int64)
+    keys <<= _LOW_BITS
+    keys |= low_bits
+    return keys
 
-    def sort_all(segments):
-        for a, b in segments:
-            arr[a:b].sort()
 
-    n_threads = max(1, min(torch.get_num_threads(), os.cpu_count() or 1, len(bounds)))
+def _run_threads(work: Callable[[range], None], n_rows: int) -> None:
+    """``work`` over consecutive row ranges, one per thread, as many threads as torch uses
+    (NumPy's sort and array operations release the GIL)."""
+    n_threads = max(1, min(torch.get_num_threads(), os.cpu_count() or 1, n_rows))
     if n_threads == 1:
-        sort_all(bounds)
+        work(range(n_rows))
         return
-    parts = [bounds[i::n_threads] for i in range(n_threads)]
+    bounds = [round(i * n_rows / n_threads) for i in range(n_threads + 1)]
     with ThreadPoolExecutor(n_threads) as pool:
-        list(pool.map(sort_all, parts))
+        list(pool.map(work, [range(a, b) for a, b in zip(bounds[:-1], bounds[1:])]))
 
 
 @dataclass(frozen=True)
@@ -439,7 +449,7 @@ def iter_neighbors(
     via_faiss = all(s.reference.uses_faiss(s.k, n_q) for s in searches)
     per_row = max(search_bytes_per_row(n_ref, s.k, via_faiss) for s in searches)
     per_row += extra_bytes_per_row + 12 * sum(s.k for s in searches)  # + the caller's results
-    max_rows = rows_per_chunk(per_row)
+    max_rows = rows_per_chunk(per_row, device=query.device)  # CUDA: from its free memory
     if via_faiss:
         # Chunks as large as FAISS's query block (progress bars still move), and at least
         # twice its BLAS minimum so that every balanced chunk takes the BLAS path.

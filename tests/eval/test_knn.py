@@ -206,6 +206,15 @@ def test_threshold_sample_is_not_fooled_by_periodic_columns():
     assert torch.equal(found.columns, brute_force_block(block, 1500))
 
 
+def test_numpy_row_keys_equal_sortable_keys():
+    values = torch.tensor([0.5, -0.0, 0.0, -1.5, 2.0, -1.5, float("inf"), 1e-30, -1e-30, -3e38])
+    cols = torch.arange(len(values)) * 7
+    for nonnegative in (False, True):
+        v = values.abs() if nonnegative else values
+        ours = knn_module._sortable_keys_np(v.numpy(), cols.numpy(), nonnegative)
+        assert torch.equal(torch.from_numpy(ours), sortable_keys(v, cols, nonnegative))
+
+
 def test_sortable_keys_order_like_value_then_column():
     values = torch.tensor([0.5, -0.0, 0.0, -1.5, 2.0, -1.5, float("inf"), 1e-30, -1e-30])
     cols = torch.arange(len(values))
