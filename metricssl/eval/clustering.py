@@ -29,7 +29,8 @@ _SCORE_FUNCTIONS = {
 }
 
 
-def _float32_rows(embeddings, name: str) -> np.ndarray:
+def _float32_rows(embeddings, name: str) -> torch.Tensor:
+    """``embeddings`` as a checked float32 (n, d) tensor, on the device it came on."""
     t = to_tensor(embeddings, name)
     if t.ndim != 2 or t.shape[0] == 0:
         raise ValueError(f"{name} must be a non-empty 2D array, got shape {tuple(t.shape)}")
@@ -37,7 +38,7 @@ def _float32_rows(embeddings, name: str) -> np.ndarray:
         raise TypeError(f"{name} must hold real numbers, got dtype {t.dtype}")
     t = t.to(dtype=torch.float32)
     check_finite(t, name)
-    return np.ascontiguousarray(t.cpu().numpy())
+    return t
 
 
 def cluster(
@@ -78,7 +79,8 @@ def cluster(
         ) from None
     from ..index.faiss_gpu import faiss_gpu_count
 
-    x = _float32_rows(embeddings, "embeddings")
+    rows = _float32_rows(embeddings, "embeddings")
+    x = np.ascontiguousarray(rows.cpu().numpy())  # FAISS's k-means takes host arrays
     check_number("n_clusters", n_clusters, low=1, high=x.shape[0], integer=True)
     check_number("seed", seed, low=0, high=2**31 - 1, integer=True)
     check_number("niter", niter, low=1, integer=True)
@@ -89,7 +91,8 @@ def cluster(
         raise ValueError("use_gpu=True needs a FAISS build with GPU support and a CUDA device")
     n, d = x.shape
     generator = torch.Generator().manual_seed(seed)
-    init = greedy_kmeans_plus_plus(torch.from_numpy(x), n_clusters, generator)
+    # The seeding (n x k distances) runs where the embeddings are, e.g. on the GPU.
+    init = greedy_kmeans_plus_plus(rows, n_clusters, generator)
     kmeans = faiss.Kmeans(
         d,
         n_clusters,
@@ -101,7 +104,7 @@ def cluster(
         max_points_per_centroid=-(-n // n_clusters) + 1,
         min_points_per_centroid=1,
     )
-    kmeans.train(x, init_centroids=init.numpy())
+    kmeans.train(x, init_centroids=init.cpu().numpy())
     _, nearest = kmeans.index.search(x, 1)
     assignments = nearest[:, 0].astype(np.int64)
     centroids = np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
@@ -128,34 +131,39 @@ def greedy_kmeans_plus_plus(
     greedy choice makes a poor seeding (two centroids in one well-separated cluster) much less
     likely than with plain k-means++ or random points.
 
+    The work stays on ``x``'s device and reads nothing back to the host while it runs (the
+    random draws come from ``generator`` on the CPU and are copied over), so on a GPU it does
+    not wait for the device once per centroid.
+
     Args:
-        x: (n, d) float32 CPU tensor.
+        x: (n, d) float32 tensor, on any device.
         n_clusters: k.
-        generator: the random source.
+        generator: the random source (a CPU generator).
 
     Returns:
-        (k, d) float32 centroids (rows of ``x``).
+        (k, d) float32 centroids (rows of ``x``), on ``x``'s device.
     """
-    n = x.shape[0]
+    n, device = x.shape[0], x.device
     trials = 2 + int(math.log(n_clusters))
     x_sq = x.pow(2).sum(dim=1)
     first = int(torch.randint(n, (1,), generator=generator))
-    chosen = [first]
+    chosen = [torch.full((1,), first, device=device)]
     closest = _squared_distances(x, x_sq, x[first : first + 1])[:, 0]
     for _ in range(1, n_clusters):
         weights = closest.to(torch.float64).cumsum(0)
-        if float(weights[-1]) > 0:
-            draws = torch.rand(trials, generator=generator, dtype=torch.float64) * weights[-1]
-            candidates = torch.searchsorted(weights, draws, right=True).clamp_(max=n - 1)
-        else:  # every point already coincides with a centroid
-            candidates = torch.randint(n, (trials,), generator=generator)
+        total = weights[-1]
+        unit = torch.rand(trials, generator=generator, dtype=torch.float64).to(device)
+        drawn = torch.searchsorted(weights, unit * total, right=True).clamp_(max=n - 1)
+        # When every point already coincides with a centroid (total 0), any point will do.
+        anywhere = (unit * n).long().clamp_(max=n - 1)
+        candidates = torch.where(total > 0, drawn, anywhere)
         candidate_closest = torch.minimum(
             closest[:, None], _squared_distances(x, x_sq, x[candidates])
         )
-        best = int(candidate_closest.to(torch.float64).sum(dim=0).argmin())
-        chosen.append(int(candidates[best]))
-        closest = candidate_closest[:, best].contiguous()
-    return x[chosen].clone()
+        best = candidate_closest.to(torch.float64).sum(dim=0).argmin().view(1)
+        chosen.append(candidates[best])
+        closest = candidate_closest.index_select(1, best)[:, 0].contiguous()
+    return x[torch.cat(chosen)].clone()
 
 
 def _as_1d_codes(labels, name: str) -> np.ndarray:

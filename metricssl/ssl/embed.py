@@ -18,8 +18,9 @@ def embed_dataset(
     batch_size: int = 512,
     device: torch.device | str | None = None,
     progress: bool = False,
+    out_device: torch.device | str | None = "cpu",
 ) -> torch.Tensor:
-    """Features of every image, as a float32 CPU tensor (N, F).
+    """Features of every image, as a float32 tensor (N, F) on ``out_device``.
 
     The method runs in eval mode (BatchNorm uses its running statistics) and is put back in
     the mode it was in; images go through the method's clean transform, not its augmentation.
@@ -31,6 +32,8 @@ def embed_dataset(
         batch_size: images per forward pass.
         device: where to run (default: where the method's parameters are).
         progress: show a progress bar.
+        out_device: where the features are gathered (default the CPU; None: where they are
+            computed, so that evaluation on a GPU never copies them to the host and back).
 
     Example:
         >>> from metricssl.ssl.registry import build_method
@@ -53,6 +56,7 @@ def embed_dataset(
         param = next(iter(method.parameters()), None)
         device = param.device if param is not None else torch.device("cpu")
     device = torch.device(device)
+    gather = device if out_device is None else torch.device(out_device)
     was_training = method.training
     method.eval()
     out = []
@@ -60,7 +64,7 @@ def embed_dataset(
         bar = tqdm(total=len(data), desc="embed", unit="img", disable=not progress)
         for batch, _ in data.batches(torch.arange(len(data)), batch_size):
             features = method.embed(batch.to(device, non_blocking=True))
-            out.append(features.float().cpu())
+            out.append(features.float().to(gather, non_blocking=True))
             bar.update(len(batch))
         bar.close()
     finally:

@@ -837,7 +837,8 @@ class Trainer:
         return metrics
 
     def _features(self, data: ImageData) -> torch.Tensor:
-        return embed_dataset(self.method, data, self.eval_batch_size, self.device)
+        # Kept on the training device: the kNN check and diagnostics run there (one engine).
+        return embed_dataset(self.method, data, self.eval_batch_size, self.device, out_device=None)
 
     @staticmethod
     def _postfix(row: dict) -> str:

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from metricssl.eval.clustering import cluster, clustering_scores
+from metricssl.eval.clustering import cluster, clustering_scores, greedy_kmeans_plus_plus
+from tests.host_reads import count_host_reads
 
 
 def blobs(n_per, centres, seed):
@@ -62,3 +63,20 @@ def test_scores():
 def test_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_seeding_reads_nothing_back_while_it_runs(monkeypatch):
+    # On a GPU each read would wait for the device, once per centroid.
+    x, _ = blobs(40, 8, seed=3)
+    with count_host_reads(monkeypatch) as counts:
+        centres = greedy_kmeans_plus_plus(x, 8, torch.Generator().manual_seed(0))
+    assert sum(counts.values()) <= 1, counts  # the first draw, from the CPU generator
+    # One centre per planted cluster: every cluster holds exactly one chosen row.
+    nearest_blob = torch.cdist(centres, x).argmin(dim=1) // 40
+    assert sorted(nearest_blob.tolist()) == list(range(8))
+
+
+def test_seeding_of_identical_points_picks_rows():
+    x = torch.ones(5, 3)
+    centres = greedy_kmeans_plus_plus(x, 3, torch.Generator().manual_seed(1))
+    assert torch.equal(centres, torch.ones(3, 3))
