@@ -425,7 +425,29 @@ def section_train(cfg: Config, budget: Budget, device: str = "cuda") -> list[Row
     return rows
 
 
-def _train_one(name: str, cfg: Config, images, labels, device) -> Row:
+def section_layout(cfg: Config, budget: Budget, device: str = "cuda") -> list[Row]:
+    """SimCLR under AMP in both memory formats: does the Trainer's "auto" choice on CUDA
+    (channels-last under AMP, unmeasured so far) pay?"""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (cfg.train_images, 3, 32, 32), dtype=torch.uint8, generator=g)
+    labels = torch.arange(cfg.train_images) % 10
+    return [
+        _train_one("simclr", cfg, images, labels, device, memory_format=layout, section="layout")
+        for layout in ("channels_last", "contiguous")
+    ]
+
+
+def _train_one(
+    name: str,
+    cfg: Config,
+    images,
+    labels,
+    device,
+    memory_format: str = "auto",
+    section: str = "train",
+) -> Row:
     from metricssl.ssl.trainer import Trainer
 
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as out:
@@ -437,6 +459,7 @@ def _train_one(name: str, cfg: Config, images, labels, device) -> Row:
             batch_size=cfg.train_batch_size,
             device=device,
             amp="auto",
+            memory_format=memory_format,
             out=out,
             resume=False,
             progress=False,
@@ -450,9 +473,10 @@ def _train_one(name: str, cfg: Config, images, labels, device) -> Row:
             trainer.close()
     step_s = row["epoch_seconds"] / trainer.steps_per_epoch
     amp = str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else "off"
+    layout = trainer.hyper["memory_format"]
     return Row(
-        "train",
-        f"{name} (amp {amp}, batch {trainer.batch_size})",
+        section,
+        f"{name} (amp {amp}, {layout}, batch {trainer.batch_size})",
         device,
         seconds=step_s,
         result=f"{row['images_per_second']:,.0f} img/s, augmentation {100 * aug_s / step_s:.0f}%"
@@ -504,6 +528,7 @@ SECTIONS: tuple[tuple[str, Callable, float], ...] = (
     ("accuracy", section_accuracy, 60.0),
     ("index", section_index, 20.0),
     ("train", section_train, 30.0),
+    ("layout", section_layout, 20.0),
 )
 
 

@@ -152,9 +152,10 @@ class Trainer:
         amp: ``auto`` (bf16 on CUDA where supported, else fp16; off on CPU), ``off``,
             ``bf16`` or ``fp16`` (CUDA only).
         memory_format: layout of the model's convolution weights and of the views:
-            ``channels_last`` (NHWC), ``contiguous`` (NCHW) or ``auto``: channels-last on
-            CPU for a named backbone, where every method's step ran 1.12-1.34x faster with
-            the default models (BENCHMARKS.md), else contiguous. A backbone given
+            ``channels_last`` (NHWC), ``contiguous`` (NCHW) or ``auto``: channels-last for a
+            named backbone on CPU, where every method's step ran 1.12-1.34x faster with
+            the default models (BENCHMARKS.md), and on CUDA under AMP (tensor cores
+            convolve NHWC); else contiguous. A backbone given
             as a module stays contiguous under ``auto``: code such as ``x.view(n, -1)``
             after a convolution fails on a channels-last tensor.
         hparams: method hyper-parameters (temperature, queue_size, head widths, loss/miner
@@ -473,7 +474,13 @@ class Trainer:
     def _memory_format(self, choice: str, backbone) -> torch.memory_format:
         if choice == "auto":
             named = isinstance(backbone, str) and self.build_config is not None
-            choice = "channels_last" if named and self.device.type == "cpu" else "contiguous"
+            # CPU: measured (oneDNN, 1.12-1.34x). CUDA: only under AMP, where cuDNN's
+            # tensor-core convolutions work in NHWC and a contiguous input is transposed
+            # around each one (PyTorch's channels-last guidance); fp32 stays contiguous.
+            fast = self.device.type == "cpu" or (
+                self.device.type == "cuda" and self.amp_dtype is not None
+            )
+            choice = "channels_last" if named and fast else "contiguous"
         return torch.channels_last if choice == "channels_last" else torch.contiguous_format
 
     def _make_optimizer(self) -> torch.optim.Optimizer:

@@ -320,6 +320,22 @@ def test_memory_format(tmp_path):
         make("simclr", tmp_path / "bad", memory_format="nhwc")
 
 
+@pytest.mark.parametrize(
+    "device, amp, expected",
+    [
+        ("cpu", None, torch.channels_last),
+        ("cuda", torch.bfloat16, torch.channels_last),
+        ("cuda", torch.float16, torch.channels_last),
+        ("cuda", None, torch.contiguous_format),  # fp32 on CUDA: no tensor-core NHWC kernels
+    ],
+)
+def test_auto_memory_format_by_device_and_amp(tmp_path, device, amp, expected):
+    trainer = make("simclr", tmp_path, epochs=1)
+    trainer.device, trainer.amp_dtype = torch.device(device), amp  # the rule alone, no GPU
+    assert trainer._memory_format("auto", "small_cnn") == expected
+    assert trainer._memory_format("auto", nn.Conv2d(1, 1, 1)) == torch.contiguous_format
+
+
 def test_unlabelled_data_gets_diagnostics_without_knn(tmp_path):
     images, _ = tiny_data()
     trainer = make("vicreg", tmp_path, dataset=(images, None), epochs=1)
