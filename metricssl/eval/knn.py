@@ -286,7 +286,9 @@ def nearest(
         # match is never among the k <= n - 1 selected.
         block[torch.arange(rows, device=block.device), self_columns] = float("inf")
     keys = None
-    if k + 1 >= n:
+    if k + 1 >= n and block.device.type == "cpu":
+        keys = _smallest_keys_per_row(block, k, nonnegative)[0]
+    elif k + 1 >= n:
         keys = _sorted_keys(block, torch.arange(n, device=block.device), nonnegative)[:, :k]
     elif block.device.type == "cpu" and k >= _THRESHOLD_MIN_K:
         keys = _keys_below_threshold(block, k, nonnegative)
@@ -329,9 +331,8 @@ def _keys_below_threshold(block: torch.Tensor, k: int, nonnegative: bool) -> tor
     """The sorted keys of the ``k`` smallest entries of each row, or None when not worth it.
 
     A cut per row is read off a column sample (its ``want``-th smallest value, ``want`` a few
-    standard deviations above the sample's expected count below the k-th value). Then, row by
-    row in NumPy threads (a row's entries, candidates and keys stay in cache): keep the
-    entries at or below the cut, make their keys, sort them, take the first k. A row with at
+    standard deviations above the sample's expected count below the k-th value); each row's
+    entries at or below it are the candidates (:func:`_smallest_keys_per_row`). A row with at
     least k candidates holds its k smallest keys exactly (anything left out is larger than the
     cut, hence than its k-th value); rows that fall short are redone with
     :func:`_keys_by_topk`.
@@ -343,28 +344,50 @@ def _keys_below_threshold(block: torch.Tensor, k: int, nonnegative: bool) -> tor
     if want >= m // 2:  # most of the row would be kept: topk is as good
         return None
     sample = block[:, _sample_columns(n, m, block.device)]
-    cuts = sample.topk(want, dim=1, largest=False, sorted=False).values.amax(dim=1).numpy()
-    values = block.numpy()
-    out = torch.empty(rows, k, dtype=torch.int64)
-    out_np = out.numpy()
-    short = np.zeros(rows, dtype=bool)
-
-    def select(row_numbers: range) -> None:
-        for i in row_numbers:
-            row = values[i]
-            cols = np.flatnonzero(row <= cuts[i])
-            if cols.size < k:
-                short[i] = True
-                continue
-            keys = _sortable_keys_np(row[cols], cols, nonnegative)
-            keys.sort()
-            out_np[i] = keys[:k]
-
-    _run_threads(select, rows)
+    cuts = sample.topk(want, dim=1, largest=False, sorted=False).values.amax(dim=1)
+    out, short = _smallest_keys_per_row(block, k, nonnegative, cuts.numpy())
     if short.any():
         redo = torch.from_numpy(np.flatnonzero(short))
         out[redo] = _keys_by_topk(block[redo], k, nonnegative)
     return out
+
+
+def _smallest_keys_per_row(
+    block: torch.Tensor, k: int, nonnegative: bool, cuts: np.ndarray | None = None
+) -> tuple[torch.Tensor, np.ndarray]:
+    """The sorted keys of the ``k`` smallest entries of each row of a CPU block, row by row in
+    NumPy threads: a row's entries, candidates and keys stay in cache.
+
+    With ``cuts``, a row's candidates are its entries at or below its cut, and a row with fewer
+    than k of them is flagged in ``short`` (its output row is left undefined); without, every
+    entry is a candidate.
+
+    Returns:
+        ``(keys, short)``: (rows, k) int64 tensor and (rows,) bool array.
+    """
+    rows, n = block.shape
+    values = block.numpy()
+    out = torch.empty(rows, k, dtype=torch.int64)
+    out_np = out.numpy()
+    short = np.zeros(rows, dtype=bool)
+    every_column = np.arange(n)
+
+    def select(row_numbers: range) -> None:
+        for i in row_numbers:
+            row = values[i]
+            if cuts is None:
+                keys = _sortable_keys_np(row, every_column, nonnegative)
+            else:
+                cols = np.flatnonzero(row <= cuts[i])
+                if cols.size < k:
+                    short[i] = True
+                    continue
+                keys = _sortable_keys_np(row[cols], cols, nonnegative)
+            keys.sort()
+            out_np[i] = keys[:k]
+
+    _run_threads(select, rows)
+    return out, short
 
 
 def _sortable_keys_np(values: np.ndarray, low_bits: np.ndarray, nonnegative: bool) -> np.ndarray:

@@ -49,6 +49,12 @@ class RankedRelevance:
         return self.relevant.cumsum(dim=1, dtype=torch.int32)
 
     @cached_property
+    def hits(self) -> torch.Tensor:
+        """(queries, K) int32: at a relevant rank i, the relevant neighbours among the first i
+        (precision@i times i); 0 elsewhere."""
+        return torch.where(self.relevant, self.cumulative, 0)
+
+    @cached_property
     def first(self) -> torch.Tensor:
         """(queries,) rank (1-based) of the first relevant neighbour, 0 if none."""
         rank = self.relevant.to(torch.uint8).argmax(dim=1) + 1  # argmax: the first maximum
@@ -61,12 +67,12 @@ class RankedRelevance:
 
 def _sum_of_precisions(ranked: RankedRelevance, limit: torch.Tensor) -> torch.Tensor:
     """Per row: sum of precision@i over its relevant ranks i <= limit[row]."""
-    k = ranked.relevant.shape[1]
-    # precision@i at a relevant rank i is (relevant among the first i) / i.
-    hits = torch.where(ranked.relevant, ranked.cumulative, 0)
+    # Only the ranks some row counts (MAP@R over a full ranking: the first max R of them).
+    k = min(ranked.relevant.shape[1], int(limit.max())) if limit.numel() else 0
+    hits = ranked.hits[:, :k]
     if bool((limit < k).any()):
         ranks = torch.arange(1, k + 1, device=limit.device)
-        hits.masked_fill_(ranks[None, :] > limit[:, None], 0)
+        hits = hits.masked_fill(ranks[None, :] > limit[:, None], 0)
     inverse_ranks = 1.0 / torch.arange(1, k + 1, dtype=torch.float64, device=limit.device)
     return hits.to(torch.float64) @ inverse_ranks
 
