@@ -72,15 +72,19 @@ def download_url(
     sha256: str | None = None,
     progress: bool = True,
     timeout: float = 60.0,
+    allow_unverified: bool = False,
 ) -> Path:
     """Download ``url`` to ``dest`` and check its MD5 and/or SHA-256 before keeping it.
 
     Args:
         url: an http(s) or file URL.
         dest: the final file path; its folder is created.
-        md5, sha256: expected hex digests; at least one is required.
+        md5, sha256: expected hex digests; at least one is required (see allow_unverified).
         progress: show a tqdm progress bar.
         timeout: socket timeout in seconds.
+        allow_unverified: accept neither md5 nor sha256, for a file whose publisher gives no
+            checksum; the caller must then check the content itself (an archive's own CRCs,
+            the files it must hold).
 
     Returns:
         ``dest`` as a Path. On a checksum mismatch nothing is written and ValueError is raised;
@@ -95,7 +99,10 @@ def download_url(
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in _SCHEMES:
         raise ValueError(f"url must use one of {_SCHEMES}, got {url!r}")
-    _check_expected(md5, sha256)
+    if not isinstance(allow_unverified, bool):
+        raise TypeError(f"allow_unverified must be a bool, got {allow_unverified!r}")
+    if not (allow_unverified and md5 is None and sha256 is None):
+        _check_expected(md5, sha256)
     if not (isinstance(timeout, (int, float)) and timeout > 0):
         raise ValueError(f"timeout must be a positive number, got {timeout!r}")
     from tqdm.auto import tqdm

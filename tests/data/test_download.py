@@ -69,3 +69,16 @@ def test_verify_checksums_and_file_digest(source):
         verify_checksums(source, md5="1" * 32)
     with pytest.raises(ValueError, match="md5 or sha256"):
         verify_checksums(source)
+
+
+def test_allow_unverified_downloads_without_a_checksum_only_when_asked(tmp_path, source):
+    dest = tmp_path / "payload.bin"
+    with pytest.raises(ValueError, match="md5 or sha256"):
+        download_url(source.as_uri(), dest, progress=False)
+    assert download_url(source.as_uri(), dest, progress=False, allow_unverified=True) == dest
+    assert dest.read_bytes() == PAYLOAD
+    # a checksum that is given is still checked
+    with pytest.raises(ValueError, match="checksum"):
+        download_url(source.as_uri(), dest, md5="0" * 32, allow_unverified=True, progress=False)
+    with pytest.raises(TypeError, match="allow_unverified"):
+        download_url(source.as_uri(), dest, allow_unverified="yes", progress=False)
