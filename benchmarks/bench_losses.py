@@ -302,6 +302,16 @@ def make_inputs(case: Case, n: int, dim: int, m: int, seed: int, device: str):
     return emb.to(device), labels.to(device)
 
 
+def call_loss(case: Case, module, embeddings, labels):
+    """A loss or regularizer called the way its case lays out the inputs."""
+    if case.kind == "regularizer":
+        return module(embeddings)
+    if case.views_as_ref:
+        half = len(embeddings) // 2
+        return module(embeddings[:half], ref_emb=embeddings[half:])
+    return module(embeddings, labels if case.use_labels else None)
+
+
 def _fingerprint(keys):
     """An order-free hash of a multiset of int64 keys (splitmix-style mixing, summed)."""
     import numpy as np
@@ -357,13 +367,7 @@ def make_workload(args: dict) -> Workload:
             if torch.is_tensor(getattr(module, "hist_", None)):
                 # PML's DynamicSoftMarginLoss keeps its histogram attached to the last graph.
                 module.hist_ = module.hist_.detach()
-            if case.kind == "regularizer":
-                loss = module(leaf)
-            elif case.views_as_ref:
-                half = len(leaf) // 2
-                loss = module(leaf[:half], ref_emb=leaf[half:])
-            else:
-                loss = module(leaf, labels if case.use_labels else None)
+            loss = call_loss(case, module, leaf, labels)
             loss.backward()
             return loss.detach()
 
