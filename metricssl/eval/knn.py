@@ -9,23 +9,28 @@ example duplicated embeddings), and a plain value sort gives the (distance, inde
 Per query chunk:
 
 1. one BLAS matmul gives the chunk's distances to every reference (squared L2 as FAISS computes
-   it, ``|q|^2 + |r|^2 - 2 q.r`` clamped at 0, or negated cosine similarity). Every input
-   (integer, float64, numpy) is searched as float32, as PML's FAISS search does: there is no
-   second arithmetic whose ties or rounding could disagree with it;
-2. ``torch.topk`` picks the k+1 smallest; when the k-th and (k+1)-th distances differ, the k
-   smallest are exactly determined and only their keys are sorted; the rare rows where they tie
-   are redone exactly from the keys of the whole row;
-3. when k covers (nearly) every reference, the keys of the whole row are sorted instead; then
-   one bit of per-pair data (the caller's "is this reference relevant to this query") can ride
-   in the key below the index, so the sorted keys directly give it in rank order.
+   it, ``|q|^2 + |r|^2 - 2 q.r`` clamped at 0, or negated cosine similarity / inner product),
+   into one buffer reused by every chunk. Every input (integer, float64, numpy) is searched as
+   float32, as PML's FAISS search does: there is no second arithmetic whose ties or rounding
+   could disagree with it;
+2. the k smallest of each row, by one of these, all ending in sorted keys:
 
-On CPU, float L2 data and small k (<= 64) go to FAISS's own flat search instead
-(:meth:`ReferenceSet.faiss_nearest`, BLAS blocks + a k-heap per query, about twice as fast as
-matmul + topk there); its heap keeps equal distances in index order, so the order is the same.
+   - CPU, k >= 256: a cut per row read off a random sample of columns; each row's entries at
+     or below it are keyed and sorted in cache, row by row in NumPy threads; a row whose cut
+     fell short (rare) is redone by the next path;
+   - ``torch.topk`` of the k+1 smallest (CUDA; CPU with k < 256): when the k-th and (k+1)-th
+     distances differ, the k smallest are exactly determined and only their keys are sorted;
+     the rare rows where they tie are redone from the keys of the whole row;
+   - when k covers (nearly) every reference, the keys of the whole row are sorted;
 
-Chunks are sized by the package memory budget (:mod:`metricssl.utils.chunking`), so memory is
-O(chunk x references), never O(queries x references). On CPU the key sort uses NumPy's
-vectorised sort on several threads; on CUDA everything stays in torch on the device.
+3. on CPU, float L2 data and small k (<= 64) go to FAISS's own flat search instead
+   (:meth:`ReferenceSet.faiss_nearest`, BLAS blocks + a k-heap per query, about twice as fast
+   as matmul + topk there); its heap keeps equal distances in index order, so the order is the
+   same.
+
+Chunks are sized by the memory budget of the query's device (:mod:`metricssl.utils.chunking`;
+on CUDA a share of its free memory), so memory is O(chunk x references), never
+O(queries x references); on CUDA everything stays in torch on the device.
 
 Self-matches (``exclude_self=True``: query row i is reference row i) are left out, which gives
 the same neighbours as PML's "search k+1 and drop the query itself".
