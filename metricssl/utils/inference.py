@@ -543,47 +543,61 @@ class CustomKNN:
 class FaissKMeans:
     """k-means clustering of embeddings: ``kmeans(x, nmb_clusters)`` -> cluster id per row.
 
-    A drop-in for PML's ``FaissKMeans`` (usable as ``AccuracyCalculator(kmeans_func=...)``),
-    backed by :func:`metricssl.eval.clustering.cluster`: greedy k-means++ seeding and FAISS's
-    Lloyd iterations on every point (PML's draws random initial centroids and lets FAISS
-    subsample 256 points per centroid). Returns int64 cluster ids on ``x``'s device.
-
-    PML passes any keyword to ``faiss.Kmeans``; here the arguments are explicit, with FAISS's
-    defaults: ``niter``, ``seed`` and ``gpu``. Other FAISS options are refused (TypeError).
+    PML's ``FaissKMeans``: every keyword argument goes to ``faiss.Kmeans(d, nmb_clusters,
+    **kwargs)`` (``niter``, ``nredo``, ``verbose``, ``seed``, ``gpu``, ``spherical``,
+    ``max_points_per_centroid``, ... -- FAISS's defaults otherwise, so its random initial
+    centroids drawn from ``seed`` = 1234 and its subsampling to 256 points per centroid), which
+    trains on a float32 copy of ``x``; each row gets its nearest centroid. The same kwargs give
+    PML's cluster ids, and so PML's NMI/AMI through ``AccuracyCalculator(kmeans_func=...)``.
+    Returns int64 ids on ``x``'s device. (:func:`metricssl.eval.clustering.cluster` is the
+    k-means++-seeded clustering on every point that ``AccuracyCalculator`` runs without a
+    ``kmeans_func``.)
 
     Args:
-        niter: Lloyd iterations.
-        seed: seed of the k-means++ draws (and of FAISS).
-        gpu: train on the GPU (needs a FAISS GPU build and a CUDA device).
+        **kwargs: fields of ``faiss.ClusteringParameters``, or ``gpu``. An unknown name is
+            refused here (TypeError naming it) rather than when clustering (PML: an
+            AttributeError from FAISS).
 
     Example:
         >>> import torch
         >>> from metricssl.utils.inference import FaissKMeans
         >>> x = torch.cat([torch.randn(50, 4), torch.randn(50, 4) + 20])
-        >>> ids = FaissKMeans()(x, 2)
+        >>> ids = FaissKMeans(niter=20)(x, 2)
         >>> int(ids[:50].unique().numel()), bool(ids[0] != ids[-1])
         (1, True)
     """
 
-    def __init__(self, niter: int = 25, seed: int = 1234, gpu: bool = False):
-        check_number("niter", niter, low=1, integer=True)
-        check_number("seed", seed, low=0, high=2**31 - 1, integer=True)
-        _check_flag("gpu", gpu)
-        self.niter = niter
-        self.seed = seed
-        self.gpu = gpu
+    def __init__(self, **kwargs):
+        _check_kmeans_kwargs(kwargs)
+        self.kwargs = kwargs
 
     def __call__(self, x, nmb_clusters: int) -> torch.Tensor:
-        from ..eval.clustering import cluster
+        import faiss
 
         x = _as_search_input(x)
         _check_2d("x", x)
-        c_f.LOGGER.info("running k-means clustering with k=%d", nmb_clusters)
-        c_f.LOGGER.info("embedding dimensionality is %d", x.shape[1])
-        assignments, _ = cluster(
-            x, nmb_clusters, seed=self.seed, niter=self.niter, use_gpu=self.gpu
-        )
-        return assignments
+        check_number("nmb_clusters", nmb_clusters, low=1, high=x.shape[0], integer=True)
+        data = np.ascontiguousarray(c_f.to_numpy(x), dtype=np.float32)
+        c_f.LOGGER.info(f"running k-means clustering with k={nmb_clusters}")
+        c_f.LOGGER.info(f"embedding dimensionality is {data.shape[1]}")
+        kmeans = faiss.Kmeans(data.shape[1], nmb_clusters, **self.kwargs)
+        kmeans.train(data)
+        _, nearest_centroid = kmeans.index.search(data, 1)
+        return torch.from_numpy(nearest_centroid[:, 0].astype(np.int64)).to(x.device)
+
+
+def _check_kmeans_kwargs(kwargs) -> None:
+    try:
+        import faiss
+    except ImportError:  # checked when clustering, which needs FAISS anyway
+        return
+    fields = faiss.ClusteringParameters()
+    for name in kwargs:
+        if name not in ("gpu", "progressive_dim_steps") and not hasattr(fields, name):
+            raise TypeError(
+                f"FaissKMeans got an unknown keyword argument {name!r}: not a field of "
+                "faiss.ClusteringParameters (niter, nredo, verbose, seed, spherical, ...) or gpu"
+            )
 
 
 def run_pca(x: torch.Tensor, output_dimensionality: int) -> torch.Tensor:

@@ -15,7 +15,6 @@ from metricssl import distances as metricssl_distances
 from metricssl.distances.cosine_similarity import CosineSimilarity
 from metricssl.distances.lp_distance import LpDistance
 from metricssl.eval.accuracy_calculator import AccuracyCalculator
-from metricssl.eval.clustering import clustering_scores
 from metricssl.eval.knn import knn
 from metricssl.index.embedding_index import EmbeddingIndex
 from metricssl.utils import inference
@@ -321,20 +320,31 @@ def test_get_topk_matches_pml():
     assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
 
 
-def test_faiss_kmeans():
+@pytest.mark.parametrize("kwargs", [{}, {"niter": 20}, {"niter": 5, "nredo": 3, "seed": 7}])
+def test_faiss_kmeans(kwargs):
+    # PML's kwargs go to faiss.Kmeans with PML's seeding: the same ids, and so the same
+    # NMI/AMI through AccuracyCalculator(kmeans_func=...).
     g = torch.Generator().manual_seed(0)
     truth = torch.arange(4).repeat_interleave(30)
-    x = torch.randn(120, 6, generator=g) + 12 * torch.randn(4, 6, generator=g)[truth]
-    ours = inference.FaissKMeans()(x, 4)
-    theirs = pml.FaissKMeans()(x, 4)
-    assert ours.dtype == theirs.dtype == torch.int64 and ours.shape == theirs.shape
-    assert clustering_scores(truth, ours)["NMI"] == pytest.approx(1.0)
-    # Reproducible (seeded), and numpy input works as PML's does.
-    assert torch.equal(ours, inference.FaissKMeans()(x, 4))
-    with pytest.raises(TypeError, match="gpu"):
-        inference.FaissKMeans(gpu=1)
-    with pytest.raises(ValueError, match="niter"):
-        inference.FaissKMeans(niter=0)
+    x = torch.randn(120, 6, generator=g) + 2 * torch.randn(4, 6, generator=g)[truth]
+    ours = inference.FaissKMeans(**kwargs)(x, 4)
+    theirs = pml.FaissKMeans(**kwargs)(x, 4)
+    assert ours.dtype == theirs.dtype == torch.int64 and torch.equal(ours, theirs)
+    assert torch.equal(inference.FaissKMeans(**kwargs)(x.numpy(), 4), ours)
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator as PMLCalc
+
+    from metricssl.eval import AccuracyCalculator
+
+    ours = AccuracyCalculator(include=("NMI", "AMI"), kmeans_func=inference.FaissKMeans(**kwargs))
+    theirs = PMLCalc(include=("NMI", "AMI"), kmeans_func=pml.FaissKMeans(**kwargs))
+    assert ours.get_accuracy(x, truth) == theirs.get_accuracy(x, truth)
+
+
+def test_faiss_kmeans_refuses_unknown_keywords():
+    with pytest.raises(TypeError, match="nitr"):
+        inference.FaissKMeans(nitr=3)
+    with pytest.raises(ValueError, match="nmb_clusters"):
+        inference.FaissKMeans()(torch.randn(3, 2), 4)
 
 
 def test_run_pca_matches_pml():
