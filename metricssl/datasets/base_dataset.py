@@ -21,6 +21,7 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import IO
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -132,14 +133,17 @@ class BaseDataset(Dataset, ABC):
             label = self.target_transform(label)
         return image, label
 
-    def _metadata_lines(self, *parts: str) -> Iterator[tuple[int, str]]:
-        """(1-based line number, line without its newline) of a metadata file under root."""
+    def _open_metadata(self, *parts: str) -> IO[str]:
+        """A metadata file under root, opened as text; a clear error when it is missing."""
         path = os.path.join(self.root, *parts)
         try:
-            f = open(path, encoding="utf-8")
+            return open(path, encoding="utf-8")
         except FileNotFoundError:
             raise self._missing(path) from None
-        with f:
+
+    def _metadata_lines(self, *parts: str) -> Iterator[tuple[int, str]]:
+        """(1-based line number, line without its newline) of a metadata file under root."""
+        with self._open_metadata(*parts) as f:
             for number, line in enumerate(f, start=1):
                 yield number, line.rstrip("\n")
 

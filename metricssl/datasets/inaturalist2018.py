@@ -17,8 +17,8 @@ class INaturalist2018(BaseDataset):
     and Smooth-AP's ``Inat_dataset_splits/Inaturalist_{train,test}_set1.txt`` (one image
     path a line, as the JSON files name it).
 
-    Splits: ``"train"`` and ``"test"`` list the images of Smooth-AP's split files in their
-    order; ``"train+test"`` is train then test. Labels are the ``category_id`` of each
+    Splits: ``"train"`` (325,846 images) and ``"test"`` (136,093) list the images of
+    Smooth-AP's split files in their order; ``"train+test"`` is train then test. Labels are the ``category_id`` of each
     image in the competition's annotations. ``download=True`` fetches the images (about
     120 GB) and both annotation archives from the competition's S3 bucket, checking the
     MD5s published in https://github.com/visipedia/inat_comp/tree/master/2018, and the
@@ -49,7 +49,8 @@ class INaturalist2018(BaseDataset):
         path_to_id, id_to_label = {}, {}
         # val before train, so that on a (never seen) clash train's entry wins, as in PML.
         for name in ("val2018.json", "train2018.json"):
-            annotations = self._load_json(name)
+            with self._open_metadata(name) as f:
+                annotations = json.load(f)
             path_to_id.update((x["file_name"], x["id"]) for x in annotations["images"])
             id_to_label.update(
                 (x["image_id"], x["category_id"]) for x in annotations["annotations"]
@@ -67,15 +68,6 @@ class INaturalist2018(BaseDataset):
                     )
                 self.paths.append(os.path.join(self.root, path))
                 self.labels.append(id_to_label[image_id])
-
-    def _load_json(self, name: str) -> dict:
-        path = os.path.join(self.root, name)
-        try:
-            f = open(path, encoding="utf-8")
-        except FileNotFoundError:
-            raise self._missing(path) from None
-        with f:
-            return json.load(f)
 
     def download_and_remove(self) -> None:
         archives = [
