@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import torch
 
+from ..utils import common_functions as c_f
 from ..utils.chunking import row_chunks, rows_per_chunk
 from ..utils.validation import check_number
 from . import retrieval_metrics as rm
@@ -208,6 +209,29 @@ class AccuracyCalculator:
     def get_curr_metrics(self) -> list[str]:
         return list(self.curr_metrics)
 
+    def get_function_dict(self, include=(), exclude=()) -> dict[str, Callable]:
+        """PML's ``{metric name: function}`` for ``include`` minus ``exclude``.
+
+        With no ``include``, the metrics the calculator computes by default (PML's set, and
+        ``calculate_<name>`` methods of a subclass); names in PML's order (sorted). A
+        subclass's metric maps to its bound ``calculate_<name>`` method, as in PML; a built-in
+        one to a function ``f(query, query_labels, reference=None, reference_labels=None,
+        ref_includes_query=False) -> value`` computing that metric alone (PML's built-ins take
+        the k-NN labels instead; here one search engine computes them). Unknown names raise
+        ``ValueError`` (PML drops them silently).
+
+        Example:
+            >>> from metricssl.eval import AccuracyCalculator
+            >>> calc = AccuracyCalculator(exclude=("NMI", "AMI"))
+            >>> list(calc.get_function_dict(exclude=("r_precision",)))
+            ['mean_average_precision', 'mean_average_precision_at_r', 'mean_reciprocal_rank', 'precision_at_1']
+        """
+        functions = {}
+        for name in sorted(self._select(include, exclude)):
+            custom = getattr(self, _CUSTOM_PREFIX + name, None)
+            functions[name] = custom if custom is not None else _MetricFunction(self, name)
+        return functions
+
     def requires_clustering(self) -> list[str]:
         return list(_CLUSTERING)
 
@@ -306,6 +330,41 @@ class AccuracyCalculator:
             )
 
 
+class _MetricFunction:
+    """One built-in metric of a calculator, as a function (see ``get_function_dict``)."""
+
+    def __init__(self, calc: AccuracyCalculator, name: str):
+        self.calc = calc
+        self.name = name
+
+    def __call__(
+        self, query, query_labels, reference=None, reference_labels=None, ref_includes_query=False
+    ):
+        # get_accuracy records the metrics of its call; this lookup must not change them.
+        current = self.calc.curr_metrics
+        try:
+            return self.calc.get_accuracy(
+                query,
+                query_labels,
+                reference,
+                reference_labels,
+                ref_includes_query,
+                include=(self.name,),
+            )[self.name]
+        finally:
+            self.calc.curr_metrics = current
+
+    def __repr__(self) -> str:
+        return f"<{self.name} of {type(self.calc).__name__}>"
+
+
+def _warn(message: str, stacklevel: int) -> None:
+    """A Python warning (our callers' filters) and, as PML, a warning on PML's logger
+    (``common_functions.LOGGER``, read now: ``set_logger_name`` may have replaced it)."""
+    warnings.warn(message, stacklevel=stacklevel + 1)
+    c_f.LOGGER.warning(message)
+
+
 class _Run:
     """The state of one ``get_accuracy`` call."""
 
@@ -368,7 +427,7 @@ class _Run:
         self.class_codes = inverse
         self.num_k = self._determine_k(int(counts.max()))
         if not bool(self.not_lone.any()):
-            warnings.warn("None of the query labels are in the reference set.", stacklevel=4)
+            _warn("None of the query labels are in the reference set.", stacklevel=4)
 
     def _determine_k(self, max_bin_count: int) -> int:
         k = self.calc.k
@@ -379,7 +438,7 @@ class _Run:
         if k < max_bin_count:
             at_r = sorted({"r_precision", "mean_average_precision_at_r"} & set(self.metrics))
             if at_r:
-                warnings.warn(
+                _warn(
                     f"You are computing {at_r}, but k ({k}) is less than the max bin count "
                     f"({max_bin_count}), so their values will be incorrect; set "
                     "k='max_bin_count'. For MAP@k rather than MAP@R, use "
@@ -387,7 +446,7 @@ class _Run:
                     stacklevel=5,
                 )
         if k > self.available:
-            warnings.warn(
+            _warn(
                 f"k={k} exceeds the {self.available} references available to each query; "
                 f"using k={self.available} (PML would pad with index -1 and return wrong values)",
                 stacklevel=5,

@@ -415,3 +415,61 @@ def test_issue_reproducer_self_is_the_item_removed_among_ties(emb):
     calc = AccuracyCalculator(include=("precision_at_1",))
     assert calc.get_accuracy(emb, labels) == {"precision_at_1": 0.0}
     assert_parity(emb, labels, include=("precision_at_1",))
+
+
+def test_k_warnings_are_also_logged_on_pmls_logger(caplog):
+    # PML logs these warnings (c_f.LOGGER.warning); code that captures logs must see ours too.
+    from metricssl.utils import common_functions as c_f
+
+    x, y = _data(40, 3, 2, seed=19)
+    with caplog.at_level(logging.WARNING, logger=c_f.LOGGER_NAME):
+        with pytest.warns(UserWarning, match="max bin count"):
+            AccuracyCalculator(include=("r_precision",), k=2).get_accuracy(x, y)
+    assert [r.name for r in caplog.records] == [c_f.LOGGER_NAME]
+    assert "max bin count" in caplog.records[0].getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=c_f.LOGGER_NAME):
+        with pytest.warns(UserWarning, match="None of the query labels"):
+            AccuracyCalculator(include=("precision_at_1",)).get_accuracy(
+                x[:5], torch.zeros(5), x[5:], torch.ones(35)
+            )
+    assert "None of the query labels" in caplog.text
+
+
+class _WithCustomMetric(AccuracyCalculator):
+    def calculate_fancy(self, knn_labels, query_labels, **kwargs):
+        return 0.5
+
+    def requires_knn(self):
+        return super().requires_knn() + ["fancy"]
+
+
+@pytest.mark.parametrize(
+    "init, call",
+    [
+        ({}, {}),
+        ({}, {"exclude": ("NMI", "AMI")}),
+        ({"include": ("precision_at_1", "r_precision")}, {}),
+        ({"exclude": ("AMI",)}, {"include": ("NMI", "precision_at_1")}),
+    ],
+)
+def test_get_function_dict_names_match_pml(init, call):
+    ours = AccuracyCalculator(**init).get_function_dict(**call)
+    theirs = pml_ac.AccuracyCalculator(**init).get_function_dict(**call)
+    assert list(ours) == list(theirs)
+
+
+def test_get_function_dict_functions_compute_their_metric():
+    x, y = _data(40, 3, 3, seed=21)
+    calc = _WithCustomMetric(exclude=("NMI", "AMI"))
+    functions = calc.get_function_dict()
+    pml_names = list(pml_ac.AccuracyCalculator(exclude=("NMI", "AMI")).get_function_dict())
+    assert list(functions) == sorted(pml_names + ["fancy"])
+    assert functions["fancy"].__func__ is _WithCustomMetric.calculate_fancy
+    full = calc.get_accuracy(x, y)
+    before = calc.get_curr_metrics()
+    assert functions["precision_at_1"](x, y) == full["precision_at_1"]
+    assert functions["r_precision"](x, y, x, y, True) == full["r_precision"]
+    assert calc.get_curr_metrics() == before
+    with pytest.raises(ValueError, match="include"):
+        calc.get_function_dict(include=("precision_at_2",))
