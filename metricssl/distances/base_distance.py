@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 
 from ..utils.records import ModuleWithRecords
-from ..utils.validation import check_embeddings, check_number, check_same_device, check_same_width
+from ..utils.validation import (
+    ArgumentError,
+    check_embeddings,
+    check_number,
+    check_same_device,
+    check_same_width,
+)
 
 
 class BaseDistance(ModuleWithRecords):
@@ -59,7 +65,14 @@ class BaseDistance(ModuleWithRecords):
         else:
             ref_norm = self.maybe_normalize(ref_emb)
         self.set_default_stats(query_emb, ref_emb, query_norm, ref_norm)
-        return self.compute_powered_mat(query_norm, ref_norm)
+        mat = self.compute_powered_mat(query_norm, ref_norm)
+        expected = (query_emb.shape[0], ref_emb.shape[0])
+        if mat.shape != expected:  # a subclass's compute_mat; PML asserts the same
+            raise ArgumentError(
+                f"{type(self).__name__}.compute_mat returned shape {tuple(mat.shape)}, "
+                f"expected (len(query_emb), len(ref_emb)) = {expected}"
+            )
+        return mat
 
     def compute_mat(self, query_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -105,9 +118,30 @@ class BaseDistance(ModuleWithRecords):
             self.final_avg_ref_norm = torch.mean(self.get_norm(ref_emb_normalized)).item()
 
     def check_shapes(self, query_emb, ref_emb):
-        """Raise a clear error for anything that is not a (batch, dim) float tensor pair."""
+        """Raise a clear error for anything that is not a (batch, dim) float tensor pair.
+
+        Losses and miners call the distance's ``check_shapes`` instead of a fixed 2-D check,
+        as PML does, so a subclass for other shapes overrides it::
+
+            class MeanOverViews(LpDistance):  # embeddings of shape (batch, views, dim)
+                def check_shapes(self, query_emb, ref_emb):
+                    if query_emb.ndim != 3:
+                        raise ValueError("query_emb must be (batch, views, dim)")
+
+                def compute_mat(self, query_emb, ref_emb):
+                    return super().compute_mat(query_emb.mean(1), ref_emb.mean(1))
+        """
         check_embeddings(query_emb, "query_emb", allow_empty=True)
         if ref_emb is not None:
             check_embeddings(ref_emb, "ref_emb", allow_empty=True)
             check_same_device(query_emb, ref_emb, "query_emb", "ref_emb")
             check_same_width(query_emb, ref_emb, "query_emb", "ref_emb")
+
+
+def check_not_inverted(owner: BaseDistance, is_inverted) -> None:
+    """PML's distances (smaller is closer) take ``is_inverted`` and assert it is False."""
+    if is_inverted:
+        raise ArgumentError(
+            f"{type(owner).__name__} is a distance (smaller means closer): is_inverted must be "
+            f"False, got {is_inverted!r}"
+        )

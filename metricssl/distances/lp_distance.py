@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base_distance import BaseDistance
+from .base_distance import BaseDistance, check_not_inverted
 
 
 class LpDistance(BaseDistance):
@@ -24,7 +24,9 @@ class LpDistance(BaseDistance):
         p: float = 2,
         power: float = 1,
         collect_stats: bool | None = None,
+        is_inverted: bool = False,
     ):
+        check_not_inverted(self, is_inverted)
         super().__init__(
             normalize_embeddings=normalize_embeddings,
             p=p,
@@ -40,7 +42,12 @@ class LpDistance(BaseDistance):
         return torch.cdist(query_emb, ref_emb, p=self.p)
 
     def compute_powered_mat(self, query_emb, ref_emb):
-        if self.p != 2 or self.power != 2 or query_emb.dtype in (torch.float16, torch.bfloat16):
+        if (
+            self.p != 2
+            or self.power != 2
+            or query_emb.dtype in (torch.float16, torch.bfloat16)
+            or type(self).compute_mat is not LpDistance.compute_mat  # a subclass's own matrix
+        ):
             return super().compute_powered_mat(query_emb, ref_emb)
         # Squared Euclidean straight from |q|^2 + |r|^2 - 2 q.r: the value cdist takes the
         # square root of (its matmul path), without the root and the square, whose backward

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base_distance import BaseDistance
+from .base_distance import BaseDistance, check_not_inverted
 
 
 class SNRDistance(BaseDistance):
@@ -27,7 +27,9 @@ class SNRDistance(BaseDistance):
         p: float = 2,
         power: float = 1,
         collect_stats: bool | None = None,
+        is_inverted: bool = False,
     ):
+        check_not_inverted(self, is_inverted)
         super().__init__(
             normalize_embeddings=normalize_embeddings,
             p=p,
