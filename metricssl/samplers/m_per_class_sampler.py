@@ -9,47 +9,13 @@ import torch
 from torch.utils.data import Sampler
 
 from ..utils import common_functions as c_f
-from ..utils.validation import check_bool, check_number
+from ..utils.validation import ArgumentError, check_bool, check_number
 
 
 def _uniform(rng, size) -> np.ndarray:
     """Uniform [0, 1) draws from numpy's legacy module/RandomState or a new-style Generator."""
     draw = getattr(rng, "random_sample", None) or rng.random
     return draw(size)
-
-
-def _random_subsets(rng, pool_sizes: np.ndarray, k: int) -> np.ndarray:
-    """Row r: ``k`` distinct ints from ``[0, pool_sizes[r])``, uniform subset, random order.
-
-    Floyd's algorithm, vectorised over rows: for ``j = n-k, ..., n-1`` draw ``t`` in
-    ``[0, j]`` and keep ``t``, or ``j`` if ``t`` was already kept. That gives a uniformly
-    random k-subset in O(k^2) per row, whatever the pool size; a final shuffle makes the
-    order uniform too. Needs ``pool_sizes >= k``.
-    """
-    rows = len(pool_sizes)
-    out = np.empty((rows, k), dtype=np.int64)
-    for i in range(k):
-        j = pool_sizes - k + i
-        t = np.minimum((_uniform(rng, rows) * (j + 1)).astype(np.int64), j)
-        if i:
-            t = np.where((out[:, :i] == t[:, None]).any(axis=1), j, t)
-        out[:, i] = t
-    order = np.argsort(_uniform(rng, (rows, k)), axis=1)
-    return np.take_along_axis(out, order, axis=1)
-
-
-def _random_orderings(rng, rows: int, n: int, k: int) -> np.ndarray:
-    """Row r: the first ``k`` entries of a uniformly random permutation of ``range(n)``."""
-    if k * k > 8 * n:
-        # Many of the n items are wanted: sorting random keys is cheaper than Floyd's O(k^2).
-        # Blocks of rows bound the (rows x n) keys to a few MB.
-        per_block = max(1, (1 << 20) // n)
-        blocks = [
-            np.argsort(_uniform(rng, (min(per_block, rows - r), n)), axis=1)[:, :k]
-            for r in range(0, rows, per_block)
-        ]
-        return np.concatenate(blocks, axis=0)
-    return _random_subsets(rng, np.full(rows, n, dtype=np.int64), k)
 
 
 def _labels_to_numpy(labels) -> np.ndarray:
@@ -78,15 +44,15 @@ class MPerClassSampler(Sampler[int]):
     (or of ``m * num_classes`` when ``batch_size`` is None and that is smaller), as in PML.
 
     Randomness comes from ``metricssl.utils.common_functions.NUMPY_RANDOM`` (numpy's global
-    generator by default), so ``np.random.seed`` makes it reproducible. The draws follow the
-    same distribution as PML's but not the same sequence: each iteration's classes and
-    every class's samples are drawn for the whole epoch at once, vectorised, instead of one
-    ``numpy.random.choice`` per class and batch (which permutes the whole class every time).
+    generator by default), drawn exactly as PML draws it: per iteration one shuffle of the
+    class list (kept between iterations and epochs), then one ``choice`` per class. For the
+    same seed the index sequence is PML's, index for index.
 
-    Deviations from PML: bad arguments raise ``ValueError``/``TypeError`` instead of an
-    ``AssertionError``; and when ``batch_size`` is None and ``length_before_new_iter <
+    Deviations from PML: when ``batch_size`` is None and ``length_before_new_iter <
     m * num_classes``, PML yields a whole pass (more indices than its own ``len``), whereas
-    this sampler yields exactly ``len(sampler)`` indices.
+    this sampler yields the first ``len(sampler)`` of them. Bad arguments raise an
+    ``ArgumentError`` (a ``ValueError`` that is also the ``AssertionError`` PML raises), or
+    a ``TypeError`` for a non-integral ``m``/``batch_size`` that PML would silently truncate.
 
     ``cover_all=True`` (not in PML) makes every sample appear at least once per epoch,
     with the same batch layout (distinct classes, ``m`` contiguous samples each). A class
@@ -136,15 +102,19 @@ class MPerClassSampler(Sampler[int]):
         check_number("batch_size", batch_size, low=1, integer=True, allow_none=True)
         check_number("length_before_new_iter", length_before_new_iter, low=1, integer=True)
 
-        classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        classes, first, inverse, counts = np.unique(
+            labels, return_index=True, return_inverse=True, return_counts=True
+        )
         self.m_per_class = m
         self.batch_size = batch_size
-        self.labels = classes.tolist()
         order = np.argsort(inverse, kind="stable")
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        # PML's class list is in order of first appearance; its shuffles start from it.
+        by_appearance = np.argsort(first, kind="stable")
         self.labels_to_indices = {
-            c: order[s : s + n] for c, s, n in zip(self.labels, starts, counts)
+            classes[c]: order[starts[c] : starts[c] + counts[c]] for c in by_appearance
         }
+        self.labels = list(self.labels_to_indices)
         self._order = order
         self._starts = starts
         self._counts = counts
@@ -155,18 +125,18 @@ class MPerClassSampler(Sampler[int]):
                 self.list_size -= self.list_size % self.length_of_single_pass
         else:
             if self.list_size < batch_size:
-                raise ValueError(
+                raise ArgumentError(
                     f"length_before_new_iter ({self.list_size}) must be >= batch_size "
                     f"({batch_size})"
                 )
             if self.length_of_single_pass < batch_size:
-                raise ValueError(
+                raise ArgumentError(
                     f"m * (number of classes) = {m} * {len(classes)} = "
                     f"{self.length_of_single_pass} must be >= batch_size ({batch_size}): "
                     f"there are not enough classes to fill a batch with {m} per class"
                 )
             if batch_size % m:
-                raise ValueError(f"batch_size ({batch_size}) must be a multiple of m ({m})")
+                raise ArgumentError(f"batch_size ({batch_size}) must be a multiple of m ({m})")
             self.list_size -= self.list_size % batch_size
         self.cover_all = bool(cover_all)
         if self.cover_all:
@@ -194,26 +164,18 @@ class MPerClassSampler(Sampler[int]):
         return self.list_size // divisor if divisor < self.list_size else 1
 
     def __iter__(self):
-        rng = c_f.NUMPY_RANDOM
         if self.cover_all:
-            return iter(self._cover_all_indices(rng).tolist())
-        num_classes = len(self._counts)
-        per_iter = num_classes if self.batch_size is None else self.batch_size // self.m_per_class
-        classes = _random_orderings(rng, self.calculate_num_iters(), num_classes, per_iter)
-        slots = classes.reshape(-1)
-        sizes = self._counts[slots]
-        m = self.m_per_class
-        within = np.empty((len(slots), m), dtype=np.int64)
-        big = sizes >= m
-        if big.any():
-            within[big] = _random_subsets(rng, sizes[big], m)
-        if not big.all():
-            small = ~big
-            # Too few samples for m distinct ones: draw with replacement, as PML does.
-            draws = _uniform(rng, (int(small.sum()), m)) * sizes[small, None]
-            within[small] = np.minimum(draws.astype(np.int64), sizes[small, None] - 1)
-        indices = self._order[self._starts[slots, None] + within].reshape(-1)
-        return iter(indices[: self.list_size].tolist())
+            return iter(self._cover_all_indices(c_f.NUMPY_RANDOM).tolist())
+        # PML's draws, one by one: the same calls on the same generator give the same
+        # sequence (a vectorised draw cannot reproduce choice()'s per-call permutation).
+        per_iter = self._classes_per_iter()
+        idx_list = []
+        for _ in range(self.calculate_num_iters()):
+            c_f.NUMPY_RANDOM.shuffle(self.labels)
+            for label in self.labels[:per_iter]:
+                chosen = c_f.safe_random_choice(self.labels_to_indices[label], self.m_per_class)
+                idx_list.extend(chosen.tolist())
+        return iter(idx_list[: self.list_size])
 
     def _cover_all_indices(self, rng) -> np.ndarray:
         m, counts = self.m_per_class, self._counts
@@ -265,7 +227,7 @@ def _runs_per_class(rng, need: np.ndarray, iters: int, per_iter: int) -> np.ndar
     if extra:
         # Classes at the level can take one more run each; there are more of them than extra.
         at_level = np.flatnonzero(need <= lo)
-        runs[at_level[_random_orderings(rng, 1, len(at_level), extra)[0]]] += 1
+        runs[at_level[np.argsort(_uniform(rng, len(at_level)))[:extra]]] += 1
     return runs
 
 

@@ -6,6 +6,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler, Subset, WeightedRandomSampler
 
 from ..utils import common_functions as c_f
+from ..utils.inference import run_pca
 from ..utils.loss_and_miner_utils import convert_to_weights
 from ..utils.validation import check_number
 
@@ -27,10 +28,16 @@ class TuplesToWeightsSampler(Sampler[int]):
     ``normalize_embeddings``. The dataset yields ``(input, label)`` pairs (or whatever
     ``data_and_label_getter`` turns a batch into) with one integer label per item.
 
-    Deviations from PML: PML forwards ``**tester_kwargs`` to a ``BaseTester``; this sampler
-    takes the tester arguments that change the embeddings (below) and not the ones for
-    evaluation, plots and PCA. The model's train/eval mode is restored afterwards (PML
-    leaves it in eval mode). Bad arguments raise ``ValueError``/``TypeError``.
+    PML forwards ``**tester_kwargs`` to a ``BaseTester``. The arguments that change the
+    embeddings are explicit here (below); PML's evaluation-only tester arguments
+    (``use_trunk_output``, ``label_hierarchy_level``, ``end_of_testing_hook``,
+    ``dataset_labels``, ``set_min_label_to_zero``, ``accuracy_calculator``, ``visualizer``,
+    ``visualizer_hook``) are accepted and, as in PML's sampler, have no effect; any other
+    keyword is a ``TypeError``.
+
+    Deviations from PML: the model's train/eval mode is restored afterwards (PML leaves it
+    in eval mode, so training after the first epoch's draw silently runs in eval mode).
+    Bad arguments raise ``ValueError``/``TypeError`` naming the argument.
 
     Example:
         >>> import torch
@@ -54,6 +61,8 @@ class TuplesToWeightsSampler(Sampler[int]):
             when the dataset is large enough); None for the whole dataset. Also the
             number of indices per epoch (the dataset's length when None).
         normalize_embeddings: L2-normalise the embeddings before mining.
+        pca: project the standardised embeddings onto this many principal components
+            before normalising (FAISS PCA, as PML's tester); None or 0 for none.
         batch_size: batch size for computing the embeddings.
         dataloader_num_workers: DataLoader workers for computing the embeddings.
         data_device: where the inputs and embeddings go; CUDA when available by default.
@@ -73,7 +82,15 @@ class TuplesToWeightsSampler(Sampler[int]):
         data_device=None,
         dtype: torch.dtype | None = None,
         data_and_label_getter=None,
+        pca: int | None = None,
+        **evaluation_kwargs,
     ):
+        unknown = sorted(set(evaluation_kwargs) - _EVALUATION_ONLY)
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got unexpected keyword arguments {unknown}; PML's "
+                f"tester arguments are {sorted(_EVALUATION_ONLY | _EMBEDDING_ARGS)}"
+            )
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(miner):
@@ -87,6 +104,8 @@ class TuplesToWeightsSampler(Sampler[int]):
             raise ValueError("dataset is empty")
         check_number("subset_size", subset_size, low=1, integer=True, allow_none=True)
         check_number("batch_size", batch_size, low=1, integer=True)
+        pca = pca or None  # PML: int(pca) if pca else None
+        check_number("pca", pca, low=1, integer=True, allow_none=True)
         check_number("dataloader_num_workers", dataloader_num_workers, low=0, integer=True)
         if dtype is not None and not isinstance(dtype, torch.dtype):
             raise TypeError(f"dtype must be a torch.dtype or None, got {dtype!r}")
@@ -104,6 +123,7 @@ class TuplesToWeightsSampler(Sampler[int]):
         )
         self.dtype = dtype
         self.data_and_label_getter = data_and_label_getter or _as_is
+        self.pca = pca
         self.weights = None
 
     def __len__(self) -> int:
@@ -149,6 +169,8 @@ class TuplesToWeightsSampler(Sampler[int]):
         finally:
             self.model.train(was_training)
         embeddings = torch.cat(all_embeddings)
+        if self.pca:
+            embeddings = run_pca(c_f.torch_standard_scaler(embeddings), self.pca)
         if self.normalize_embeddings:
             embeddings = torch.nn.functional.normalize(embeddings)
         return embeddings, torch.cat(all_labels)
@@ -163,6 +185,32 @@ class TuplesToWeightsSampler(Sampler[int]):
                 f"{tuple(labels.shape)}"
             )
         return labels.to(self.device)
+
+
+# PML's BaseTester arguments that only its evaluation reads (not get_all_embeddings).
+_EVALUATION_ONLY = frozenset(
+    {
+        "use_trunk_output",
+        "label_hierarchy_level",
+        "end_of_testing_hook",
+        "dataset_labels",
+        "set_min_label_to_zero",
+        "accuracy_calculator",
+        "visualizer",
+        "visualizer_hook",
+    }
+)
+_EMBEDDING_ARGS = frozenset(
+    {
+        "normalize_embeddings",
+        "batch_size",
+        "dataloader_num_workers",
+        "pca",
+        "data_device",
+        "dtype",
+        "data_and_label_getter",
+    }
+)
 
 
 def _as_is(batch):

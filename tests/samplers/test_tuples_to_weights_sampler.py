@@ -55,6 +55,27 @@ def test_identical_to_pml_with_the_same_seeds(miner, subset_size, normalize):
     assert len(ours) == len(theirs)
 
 
+def test_pml_tester_arguments_are_accepted_with_pml_weights():
+    data, net = dataset(n=60), model()
+    kwargs = dict(
+        subset_size=40,
+        batch_size=16,
+        dataloader_num_workers=0,
+        data_device="cpu",
+        pca=3,  # changes the embeddings: standardised, projected, then normalised
+        use_trunk_output=True,  # the evaluation-only ones change nothing here
+        label_hierarchy_level=0,
+        end_of_testing_hook=print,
+    )
+    ours = TuplesToWeightsSampler(net, TripletMarginMiner(0.1), data, **kwargs)
+    theirs = PMLSampler(net, PMLTripletMarginMiner(0.1), data, **kwargs)
+    assert run_epoch(ours, 3) == run_epoch(theirs, 3)
+    torch.testing.assert_close(ours.weights, theirs.weights)
+    no_pca = TuplesToWeightsSampler(net, TripletMarginMiner(0.1), data, **{**kwargs, "pca": 0})
+    run_epoch(no_pca, 3)
+    assert not torch.equal(no_pca.weights, ours.weights)
+
+
 def test_weights_follow_the_mined_tuples():
     data, net = dataset(), model()
     miner = TripletMarginMiner(0.1)
@@ -145,6 +166,9 @@ def test_several_label_levels_are_refused():
         (dict(dataloader_num_workers=-1), ValueError, "dataloader_num_workers"),
         (dict(dtype="float32"), TypeError, "dtype"),
         (dict(data_and_label_getter=3), TypeError, "data_and_label_getter"),
+        (dict(pca=-1), ValueError, "pca"),
+        (dict(pca=2.5), TypeError, "pca"),
+        (dict(normalise_embeddings=True), TypeError, "normalise_embeddings"),
     ],
 )
 def test_bad_arguments(kwargs, exc, match):
