@@ -6,6 +6,7 @@ import torch
 
 from ..utils import common_functions as c_f
 from ..utils.records import ModuleWithRecords
+from ..utils.validation import ArgumentError, ArgumentTypeError
 from .fused import FusedReduction
 
 
@@ -13,7 +14,9 @@ class BaseReducer(ModuleWithRecords):
     """Consumes ``{name: {"losses", "indices", "reduction_type"}}`` with a single entry.
 
     ``reduction_type`` is one of ``element``, ``pos_pair``, ``neg_pair``, ``triplet`` or
-    ``already_reduced``; subclasses implement ``<type>_reduction``.
+    ``already_reduced``; subclasses implement ``<type>_reduction``. Where PML asserts (one
+    entry, matching sizes) the error is an ``ArgumentError``/``ArgumentTypeError``: also
+    the ``AssertionError`` PML raises.
     """
 
     def __init__(self, collect_stats: bool | None = None):
@@ -23,7 +26,7 @@ class BaseReducer(ModuleWithRecords):
     def forward(self, loss_dict, embeddings, labels):
         self.reset_stats()
         if len(loss_dict) != 1:
-            raise ValueError(
+            raise ArgumentError(
                 f"{type(self).__name__} takes a loss dictionary with one entry, got "
                 f"{list(loss_dict)}; use MultipleReducers for several"
             )
@@ -58,7 +61,7 @@ class BaseReducer(ModuleWithRecords):
 
     def already_reduced_reduction(self, losses, loss_indices, embeddings, labels):
         if losses.ndim != 0 and len(losses) != 1:
-            raise ValueError("an already_reduced loss must be a scalar")
+            raise ArgumentError("an already_reduced loss must be a scalar")
         return losses
 
     def element_reduction(self, losses, loss_indices, embeddings, labels):
@@ -94,17 +97,19 @@ class BaseReducer(ModuleWithRecords):
 
     def assert_sizes_element(self, losses, loss_indices):
         if not (torch.is_tensor(losses) and torch.is_tensor(loss_indices)):
-            raise TypeError("element losses and indices must be tensors")
+            raise ArgumentTypeError("element losses and indices must be tensors")
         if len(losses) != len(loss_indices):
-            raise ValueError("element losses and indices differ in length")
+            raise ArgumentError("element losses and indices differ in length")
 
     def assert_sizes_pair(self, losses, loss_indices):
         if not (torch.is_tensor(losses) and c_f.is_list_or_tuple(loss_indices)):
-            raise TypeError("pair losses must be a tensor and indices a tuple of two tensors")
+            raise ArgumentTypeError(
+                "pair losses must be a tensor and indices a tuple of two tensors"
+            )
         if len(loss_indices) != 2 or not (
             len(losses) == len(loss_indices[0]) == len(loss_indices[1])
         ):
-            raise ValueError("pair losses and indices differ in length")
+            raise ArgumentError("pair losses and indices differ in length")
 
     def assert_sizes_pos_pair(self, losses, loss_indices):
         self.assert_sizes_pair(losses, loss_indices)
@@ -114,9 +119,11 @@ class BaseReducer(ModuleWithRecords):
 
     def assert_sizes_triplet(self, losses, loss_indices):
         if not (torch.is_tensor(losses) and c_f.is_list_or_tuple(loss_indices)):
-            raise TypeError("triplet losses must be a tensor and indices a tuple of three tensors")
+            raise ArgumentTypeError(
+                "triplet losses must be a tensor and indices a tuple of three tensors"
+            )
         if len(loss_indices) != 3 or not all(len(x) == len(losses) for x in loss_indices):
-            raise ValueError("triplet losses and indices differ in length")
+            raise ArgumentError("triplet losses and indices differ in length")
 
     def set_losses_size_stat(self, losses):
         if self.collect_stats:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..utils.validation import check_number
+from ..utils.validation import ArgumentError, check_number
 from .base_reducer import BaseReducer
 from .fused import FusedReduction
 
@@ -22,7 +22,7 @@ class ThresholdReducer(BaseReducer):
     ):
         super().__init__(collect_stats=collect_stats)
         if low is None and high is None:
-            raise ValueError("ThresholdReducer needs at least one of low or high")
+            raise ArgumentError("ThresholdReducer needs at least one of low or high")
         check_number("low", low, allow_none=True)
         check_number("high", high, allow_none=True)
         self.low, self.high = low, high

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import Sampler
 
 from ..utils import common_functions as c_f
-from ..utils.validation import check_number
+from ..utils.validation import ArgumentError, check_number
 
 
 class HierarchicalSampler(Sampler[list[int]]):
@@ -34,9 +34,13 @@ class HierarchicalSampler(Sampler[list[int]]):
     same and for strings changes between runs); classes are taken in order of first
     appearance, as in PML. With the same seed and such labels the batches are PML's.
 
-    Deviations from PML: bad arguments raise ``ValueError``/``TypeError`` (PML asserts, or
-    yields no batch at all when there are fewer super-classes than
-    ``super_classes_per_batch``); batches are lists of Python ints.
+    Where PML asserts (batch_size a multiple of super_classes_per_batch, its share a
+    multiple of samples_per_class, samples_per_class > 0) the error is an ``ArgumentError``:
+    the ``AssertionError`` PML raises, and a ``ValueError``.
+
+    Deviations from PML: fewer super-classes than ``super_classes_per_batch`` raise
+    ``ValueError`` (PML yields no batch at all); other bad arguments raise
+    ``ValueError``/``TypeError`` naming them; batches are lists of Python ints.
 
     Example:
         >>> import torch
@@ -84,7 +88,7 @@ class HierarchicalSampler(Sampler[list[int]]):
         for name, column in (("inner_label", inner_label), ("outer_label", outer_label)):
             check_number(name, column, low=-levels, high=levels - 1, integer=True)
         if batch_size % super_classes_per_batch:
-            raise ValueError(
+            raise ArgumentError(
                 f"batch_size ({batch_size}) must be a multiple of super_classes_per_batch "
                 f"({super_classes_per_batch})"
             )
@@ -96,7 +100,7 @@ class HierarchicalSampler(Sampler[list[int]]):
                 )
             check_number("samples_per_class", samples_per_class, low=1, integer=True)
             if self.sub_batch_len % samples_per_class:
-                raise ValueError(
+                raise ArgumentError(
                     f"batch_size // super_classes_per_batch ({self.sub_batch_len}) must be a "
                     f"multiple of samples_per_class ({samples_per_class})"
                 )

@@ -65,6 +65,8 @@ def test_fused_rule():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="low or high"):
         ThresholdReducer()
+    with pytest.raises(AssertionError, match="low or high"):  # PML asserts
+        ThresholdReducer()
     with pytest.raises(TypeError, match="low"):
         ThresholdReducer(low="0")
     with pytest.raises(TypeError, match="high"):

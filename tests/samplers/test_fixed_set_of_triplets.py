@@ -104,5 +104,12 @@ def test_bad_arguments(labels, num_triplets, exc, match):
         FixedSetOfTriplets(labels, num_triplets)
 
 
+def test_what_pml_asserts_is_also_an_assertion_error():
+    with pytest.raises(AssertionError):
+        PMLSampler(np.arange(5), 0)
+    with pytest.raises(AssertionError, match="num_triplets"):
+        FixedSetOfTriplets(np.arange(5), 0)
+
+
 def test_integral_float_count_as_pml():
     assert len(FixedSetOfTriplets(np.arange(4) % 2, 1e2)) == 300

@@ -143,6 +143,21 @@ def test_bad_arguments(kwargs, exc, match):
         HierarchicalSampler(two_level_labels(), **kwargs)
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(batch_size=15, samples_per_class=4),
+        dict(batch_size=16, samples_per_class=3),
+        dict(batch_size=16, samples_per_class=0),
+    ],
+)
+def test_what_pml_asserts_is_also_an_assertion_error(kwargs):
+    with pytest.raises(AssertionError):
+        PMLSampler(two_level_labels(), **kwargs)
+    with pytest.raises(AssertionError):
+        HierarchicalSampler(two_level_labels(), **kwargs)
+
+
 def test_bad_labels():
     with pytest.raises(ValueError, match="2D"):
         HierarchicalSampler(np.arange(10), 4, 2)
