@@ -26,6 +26,12 @@ MODULES = (
     "utils.accuracy_calculator",
     "utils.inference",
     "utils.common_functions",
+    "utils.key_checker",
+    "utils.loss_tracker",
+    "utils.module_with_records",
+    "utils.logging_presets",
+    "testers",
+    "trainers",
 )
 
 

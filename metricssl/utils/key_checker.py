@@ -16,8 +16,13 @@ from .validation import ArgumentError
 
 
 def default_important(checker: KeyChecker, children: dict) -> list[str]:
-    """PML's default: every allowed key that is not essential is important."""
-    return c_f.exclude(checker.keys, checker.essential)
+    """PML's default: every allowed key that is not essential is important. (Callable keys
+    are resolved first; PML's fails on them with a TypeError.)"""
+
+    def resolve(value):
+        return value(checker, children) if callable(value) else value
+
+    return c_f.exclude(resolve(checker.keys), resolve(checker.essential))
 
 
 class KeyChecker:

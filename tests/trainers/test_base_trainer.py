@@ -79,7 +79,8 @@ def test_warnings_are_logged_like_pml(caplog):
         caplog.clear()
         kwargs = _kwargs(lib, "MetricLossOnly")
         kwargs["models"]["embedder"] = torch.nn.Identity()
-        with caplog.at_level(logging.WARNING):
+        # Each library's own logger (another test may have raised PML's level).
+        with caplog.at_level(logging.WARNING, logger=lib.utils.common_functions.LOGGER_NAME):
             lib.trainers.MetricLossOnly(**kwargs)
         logs.append([r.getMessage() for r in caplog.records])
     assert logs[0] == logs[1]
