@@ -108,3 +108,21 @@ def same_indices(ours, theirs):
     for mine, expected, what in [(m, e, w) for (m, e), w in zip(halves, ["first", "second"])]:
         assert len(mine[0]) == len(expected[0]), f"{what} half: different numbers of tuples"
         assert torch.equal(_sorted_keys(mine), _sorted_keys(expected)), f"{what} half differs"
+
+
+def pooling_distance(base):
+    """A user's distance (subclass of ``base``) for (batch, views, dim) embeddings: its own
+    ``check_shapes`` accepts 3-D input, which it averages over the views."""
+
+    class Pooling(base):
+        def check_shapes(self, query_emb, ref_emb):
+            if query_emb.ndim not in (2, 3):
+                raise ValueError("2-D or 3-D embeddings")
+
+        def forward(self, query_emb, ref_emb=None):
+            if query_emb.ndim == 3:
+                query_emb = query_emb.mean(1)
+                ref_emb = None if ref_emb is None else ref_emb.mean(1)
+            return super().forward(query_emb, ref_emb)
+
+    return Pooling()

@@ -13,7 +13,7 @@ from ..reducers import BaseReducer
 from ..utils import chunking
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
-from ..utils.validation import check_distance_type, check_number
+from ..utils.validation import ArgumentError, check_distance_type, check_number
 from .base_metric_loss_function import BaseMetricLossFunction, require_labels
 
 
@@ -76,7 +76,7 @@ class AngularLoss(BaseMetricLossFunction):
         check_distance_type(self, LpDistance)
         d = self.distance
         if d.p != 2 or d.power != 1 or not d.normalize_embeddings:
-            raise ValueError(
+            raise ArgumentError(
                 "AngularLoss requires LpDistance(p=2, power=1, normalize_embeddings=True), got "
                 f"p={d.p}, power={d.power}, normalize_embeddings={d.normalize_embeddings}"
             )
@@ -89,7 +89,7 @@ class AngularLoss(BaseMetricLossFunction):
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         require_labels(labels, type(self).__name__)
         if ref_labels is None:
-            raise ValueError("AngularLoss: ref_labels is required when ref_emb is given")
+            raise ArgumentError("AngularLoss: ref_labels is required when ref_emb is given")
         a1, p, a2, _ = lmu.convert_to_pairs(indices_tuple, labels, ref_labels)
         if len(a1) == 0 or len(a2) == 0:
             return self.zero_losses()

@@ -10,7 +10,9 @@ from ..reducers import BaseReducer, FusedReduction, MultipleReducers
 from ..utils import common_functions as c_f
 from ..utils.module_with_records_and_reducer import ModuleWithRecordsReducerAndDistance
 from ..utils.validation import (
+    ArgumentError,
     apply_nonfinite_policy,
+    check_embedding_shapes,
     check_embeddings,
     check_indices_tuple,
     check_labels,
@@ -76,18 +78,25 @@ class BaseMetricLossFunction(EmbeddingRegularizerMixin, ModuleWithRecordsReducer
         return out
 
     def check_inputs(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        """Validate the call; move labels and indices to the embeddings' device (as PML does)."""
-        check_embeddings(embeddings)
+        """Validate the call; move labels and indices to the embeddings' device (as PML does).
+
+        An empty batch is accepted (PML gives its answer, usually a zero loss). The shape is
+        the distance's to judge (``distance.check_shapes``), as in PML, so a custom distance
+        may accept other shapes than (batch, dim).
+        """
+        check_embeddings(embeddings, allow_empty=True, ndim=None)
         check_labels(labels, embeddings.shape[0])
         if labels is not None:
             labels = c_f.to_device(labels, embeddings)
         if ref_emb is None:
             if ref_labels is not None:
-                raise ValueError("ref_labels was given without ref_emb")
+                raise ArgumentError("ref_labels was given without ref_emb")
+            check_embedding_shapes(self, embeddings, None)
             ref_emb, ref_labels = embeddings, labels
         else:
-            check_embeddings(ref_emb, "ref_emb")
+            check_embeddings(ref_emb, "ref_emb", allow_empty=True, ndim=None)
             check_same_device(embeddings, ref_emb, "embeddings", "ref_emb")
+            check_embedding_shapes(self, embeddings, ref_emb)
             check_same_width(embeddings, ref_emb, "embeddings", "ref_emb")
             check_labels(ref_labels, ref_emb.shape[0], "ref_labels", "ref_emb")
             if ref_labels is not None:
@@ -132,12 +141,12 @@ class BaseMetricLossFunction(EmbeddingRegularizerMixin, ModuleWithRecordsReducer
 
 def require_labels(labels, what: str) -> None:
     if labels is None:
-        raise ValueError(f"{what} needs labels")
+        raise ArgumentError(f"{what} needs labels")
 
 
 def require_labels_or_indices_tuple(labels, indices_tuple, what: str) -> None:
     if labels is None and indices_tuple is None:
-        raise ValueError(f"{what} needs labels or an indices_tuple (both were None)")
+        raise ArgumentError(f"{what} needs labels or an indices_tuple (both were None)")
 
 
 def require_ref_labels(labels, embeddings, ref_emb, ref_labels, indices_tuple, what: str) -> None:
@@ -148,4 +157,4 @@ def require_ref_labels(labels, embeddings, ref_emb, ref_labels, indices_tuple, w
         and labels is not None
         and ref_labels is None
     ):
-        raise ValueError(f"{what}: ref_labels is required when ref_emb is given with labels")
+        raise ArgumentError(f"{what}: ref_labels is required when ref_emb is given with labels")

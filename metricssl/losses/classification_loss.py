@@ -8,12 +8,11 @@ cross-entropy over logits and PML's miner weighting; the margin losses (Large-Ma
 SphereFace, CosFace, ArcFace, Sub-center ArcFace) and NormalizedSoftmax only say how logits
 are made.
 
-Dtype and device: the weights stay in their own dtype (PML casts ``W.data`` to the dtype of
-every batch, which silently turns the parameter into fp16 under mixed precision, PML issue
-#293). Logits are computed in the promotion of the two dtypes, in float32 at least for
-half-precision inputs, and the loss comes back in the embeddings' dtype. As in PML, a
-parameter on another device than the embeddings is moved there in place (``.data``), so an
-optimizer built on it keeps working.
+Dtype and device, as in PML: each call casts and moves ``W.data`` in place to the
+embeddings' dtype and device (not under autocast, where the weights keep their dtype), so
+after a float64 batch ``W`` is float64; the Parameter object stays the same, so an optimizer
+built on it keeps working. Logits are computed in float32 at least for half-precision
+inputs, and the loss comes back in the embeddings' dtype.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
-from ..utils.validation import check_embeddings, check_number
+from ..utils.validation import ArgumentError, check_embeddings, check_number
 from .base_metric_loss_function import BaseMetricLossFunction
 from .mixins import WeightRegularizerMixin
 from .proxy_utils import check_class_labels, check_embedding_size, check_proxy_inputs
@@ -35,7 +34,7 @@ def check_finite_number(name: str, value, **bounds) -> None:
     """check_number, and also reject +-inf (a scale or margin of inf only gives NaN later)."""
     check_number(name, value, **bounds)
     if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
+        raise ArgumentError(f"{name} must be finite, got {value}")
 
 
 class BaseClassificationLoss(BaseMetricLossFunction):
@@ -105,7 +104,9 @@ class BaseClassificationLoss(BaseMetricLossFunction):
 
     def check_classification_inputs(self, embeddings, labels, ref_emb, ref_labels):
         """Labels required and in range, no separate reference set, the right width."""
-        return check_proxy_inputs(self, embeddings, labels, ref_emb, ref_labels)
+        return check_proxy_inputs(
+            self, self.class_weights(), embeddings, labels, ref_emb, ref_labels
+        )
 
 
 class SoftmaxClassificationLoss(WeightRegularizerMixin, BaseClassificationLoss):

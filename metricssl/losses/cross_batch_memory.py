@@ -8,7 +8,13 @@ from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.pair_masks import pos_neg_masks
 from ..utils.records import ModuleWithRecords
-from ..utils.validation import check_embeddings, check_indices_tuple, check_labels, check_number
+from ..utils.validation import (
+    ArgumentError,
+    check_embeddings,
+    check_indices_tuple,
+    check_labels,
+    check_number,
+)
 from .base_loss_wrapper import BaseLossWrapper
 
 SUPPORTED_LOSSES = (
@@ -104,7 +110,7 @@ class CrossBatchMemory(BaseLossWrapper, ModuleWithRecords):
 
     def forward(self, embeddings, labels, indices_tuple=None, enqueue_mask=None):
         if indices_tuple is not None and enqueue_mask is not None:
-            raise ValueError("indices_tuple and enqueue_mask are mutually exclusive")
+            raise ArgumentError("indices_tuple and enqueue_mask are mutually exclusive")
         self._check_inputs(embeddings, labels, indices_tuple, enqueue_mask)
         self.reset_stats()
         device = embeddings.device
@@ -125,7 +131,7 @@ class CrossBatchMemory(BaseLossWrapper, ModuleWithRecords):
             queries, query_labels = embeddings, labels
             do_remove_self_comparisons = True
         if len(emb_for_queue) > self.memory_size:
-            raise ValueError(
+            raise ArgumentError(
                 f"{len(emb_for_queue)} embeddings to enqueue but memory_size is {self.memory_size}"
             )
         self.add_to_memory(emb_for_queue, labels_for_queue, len(emb_for_queue))
@@ -142,23 +148,23 @@ class CrossBatchMemory(BaseLossWrapper, ModuleWithRecords):
     def _check_inputs(self, embeddings, labels, indices_tuple, enqueue_mask) -> None:
         check_embeddings(embeddings)
         if embeddings.shape[1] != self.embedding_size:
-            raise ValueError(
+            raise ArgumentError(
                 f"embeddings have size {embeddings.shape[1]} but embedding_size is "
                 f"{self.embedding_size}"
             )
         if labels is None:
-            raise ValueError("CrossBatchMemory needs labels")
+            raise ArgumentError("CrossBatchMemory needs labels")
         n = embeddings.shape[0]
         check_labels(labels, n)
         if enqueue_mask is not None:
             if not torch.is_tensor(enqueue_mask) or enqueue_mask.dtype != torch.bool:
                 raise TypeError("enqueue_mask must be a bool tensor")
             if enqueue_mask.shape != (n,):
-                raise ValueError(
+                raise ArgumentError(
                     f"enqueue_mask must have shape ({n},), got {tuple(enqueue_mask.shape)}"
                 )
         elif n > self.memory_size:
-            raise ValueError(
+            raise ArgumentError(
                 f"batch of {n} embeddings is larger than memory_size {self.memory_size}"
             )
         if indices_tuple is not None:

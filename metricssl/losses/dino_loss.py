@@ -11,7 +11,7 @@ from torch import nn
 
 from ..utils import common_functions as c_f
 from ..utils.distributed import is_distributed
-from ..utils.validation import check_embeddings, check_number
+from ..utils.validation import ArgumentError, check_embeddings, check_number
 
 
 def teacher_temperature(
@@ -158,12 +158,12 @@ class DINOLoss(nn.Module):
         teacher_probs = _check_outputs("teacher_probs", teacher_probs, self.output_dim, 1)
         n_teacher, n_student = len(teacher_probs), len(student_outputs)
         if n_teacher > n_student or n_student < 2:
-            raise ValueError(
+            raise ArgumentError(
                 f"the student needs every teacher crop and at least one other crop: got "
                 f"{n_student} student and {n_teacher} teacher crops"
             )
         if teacher_probs[0].shape != student_outputs[0].shape:
-            raise ValueError(
+            raise ArgumentError(
                 f"teacher crops have shape {tuple(teacher_probs[0].shape)}, student crops "
                 f"{tuple(student_outputs[0].shape)}: they need the same batch"
             )
@@ -227,13 +227,13 @@ def _check_outputs(name: str, outputs, width: int, min_count: int) -> list[torch
         raise TypeError(f"{name} must be a sequence of (B, K) tensors, one per crop")
     outputs = list(outputs)
     if len(outputs) < min_count:
-        raise ValueError(f"{name} must hold at least {min_count} crop(s), got {len(outputs)}")
+        raise ArgumentError(f"{name} must hold at least {min_count} crop(s), got {len(outputs)}")
     for i, x in enumerate(outputs):
         check_embeddings(x, f"{name}[{i}]")
         if x.shape[1] != width:
-            raise ValueError(f"{name}[{i}] has {x.shape[1]} dimensions, output_dim is {width}")
+            raise ArgumentError(f"{name}[{i}] has {x.shape[1]} dimensions, output_dim is {width}")
         if x.shape != outputs[0].shape:
-            raise ValueError(
+            raise ArgumentError(
                 f"{name}[{i}] has shape {tuple(x.shape)}, {name}[0] {tuple(outputs[0].shape)}: "
                 "every crop needs the same batch"
             )

@@ -10,7 +10,7 @@ from ..utils import chunking
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.pair_masks import pos_neg_masks
-from ..utils.validation import check_distance_type, check_number
+from ..utils.validation import ArgumentError, check_distance_type, check_number
 from .base_metric_loss_function import BaseMetricLossFunction
 
 
@@ -91,7 +91,7 @@ class DynamicSoftMarginLoss(BaseMetricLossFunction):
         )
         check_distance_type(self, LpDistance)
         if self.distance.p != 2 or not self.distance.normalize_embeddings:
-            raise ValueError(
+            raise ArgumentError(
                 "DynamicSoftMarginLoss requires LpDistance(p=2, normalize_embeddings=True), "
                 f"got p={self.distance.p}, normalize_embeddings={self.distance.normalize_embeddings}"
             )
@@ -111,7 +111,9 @@ class DynamicSoftMarginLoss(BaseMetricLossFunction):
             dist = self.distance(embeddings, ref_emb).to(acc)
             return self._listed(self._hardest_in_row_or_column(dist), embeddings)
         if ref_labels is None:
-            raise ValueError("DynamicSoftMarginLoss: ref_labels is required when ref_emb is given")
+            raise ArgumentError(
+                "DynamicSoftMarginLoss: ref_labels is required when ref_emb is given"
+            )
         if indices_tuple is not None:
             a, p, n = lmu.convert_to_triplets(indices_tuple, labels, ref_labels)
             if len(a) == 0:
@@ -205,6 +207,8 @@ class DynamicSoftMarginLoss(BaseMetricLossFunction):
         dist = self.distance(embeddings, ref_emb)
         dist = dist.to(c_f.accumulation_dtype(dist.dtype))
         pos, neg = pos_neg_masks(labels, ref_labels)
+        if pos.numel() == 0:  # an empty batch: PML's zero loss
+            return self.zero_losses()
         k = int(pos.sum(dim=1).max())  # a shape: it must come to the host
         if k == 0 or not bool(neg.any()):
             return self.zero_losses()

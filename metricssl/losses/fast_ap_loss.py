@@ -9,7 +9,7 @@ from ..reducers import BaseReducer
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.pair_masks import pos_neg_masks
-from ..utils.validation import check_distance_type, check_number
+from ..utils.validation import ArgumentError, check_distance_type, check_number
 from .base_metric_loss_function import BaseMetricLossFunction, require_labels
 from .rank_utils import reject_ref_emb
 
@@ -67,7 +67,7 @@ class FastAPLoss(BaseMetricLossFunction):
         )
         check_distance_type(self, LpDistance)
         if not self.distance.normalize_embeddings or self.distance.p != 2:
-            raise ValueError(
+            raise ArgumentError(
                 "FastAPLoss requires distance to be an LpDistance with p=2 and "
                 f"normalize_embeddings=True, got p={self.distance.p}, "
                 f"normalize_embeddings={self.distance.normalize_embeddings}"

@@ -6,6 +6,7 @@ import torch
 
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.pair_masks import pos_neg_masks
+from ..utils.validation import ArgumentError
 from .base_metric_loss_function import (
     BaseMetricLossFunction,
     require_labels_or_indices_tuple,
@@ -79,4 +80,4 @@ class GenericPairLoss(BaseMetricLossFunction):
     @staticmethod
     def _assert_either_pos_or_neg(pos_mask, neg_mask):
         if torch.any((pos_mask != 0) & (neg_mask != 0)):
-            raise ValueError("indices_tuple: a pair cannot be both positive and negative")
+            raise ArgumentError("indices_tuple: a pair cannot be both positive and negative")

@@ -10,12 +10,25 @@ from ..distances import BaseDistance, CosineSimilarity
 from ..reducers import BaseReducer
 from ..utils import common_functions as c_f
 from ..utils.pair_masks import pos_neg_masks
-from ..utils.validation import check_number
+from ..utils.validation import ArgumentError, check_number
 from .base_metric_loss_function import BaseMetricLossFunction, require_labels_or_indices_tuple
 from .rank_utils import reject_ref_emb
 
 # How far outside [-1, 1] a similarity may stray (rounding) before it is an error.
 _RANGE_TOLERANCE = 1e-3
+
+
+def filter_pairs(*tensors: torch.Tensor) -> list[list]:
+    """PML's ``filter_pairs``: the distinct unordered tuples among the columns of
+    ``tensors`` (each tuple sorted, duplicates dropped), as a list of rows.
+
+    Example::
+
+        >>> filter_pairs(torch.tensor([0, 1, 2]), torch.tensor([1, 0, 2]))
+        [[0, 2], [1, 2]]
+    """
+    columns = torch.stack(tensors).sort(dim=0).values
+    return torch.unique(columns, dim=1).tolist()
 
 
 class HistogramLoss(BaseMetricLossFunction):
@@ -64,7 +77,7 @@ class HistogramLoss(BaseMetricLossFunction):
         check_number("n_bins", n_bins, low=1, integer=True, allow_none=True)
         check_number("delta", delta, low=0, high=2, low_inclusive=False, allow_none=True)
         if n_bins is not None and delta is not None and not math.isclose(delta, 2 / n_bins):
-            raise ValueError(
+            raise ArgumentError(
                 f"delta and n_bins must satisfy delta = 2 / n_bins, got delta={delta} and "
                 f"n_bins={n_bins}"
             )
@@ -113,7 +126,7 @@ class HistogramLoss(BaseMetricLossFunction):
         low, high = torch.aminmax(sims)
         low, high = float(low), float(high)
         if low < -1 - _RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
-            raise ValueError(
+            raise ArgumentError(
                 f"HistogramLoss needs similarities in [-1, 1] (a CosineSimilarity distance), "
                 f"got values in [{low:.4g}, {high:.4g}] from {type(self.distance).__name__}"
             )

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from ..distances import BaseDistance, CosineSimilarity
 from ..reducers import BaseReducer, MeanReducer
 from ..utils import common_functions as c_f
-from ..utils.validation import check_distance_type, check_number
+from ..utils.validation import ArgumentError, check_distance_type, check_number
 from .base_metric_loss_function import BaseMetricLossFunction, require_labels
 
 
@@ -64,9 +64,9 @@ class InstanceLoss(BaseMetricLossFunction):
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         require_labels(labels, type(self).__name__)
         if indices_tuple is not None:
-            raise ValueError("InstanceLoss does not support indices_tuple")
+            raise ArgumentError("InstanceLoss does not support indices_tuple")
         if ref_emb is not embeddings:
-            raise ValueError("InstanceLoss does not support ref_emb")
+            raise ArgumentError("InstanceLoss does not support ref_emb")
         logits = self.distance(embeddings)
         # Rebound, not kept: the (N, N) similarities are freed before cross_entropy allocates
         # its own (N, N) buffers (one matrix less at the peak, and fewer fresh pages to fault).

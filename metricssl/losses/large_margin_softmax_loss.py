@@ -9,7 +9,7 @@ import torch
 
 from ..distances import BaseDistance, CosineSimilarity
 from ..reducers import BaseReducer
-from ..utils.validation import check_distance_type
+from ..utils.validation import ArgumentError, check_distance_type
 from .classification_loss import SoftmaxClassificationLoss, check_finite_number
 
 
@@ -97,7 +97,9 @@ class LargeMarginSoftmaxLoss(SoftmaxClassificationLoss):
     def check_margin(margin) -> None:
         check_finite_number("margin", margin, low=1)
         if margin != int(margin):
-            raise ValueError(f"margin must be a whole number (the angle multiplier), got {margin}")
+            raise ArgumentError(
+                f"margin must be a whole number (the angle multiplier), got {margin}"
+            )
 
     def init_margin(self) -> None:
         self.margin = int(self.margin)

@@ -10,6 +10,9 @@ from ..utils import common_functions as c_f
 from ..utils.validation import check_number
 from .anchor_negatives import NegativeRowsPairLoss, anchor_logsumexp
 
+# PML defines GeneralizedLiftedStructureLoss in this module; its import path works here too.
+from .generalized_lifted_structure_loss import GeneralizedLiftedStructureLoss  # noqa: F401
+
 # Stands in for log(0) where a side has no negatives: finite, so gradients stay finite.
 _LOG_ZERO = -1e30
 

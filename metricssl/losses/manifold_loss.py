@@ -11,7 +11,7 @@ from torch.autograd.function import once_differentiable
 from ..distances import BaseDistance, CosineSimilarity
 from ..reducers import BaseReducer
 from ..utils import common_functions as c_f
-from ..utils.validation import check_embeddings, check_number
+from ..utils.validation import ArgumentError, check_embeddings, check_number
 from .base_metric_loss_function import BaseMetricLossFunction
 from .proxy_utils import check_embedding_size
 
@@ -142,9 +142,9 @@ class ManifoldLoss(BaseMetricLossFunction):
         what = type(self).__name__
         check_embeddings(embeddings)
         if ref_emb is not None or ref_labels is not None:
-            raise ValueError(f"{what} does not support ref_emb or ref_labels")
+            raise ArgumentError(f"{what} does not support ref_emb or ref_labels")
         if labels is not None:
-            raise ValueError(
+            raise ArgumentError(
                 f"{what} does not use labels; pass the meta classes (one proxy index in "
                 f"[0, K) per embedding) as indices_tuple"
             )
@@ -152,7 +152,7 @@ class ManifoldLoss(BaseMetricLossFunction):
         n = embeddings.shape[0]
         if indices_tuple is None:
             if n < self.K:
-                raise ValueError(
+                raise ArgumentError(
                     f"{what}: drawing meta classes needs a batch of at least K={self.K} "
                     f"embeddings, got {n}; pass indices_tuple (one proxy index per embedding)"
                 )
@@ -164,13 +164,13 @@ class ManifoldLoss(BaseMetricLossFunction):
                     f"(one proxy index per embedding)"
                 )
             if len(meta) != n:
-                raise ValueError(
+                raise ArgumentError(
                     f"{what}: indices_tuple has {len(meta)} meta classes but embeddings has "
                     f"{n} rows"
                 )
             lo, hi = torch.stack([meta.min(), meta.max()]).long().tolist()
             if lo < 0 or hi >= self.K:
-                raise ValueError(
+                raise ArgumentError(
                     f"{what}: meta classes in indices_tuple must lie in [0, K={self.K}), "
                     f"got values in [{lo}, {hi}]"
                 )

@@ -9,7 +9,7 @@ from ..reducers import DivisorReducer, FusedReduction, MultipleReducers
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.pair_masks import pos_neg_masks
-from ..utils.validation import check_bool, check_number
+from ..utils.validation import ArgumentError, check_bool, check_number
 from .base_metric_loss_function import (
     BaseMetricLossFunction,
     require_labels_or_indices_tuple,
@@ -120,9 +120,9 @@ class MarginLoss(BaseMetricLossFunction):
 
     def _check_class_labels(self, labels):
         if labels is None:
-            raise ValueError("MarginLoss with num_classes needs labels (beta is per class)")
+            raise ArgumentError("MarginLoss with num_classes needs labels (beta is per class)")
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= len(self.beta)):
-            raise ValueError(
+            raise ArgumentError(
                 f"MarginLoss has num_classes={len(self.beta)} but labels lie in "
                 f"[{int(labels.min())}, {int(labels.max())}]"
             )

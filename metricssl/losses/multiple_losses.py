@@ -6,6 +6,8 @@ import numbers
 
 import torch
 
+from ..utils.validation import ArgumentError
+
 
 def _check_weight(key, weight) -> None:
     ok = isinstance(weight, numbers.Real) and not isinstance(weight, bool)
@@ -47,7 +49,7 @@ class MultipleLosses(torch.nn.Module):
                 f"losses must be a list or a dict of losses, got {type(losses).__name__}"
             )
         if len(losses) == 0:
-            raise ValueError("losses must not be empty")
+            raise ArgumentError("losses must not be empty")
         self.is_dict = isinstance(losses, dict)
         values = losses.values() if self.is_dict else losses
         for loss in values:
@@ -84,22 +86,24 @@ class MultipleLosses(torch.nn.Module):
                 raise TypeError(f"{name} must be a dict, like losses")
             keys, loss_keys = set(x), set(self.losses.keys())
             if all_keys and keys != loss_keys:
-                raise ValueError(f"{name} must have exactly the keys of losses {sorted(loss_keys)}")
+                raise ArgumentError(
+                    f"{name} must have exactly the keys of losses {sorted(loss_keys)}"
+                )
             if not keys <= loss_keys:
-                raise ValueError(
+                raise ArgumentError(
                     f"{name} has keys {sorted(keys - loss_keys)} that are not in losses"
                 )
         else:
             if not isinstance(x, (list, tuple)):
                 raise TypeError(f"{name} must be a list, like losses")
             if len(x) != len(self.losses):
-                raise ValueError(
+                raise ArgumentError(
                     f"{name} has {len(x)} entries but there are {len(self.losses)} losses"
                 )
 
     def forward(self, embeddings, labels, indices_tuple=None):
         if self.miners and indices_tuple is not None:
-            raise ValueError("indices_tuple cannot be given when MultipleLosses has miners")
+            raise ArgumentError("indices_tuple cannot be given when MultipleLosses has miners")
         total_loss = 0
         items = self.losses.items() if self.is_dict else enumerate(self.losses)
         for key, loss_func in items:

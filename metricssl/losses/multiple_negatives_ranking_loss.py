@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from ..distances import BaseDistance, CosineSimilarity
 from ..reducers import BaseReducer, MeanReducer
 from ..utils import common_functions as c_f
-from ..utils.validation import check_bool, check_number
+from ..utils.validation import ArgumentError, check_bool, check_number
 from .base_metric_loss_function import BaseMetricLossFunction
 
 
@@ -75,7 +75,7 @@ class MultipleNegativesRankingLoss(BaseMetricLossFunction):
             collect_stats=collect_stats,
         )
         if not self.distance.is_inverted:
-            raise ValueError(
+            raise ArgumentError(
                 "MultipleNegativesRankingLoss needs a similarity (larger = closer) as distance, "
                 f"such as CosineSimilarity; got {type(self.distance).__name__}"
             )
@@ -86,19 +86,19 @@ class MultipleNegativesRankingLoss(BaseMetricLossFunction):
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         n = embeddings.shape[0]
         if indices_tuple is not None:
-            raise ValueError("MultipleNegativesRankingLoss does not support indices_tuple")
+            raise ArgumentError("MultipleNegativesRankingLoss does not support indices_tuple")
         if ref_emb is embeddings:
-            raise ValueError(
+            raise ArgumentError(
                 "MultipleNegativesRankingLoss needs ref_emb: row i of ref_emb is the positive "
                 "of row i of embeddings"
             )
         if ref_emb.shape[0] < n:
-            raise ValueError(
+            raise ArgumentError(
                 f"ref_emb has {ref_emb.shape[0]} rows but embeddings has {n}: every anchor "
                 "needs its positive in the same row of ref_emb"
             )
         if ref_labels is not None and labels is None:
-            raise ValueError("ref_labels was given without labels")
+            raise ArgumentError("ref_labels was given without labels")
         sim = self.distance(embeddings, ref_emb)
         logits = sim.to(c_f.accumulation_dtype(sim.dtype)) * self.scale
         if labels is not None:

@@ -9,6 +9,7 @@ from ..distances import BaseDistance, DotProductSimilarity
 from ..reducers import BaseReducer
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
+from ..utils.validation import ArgumentError
 from .base_metric_loss_function import BaseMetricLossFunction, require_labels
 
 
@@ -85,7 +86,7 @@ class NPairsLoss(BaseMetricLossFunction):
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         require_labels(labels, type(self).__name__)
         if ref_emb is not embeddings or ref_labels is not labels:
-            raise ValueError(f"{type(self).__name__} does not support ref_emb or ref_labels")
+            raise ArgumentError(f"{type(self).__name__} does not support ref_emb or ref_labels")
         if indices_tuple is None:
             anchor_idx, positive_idx = first_pair_per_class(labels)
         else:

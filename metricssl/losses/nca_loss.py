@@ -10,7 +10,7 @@ from ..reducers import BaseReducer
 from ..utils import chunking
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
-from ..utils.validation import check_number
+from ..utils.validation import ArgumentError, check_number
 from .base_metric_loss_function import BaseMetricLossFunction, require_labels
 
 
@@ -162,7 +162,7 @@ class NCALoss(BaseMetricLossFunction):
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         require_labels(labels, type(self).__name__)
         if ref_emb is not embeddings and ref_labels is None:
-            raise ValueError(f"{type(self).__name__}: ref_labels is required with ref_emb")
+            raise ArgumentError(f"{type(self).__name__}: ref_labels is required with ref_emb")
         if len(embeddings) <= 1:
             return self.zero_losses()
         return self.nca_computation(embeddings, ref_emb, labels, ref_labels, indices_tuple)

@@ -6,6 +6,7 @@ import torch
 
 from ..distances import BaseDistance
 from ..reducers import BaseReducer
+from ..utils.validation import ArgumentError
 from .classification_loss import BaseClassificationLoss
 
 
@@ -78,7 +79,7 @@ class P2SGradLoss(BaseClassificationLoss):
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         labels = self.check_classification_inputs(embeddings, labels, ref_emb, ref_labels)
         if indices_tuple is not None:
-            raise ValueError(f"{type(self).__name__} does not support indices_tuple")
+            raise ArgumentError(f"{type(self).__name__} does not support indices_tuple")
         with torch.no_grad():
             self._project_columns()
         x = embeddings.to(self.compute_dtype(embeddings))

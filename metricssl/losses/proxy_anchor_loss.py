@@ -106,7 +106,7 @@ class ProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         self.proxies.data = c_f.to_device(self.proxies.data, device=device, dtype=dtype)
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        labels = check_proxy_inputs(self, embeddings, labels, ref_emb, ref_labels)
+        labels = check_proxy_inputs(self, self.proxies, embeddings, labels, ref_emb, ref_labels)
         acc = c_f.accumulation_dtype(embeddings.dtype)
         miner_weights = lmu.convert_to_weights(indices_tuple, labels, dtype=acc).unsqueeze(1) - 1
 

@@ -100,7 +100,7 @@ class ProxyNCALoss(WeightRegularizerMixin, NCALoss):
         self.proxies.data = c_f.to_device(self.proxies.data, device=device, dtype=dtype)
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        labels = check_proxy_inputs(self, embeddings, labels, ref_emb, ref_labels)
+        labels = check_proxy_inputs(self, self.proxies, embeddings, labels, ref_emb, ref_labels)
         # Float32 at least: the proxies are float32 parameters even for half inputs.
         acc = c_f.accumulation_dtype(embeddings.dtype)
         # Every embedding has exactly one same-class reference, its class's proxy: the NCA
@@ -112,7 +112,14 @@ class ProxyNCALoss(WeightRegularizerMixin, NCALoss):
             losses = losses * lmu.convert_to_weights(
                 indices_tuple, labels, dtype=acc, using_ref=True
             )
-        loss_dict = self.row_loss_dict(losses, None, embeddings)
+        if len(embeddings) == 0:
+            # PML's answer for an empty batch: the mean of no per-sample losses, NaN (NCALoss,
+            # whose queries may all lack positives, gives 0 instead, and so does its fused path).
+            indices = c_f.torch_arange_from_size(embeddings)
+            entry = {"losses": losses.to(embeddings.dtype), "indices": indices}
+            loss_dict = {"loss": {**entry, "reduction_type": "element"}}
+        else:
+            loss_dict = self.row_loss_dict(losses, None, embeddings)
         self.add_weight_regularization_to_loss_dict(loss_dict, self.proxies)
         return loss_dict
 

@@ -14,6 +14,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ..utils import chunking
+from ..utils.validation import ArgumentError
 
 # PML's PNP sigmoid clamps its exponent to this range (and so has no gradient outside it).
 _EXPONENT_CLAMP = 50.0
@@ -28,12 +29,12 @@ _CPU_BLOCK_BYTES = 16 * 2**20
 def reject_ref_emb(embeddings, labels, ref_emb, ref_labels, what: str) -> None:
     """PML's rule for losses defined within one batch: a separate reference set is an error."""
     if ref_emb is not embeddings or ref_labels is not labels:
-        raise ValueError(f"{what} does not support ref_emb or ref_labels")
+        raise ArgumentError(f"{what} does not support ref_emb or ref_labels")
 
 
 def reject_indices_tuple(indices_tuple, what: str) -> None:
     if indices_tuple is not None:
-        raise ValueError(f"{what} does not support an indices_tuple (it uses every pair)")
+        raise ArgumentError(f"{what} does not support an indices_tuple (it uses every pair)")
 
 
 def row_columns(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

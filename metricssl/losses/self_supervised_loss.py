@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..utils.validation import check_bool, check_embeddings, check_same_device
+from ..utils.validation import ArgumentError, check_bool, check_embeddings, check_same_device
 from .base_loss_wrapper import BaseLossWrapper
 
 # PML's list: losses whose value is defined by positive/negative pairs of labels, so that
@@ -63,11 +63,12 @@ class SelfSupervisedLoss(BaseLossWrapper):
         return list(SUPPORTED_LOSSES)
 
     def forward(self, embeddings: torch.Tensor, ref_emb: torch.Tensor):
-        check_embeddings(embeddings)
-        check_embeddings(ref_emb, "ref_emb")
+        # An empty pair of views is PML's zero loss, not an error.
+        check_embeddings(embeddings, allow_empty=True)
+        check_embeddings(ref_emb, "ref_emb", allow_empty=True)
         check_same_device(embeddings, ref_emb, "embeddings", "ref_emb")
         if embeddings.shape != ref_emb.shape:
-            raise ValueError(
+            raise ArgumentError(
                 f"embeddings and ref_emb must be two views of the same batch, with the same "
                 f"shape; got {tuple(embeddings.shape)} and {tuple(ref_emb.shape)}"
             )

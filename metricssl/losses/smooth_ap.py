@@ -8,7 +8,7 @@ from ..distances import BaseDistance, CosineSimilarity
 from ..reducers import BaseReducer
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
-from ..utils.validation import check_distance_type, check_number
+from ..utils.validation import ArgumentError, check_distance_type, check_number
 from .base_metric_loss_function import BaseMetricLossFunction, require_labels
 from .rank_utils import reject_ref_emb, soft_rank_counts
 
@@ -83,8 +83,10 @@ class SmoothAPLoss(BaseMetricLossFunction):
         reject_ref_emb(embeddings, labels, ref_emb, ref_labels, name)
         _, group, counts = torch.unique(labels, return_inverse=True, return_counts=True)
         # Host reads: a bad batch must raise here, and the class size is a shape.
+        if len(counts) == 0:  # PML raises a ValueError for an empty batch too
+            raise ArgumentError(f"{name}: the batch is empty (no labels)")
         if len(counts) > 1 and bool((counts != counts[0]).any()):
-            raise ValueError(
+            raise ArgumentError(
                 f"{name}: every class in the batch must have the same number of samples, "
                 f"got {counts.tolist()} (samplers.MPerClassSampler gives such batches)"
             )

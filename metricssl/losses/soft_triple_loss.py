@@ -11,7 +11,7 @@ from ..distances import BaseDistance, CosineSimilarity
 from ..reducers import BaseReducer
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
-from ..utils.validation import check_number
+from ..utils.validation import ArgumentError, check_number
 from .base_metric_loss_function import BaseMetricLossFunction
 from .mixins import WeightRegularizerMixin
 from .proxy_utils import (
@@ -101,7 +101,7 @@ class SoftTripleLoss(WeightRegularizerMixin, BaseMetricLossFunction):
             collect_stats=collect_stats,
         )
         if not self.distance.is_inverted:
-            raise ValueError(
+            raise ArgumentError(
                 f"SoftTripleLoss needs a similarity (an inverted distance such as "
                 f"CosineSimilarity) as distance, got {type(self.distance).__name__}"
             )
@@ -130,7 +130,7 @@ class SoftTripleLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         self.fc.data = c_f.to_device(self.fc.data, device=device, dtype=dtype)
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
-        labels = check_proxy_inputs(self, embeddings, labels, ref_emb, ref_labels)
+        labels = check_proxy_inputs(self, self.fc, embeddings, labels, ref_emb, ref_labels)
         acc = c_f.accumulation_dtype(embeddings.dtype)
         miner_weights = lmu.convert_to_weights(indices_tuple, labels, dtype=acc)
         logits = self._class_similarities(embeddings) * self.la

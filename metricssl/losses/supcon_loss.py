@@ -9,7 +9,7 @@ from ..reducers import AvgNonZeroReducer, BaseReducer, ClassWeightedReducer, Mul
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.pair_masks import is_self_reference, pos_neg_masks
-from ..utils.validation import check_number
+from ..utils.validation import ArgumentError, check_number
 from .base_metric_loss_function import require_ref_labels
 from .generic_pair_loss import GenericPairLoss
 
@@ -83,12 +83,12 @@ class SupConLoss(GenericPairLoss):
         labels = c_f.to_device(labels, embeddings)
         if not given_ref:
             if ref_labels is not None:
-                raise ValueError("ref_labels was given without ref_emb")
+                raise ArgumentError("ref_labels was given without ref_emb")
             ref_labels = labels
         elif ref_labels is not None:
             _check_multi_hot(ref_labels, ref_emb.shape[0], "ref_labels", "ref_emb")
             if ref_labels.shape[1] != labels.shape[1]:
-                raise ValueError(
+                raise ArgumentError(
                     f"ref_labels has {ref_labels.shape[1]} classes but labels has {labels.shape[1]}"
                 )
             ref_labels = c_f.to_device(ref_labels, ref_emb)
@@ -98,7 +98,7 @@ class SupConLoss(GenericPairLoss):
             else [self.reducer]
         )
         if any(isinstance(r, ClassWeightedReducer) for r in reducers):
-            raise ValueError("ClassWeightedReducer needs 1-D labels (class ids), not multi-hot")
+            raise ArgumentError("ClassWeightedReducer needs 1-D labels (class ids), not multi-hot")
         return embeddings, labels, indices_tuple, ref_emb, ref_labels
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
@@ -152,17 +152,17 @@ def _check_multi_hot(labels, n: int, name: str, embeddings_name: str) -> None:
     if not torch.is_tensor(labels):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
     if labels.ndim != 2 or labels.shape[1] == 0:
-        raise ValueError(
+        raise ArgumentError(
             f"multi-hot {name} must be a 2D tensor of shape (batch_size, num_classes), got "
             f"shape {tuple(labels.shape)}"
         )
     if labels.shape[0] != n:
-        raise ValueError(f"{name} has {labels.shape[0]} rows but {embeddings_name} has {n}")
+        raise ArgumentError(f"{name} has {labels.shape[0]} rows but {embeddings_name} has {n}")
     if labels.is_complex():
         raise TypeError(f"multi-hot {name} must be bool, integer or float, got {labels.dtype}")
     # A host read for float/int multi-hot labels only: bad values must raise here.
     if labels.dtype != torch.bool and not bool(((labels == 0) | (labels == 1)).all()):
-        raise ValueError(f"multi-hot {name} must hold only 0 and 1")
+        raise ArgumentError(f"multi-hot {name} must hold only 0 and 1")
 
 
 def _multi_hot_masks(labels: torch.Tensor, ref_labels: torch.Tensor):

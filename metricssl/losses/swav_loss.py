@@ -11,7 +11,7 @@ from torch import nn
 
 from ..utils import common_functions as c_f
 from ..utils.distributed import gather_local_first
-from ..utils.validation import check_bool, check_embeddings, check_number
+from ..utils.validation import ArgumentError, check_bool, check_embeddings, check_number
 
 
 def _check_sinkhorn_args(epsilon, iterations) -> None:
@@ -149,7 +149,7 @@ class SwAVLoss(nn.Module):
         if queue_scores is None:
             queue_scores = [None] * len(global_scores)
         if not isinstance(queue_scores, Sequence) or len(queue_scores) != len(global_scores):
-            raise ValueError(
+            raise ArgumentError(
                 f"queue_scores must hold one tensor (or None) per global crop "
                 f"({len(global_scores)}), got {queue_scores!r:.80}"
             )
@@ -162,7 +162,7 @@ class SwAVLoss(nn.Module):
             if queued is not None:
                 check_embeddings(queued, f"queue_scores[{i}]", allow_empty=True)
                 if queued.shape[1] != k:
-                    raise ValueError(
+                    raise ArgumentError(
                         f"queue_scores[{i}] has {queued.shape[1]} prototypes, the scores {k}"
                     )
                 rows = torch.cat([rows, queued.detach().to(rows.dtype)])
@@ -176,12 +176,12 @@ class SwAVLoss(nn.Module):
         ``len(codes)`` crops (the global ones), predicted by every other crop's scores."""
         scores = _check_scores("scores", scores, min_count=2)
         if not 1 <= len(codes) <= len(scores):
-            raise ValueError(
+            raise ArgumentError(
                 f"codes must hold one tensor per global crop (1 to {len(scores)}), got {len(codes)}"
             )
         for i, q in enumerate(codes):
             if not torch.is_tensor(q) or q.shape != scores[0].shape:
-                raise ValueError(
+                raise ArgumentError(
                     f"codes[{i}] must be a tensor of shape {tuple(scores[0].shape)}, got "
                     f"{tuple(q.shape) if torch.is_tensor(q) else type(q).__name__}"
                 )
@@ -209,11 +209,11 @@ def _check_scores(name: str, scores, min_count: int) -> list[torch.Tensor]:
         raise TypeError(f"{name} must be a sequence of (B, K) tensors, one per crop")
     scores = list(scores)
     if len(scores) < min_count:
-        raise ValueError(f"{name} must hold at least {min_count} crops, got {len(scores)}")
+        raise ArgumentError(f"{name} must hold at least {min_count} crops, got {len(scores)}")
     for i, s in enumerate(scores):
         check_embeddings(s, f"{name}[{i}]")
         if s.shape != scores[0].shape:
-            raise ValueError(
+            raise ArgumentError(
                 f"{name}[{i}] has shape {tuple(s.shape)}, {name}[0] {tuple(scores[0].shape)}: "
                 "every crop needs the same batch and prototypes"
             )

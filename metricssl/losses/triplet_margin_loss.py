@@ -11,7 +11,7 @@ from ..utils import chunking
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.pair_masks import pos_neg_masks
-from ..utils.validation import check_bool, check_number
+from ..utils.validation import ArgumentError, check_bool, check_number
 from .base_metric_loss_function import (
     BaseMetricLossFunction,
     require_labels_or_indices_tuple,
@@ -23,7 +23,9 @@ def check_triplets_per_anchor(value) -> None:
     """``"all"`` or a positive int, as PML's ``triplets_per_anchor``."""
     if isinstance(value, str):
         if value != "all":
-            raise ValueError(f'triplets_per_anchor must be "all" or a positive int, got {value!r}')
+            raise ArgumentError(
+                f'triplets_per_anchor must be "all" or a positive int, got {value!r}'
+            )
         return
     check_number("triplets_per_anchor", value, low=1, integer=True)
 

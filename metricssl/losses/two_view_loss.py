@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..utils.validation import check_embeddings
+from ..utils.validation import ArgumentError, check_embeddings
 from .base_metric_loss_function import BaseMetricLossFunction
 
 
@@ -27,17 +27,17 @@ class TwoViewLoss(BaseMetricLossFunction):
         name = type(self).__name__
         if torch.is_tensor(labels) and labels.ndim == 2:
             if ref_emb is not None:
-                raise ValueError(
+                raise ArgumentError(
                     f"{name}: the second view was given twice (positionally and as ref_emb)"
                 )
             labels, ref_emb = None, labels
         if labels is not None or ref_labels is not None:
-            raise ValueError(f"{name} takes two views (embeddings, ref_emb), not labels")
+            raise ArgumentError(f"{name} takes two views (embeddings, ref_emb), not labels")
         if indices_tuple is not None:
-            raise ValueError(f"{name} does not support an indices_tuple")
+            raise ArgumentError(f"{name} does not support an indices_tuple")
         if ref_emb is None:
             if self.ref_emb_required:
-                raise ValueError(
+                raise ArgumentError(
                     f"{name} needs the second view: call loss(embeddings, ref_emb) where row i "
                     f"of both is a view of the same input"
                 )
@@ -45,7 +45,7 @@ class TwoViewLoss(BaseMetricLossFunction):
             check_embeddings(embeddings)
             check_embeddings(ref_emb, "ref_emb")
             if embeddings.shape != ref_emb.shape:
-                raise ValueError(
+                raise ArgumentError(
                     f"{name}: embeddings and ref_emb must be two views of the same batch, with "
                     f"the same shape; got {tuple(embeddings.shape)} and {tuple(ref_emb.shape)}"
                 )
@@ -59,6 +59,6 @@ class TwoViewLoss(BaseMetricLossFunction):
 def check_batch_statistics_size(n_rows: int, what: str) -> None:
     """Batch statistics (mean, variance) need at least two rows."""
     if n_rows < 2:
-        raise ValueError(
+        raise ArgumentError(
             f"{what} computes statistics over the batch and needs at least 2 rows, got {n_rows}"
         )

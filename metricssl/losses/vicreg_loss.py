@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from ..reducers import BaseReducer
 from ..utils import common_functions as c_f
 from ..utils.distributed import gather_with_grad
-from ..utils.validation import check_bool, check_number
+from ..utils.validation import ArgumentError, check_bool, check_number
 from .two_view_loss import TwoViewLoss, check_batch_statistics_size
 
 
@@ -86,9 +86,9 @@ class VICRegLoss(TwoViewLoss):
         gather_distributed: bool = False,
     ):
         if distance is not None:
-            raise ValueError("VICRegLoss cannot use a distance function (distance must be None)")
+            raise ArgumentError("VICRegLoss cannot use a distance function (distance must be None)")
         if embedding_regularizer is not None:
-            raise ValueError(
+            raise ArgumentError(
                 "VICRegLoss cannot use a regularizer (embedding_regularizer must be None)"
             )
         check_number("invariance_lambda", invariance_lambda, low=0)

@@ -39,7 +39,8 @@ class AngularMiner(BaseMiner):
     those PML selects from the float32 copies of the embeddings.
 
     Args:
-        angle: the threshold in degrees, in [0, 90). Stored in radians, as in PML.
+        angle: the threshold in degrees (below 0 keeps every triplet, 90 or more none).
+            Stored in radians, as in PML.
         distance: must be LpDistance(p=2, power=1, normalize_embeddings=True), the default.
         collect_stats: record the mean, min, max and standard deviation of the angles of all
             triplets (degrees) and the means above and below the threshold.
@@ -57,7 +58,8 @@ class AngularMiner(BaseMiner):
         distance: BaseDistance | None = None,
         collect_stats: bool | None = None,
     ):
-        check_number("angle", angle, low=0, high=90, high_inclusive=False)
+        # Any angle, as in PML: below 0 every triplet passes, from 90 degrees on none does.
+        check_number("angle", angle)
         super().__init__(distance=distance, collect_stats=collect_stats)
         require_unit_l2_distance(self)
         self.angle = math.radians(angle)
@@ -77,12 +79,15 @@ class AngularMiner(BaseMiner):
     def mine(self, embeddings, labels, ref_emb, ref_labels):
         pos, neg = pos_neg_masks(labels, ref_labels)
         pos &= neg.any(dim=1, keepdim=True)
-        n_pos_max = int(pos.sum(dim=1).max())
+        # An empty batch (PML: no triplets) has no row to take the max of.
+        n_pos_max = int(pos.sum(dim=1).max()) if pos.numel() else 0
         stats = _AngleStats(embeddings.device) if self.collect_stats else None
         if n_pos_max == 0:
             if stats is not None:
                 stats.write_to(self)
             return empty_indices(embeddings.device, 3)
+        if self.angle >= math.pi / 2 and stats is None:
+            return empty_indices(embeddings.device, 3)  # no angle of a triangle exceeds 90
         dtype = c_f.accumulation_dtype(embeddings.dtype)
         emb, ref = embeddings.to(dtype), ref_emb.to(dtype)
         # PML's test atan(ap / (2 nc)) > angle is ap^2 - 4 tan^2(angle) nc^2 > 0, with
@@ -118,8 +123,14 @@ class AngularMiner(BaseMiner):
             # nc_sq becomes the test's left-hand side.
             lhs = nc_sq.mul_(-4 * tan2).add_(ap_sq)
             candidate = p_valid.unsqueeze(2) & neg[rows].unsqueeze(1)
-            keep = candidate & (lhs > tolerance)
-            b, j, n = torch.where(candidate & (lhs.abs_() <= tolerance))
+            if self.angle < 0 or self.angle >= math.pi / 2:
+                # atan(...) is in [0, pi/2]: above a negative angle always, never above 90
+                # degrees (the tangent identity below holds only in between).
+                keep = candidate & (self.angle < 0)
+                b = ()
+            else:
+                keep = candidate & (lhs > tolerance)
+                b, j, n = torch.where(candidate & (lhs.abs_() <= tolerance))
             if len(b):
                 exact = self.exact_above(emb, ref, b + rows.start, p_cols[b, j], n)
                 keep[b[exact], j[exact], n[exact]] = True

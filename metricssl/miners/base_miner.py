@@ -7,6 +7,8 @@ import torch
 from ..utils import common_functions as c_f
 from ..utils.module_with_records_and_reducer import ModuleWithRecordsAndDistance
 from ..utils.validation import (
+    ArgumentError,
+    check_embedding_shapes,
     check_embeddings,
     check_labels,
     check_same_device,
@@ -43,12 +45,12 @@ class BaseMiner(ModuleWithRecordsAndDistance):
         if len(output) == 3:
             self.num_triplets = len(output[0])
             if not self.num_triplets == len(output[1]) == len(output[2]):
-                raise ValueError("mined anchors, positives and negatives differ in length")
+                raise ArgumentError("mined anchors, positives and negatives differ in length")
         else:
             self.num_pos_pairs = len(output[0])
             self.num_neg_pairs = len(output[2])
             if self.num_pos_pairs != len(output[1]) or self.num_neg_pairs != len(output[3]):
-                raise ValueError("mined pair indices differ in length")
+                raise ArgumentError("mined pair indices differ in length")
 
     def forward(self, embeddings, labels, ref_emb=None, ref_labels=None):
         self.reset_stats()
@@ -65,19 +67,24 @@ class BaseMiner(ModuleWithRecordsAndDistance):
         return mining_output
 
     def check_inputs(self, embeddings, labels, ref_emb, ref_labels):
-        check_embeddings(embeddings)
+        # The shape is the distance's to judge, as in PML (a custom distance may take others).
+        check_embeddings(embeddings, allow_empty=True, ndim=None)
         if labels is None:
-            raise ValueError(f"{type(self).__name__} needs labels")
+            raise ArgumentError(f"{type(self).__name__} needs labels")
         check_labels(labels, embeddings.shape[0])
         labels = c_f.to_device(labels, embeddings)
         if ref_emb is None:
             if ref_labels is not None:
-                raise ValueError("ref_labels was given without ref_emb")
+                raise ArgumentError("ref_labels was given without ref_emb")
+            check_embedding_shapes(self, embeddings, None)
             return embeddings, labels, embeddings, labels
-        check_embeddings(ref_emb, "ref_emb")
+        check_embeddings(ref_emb, "ref_emb", allow_empty=True, ndim=None)
         check_same_device(embeddings, ref_emb, "embeddings", "ref_emb")
+        check_embedding_shapes(self, embeddings, ref_emb)
         check_same_width(embeddings, ref_emb, "embeddings", "ref_emb")
         if ref_labels is None:
-            raise ValueError(f"{type(self).__name__}: ref_labels is required when ref_emb is given")
+            raise ArgumentError(
+                f"{type(self).__name__}: ref_labels is required when ref_emb is given"
+            )
         check_labels(ref_labels, ref_emb.shape[0], "ref_labels", "ref_emb")
         return embeddings, labels, ref_emb, c_f.to_device(ref_labels, ref_emb)

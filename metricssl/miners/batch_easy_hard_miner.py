@@ -9,12 +9,12 @@ import torch
 from ..distances import BaseDistance
 from ..utils import common_functions as c_f
 from ..utils.pair_masks import pos_neg_masks
-from ..utils.validation import check_choice
+from ..utils.validation import ArgumentError, check_choice
 from .base_miner import BaseMiner
 
 
 def check_range(name: str, value) -> None:
-    """None or a ``(low, high)`` pair of numbers with ``low <= high``."""
+    """None or a ``(low, high)`` pair of numbers (low > high allows nothing, as in PML)."""
     if value is None:
         return
     if (
@@ -23,8 +23,6 @@ def check_range(name: str, value) -> None:
         or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value)
     ):
         raise TypeError(f"{name} must be None or a (low, high) pair of numbers, got {value!r}")
-    if not value[0] <= value[1]:
-        raise ValueError(f"{name} must satisfy low <= high, got {value!r}")
 
 
 class BatchEasyHardMiner(BaseMiner):
@@ -80,9 +78,9 @@ class BatchEasyHardMiner(BaseMiner):
         check_choice("pos_strategy", pos_strategy, self.all_batch_mining_strategies)
         check_choice("neg_strategy", neg_strategy, self.all_batch_mining_strategies)
         if pos_strategy == neg_strategy == self.SEMIHARD:
-            raise ValueError('pos_strategy and neg_strategy cannot both be "semihard"')
+            raise ArgumentError('pos_strategy and neg_strategy cannot both be "semihard"')
         if {pos_strategy, neg_strategy} == {self.SEMIHARD, self.ALL}:
-            raise ValueError('"semihard" cannot be used in combination with "all"')
+            raise ArgumentError('"semihard" cannot be used in combination with "all"')
         check_range("allowed_pos_range", allowed_pos_range)
         check_range("allowed_neg_range", allowed_neg_range)
         super().__init__(distance=distance, collect_stats=collect_stats)

@@ -7,7 +7,7 @@ import torch
 from ..distances import BaseDistance, LpDistance
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
-from ..utils.validation import check_number
+from ..utils.validation import ArgumentError, ArgumentTypeError, check_number
 from .base_miner import BaseMiner
 
 
@@ -16,11 +16,11 @@ def require_unit_l2_distance(miner: BaseMiner) -> None:
     name = type(miner).__name__
     distance = miner.distance
     if not isinstance(distance, LpDistance):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{name} requires distance to be an LpDistance, got {type(distance).__name__}"
         )
     if distance.p != 2 or distance.power != 1 or not distance.normalize_embeddings:
-        raise ValueError(
+        raise ArgumentError(
             f"{name} requires distance=LpDistance(p=2, power=1, normalize_embeddings=True), got "
             f"p={distance.p}, power={distance.power}, "
             f"normalize_embeddings={distance.normalize_embeddings}"
@@ -43,8 +43,8 @@ class DistanceWeightedMiner(BaseMiner):
     half-precision weights.
 
     Args:
-        cutoff: distances below this are raised to it (>= 0), limiting the largest weights.
-        nonzero_loss_cutoff: negatives at least this far are never sampled (> 0).
+        cutoff: distances below this are raised to it, limiting the largest weights.
+        nonzero_loss_cutoff: negatives at least this far are never sampled (<= 0: none is).
         distance: must be LpDistance(p=2, power=1, normalize_embeddings=True), the default.
         collect_stats: accepted for PML compatibility (this miner records no statistics).
 
@@ -62,8 +62,11 @@ class DistanceWeightedMiner(BaseMiner):
         distance: BaseDistance | None = None,
         collect_stats: bool | None = None,
     ):
-        check_number("cutoff", cutoff, low=0)
-        check_number("nonzero_loss_cutoff", nonzero_loss_cutoff, low=0, low_inclusive=False)
+        # Any real number, as in PML: a nonzero_loss_cutoff <= 0 leaves no negative to sample
+        # (PML's own tests use DistanceWeightedMiner(0, -0.01) for that), a cutoff <= 0
+        # clamps nothing.
+        check_number("cutoff", cutoff)
+        check_number("nonzero_loss_cutoff", nonzero_loss_cutoff)
         super().__init__(distance=distance, collect_stats=collect_stats)
         require_unit_l2_distance(self)
         self.cutoff = float(cutoff)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..utils.validation import check_embeddings
+from ..utils.validation import ArgumentError, check_embeddings
 from .base_miner import BaseMiner
 
 
@@ -47,7 +47,7 @@ class EmbeddingsAlreadyPackagedAsTriplets(BaseMiner):
 
     def check_inputs(self, embeddings, labels, ref_emb, ref_labels):
         if ref_emb is not None and ref_emb is not embeddings:
-            raise ValueError(
+            raise ArgumentError(
                 "EmbeddingsAlreadyPackagedAsTriplets takes no ref_emb: its triplets index "
                 "rows of embeddings"
             )
@@ -59,7 +59,7 @@ class EmbeddingsAlreadyPackagedAsTriplets(BaseMiner):
     def mine(self, embeddings, labels, ref_emb, ref_labels):
         n = embeddings.shape[0]
         if n % 3:
-            raise ValueError(
+            raise ArgumentError(
                 f"EmbeddingsAlreadyPackagedAsTriplets: the batch size ({n}) must be a multiple "
                 "of 3 (rows anchor, positive, negative, anchor, ...)"
             )

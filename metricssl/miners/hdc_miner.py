@@ -29,7 +29,7 @@ class HDCMiner(BaseMiner):
     again.
 
     Args:
-        filter_percentage: the fraction of pairs kept, in (0, 1].
+        filter_percentage: the fraction of pairs kept, in [0, 1].
         distance: LpDistance by default.
         collect_stats: accepted for PML compatibility (this miner records no statistics).
 
@@ -46,7 +46,8 @@ class HDCMiner(BaseMiner):
         distance: BaseDistance | None = None,
         collect_stats: bool | None = None,
     ):
-        check_number("filter_percentage", filter_percentage, low=0, high=1, low_inclusive=False)
+        # 0 keeps nothing, as in PML; above 1 PML fails inside topk (we say so).
+        check_number("filter_percentage", filter_percentage, low=0, high=1)
         super().__init__(distance=distance, collect_stats=collect_stats)
         self.filter_percentage = filter_percentage
         self.add_to_recordable_attributes(list_of_names=["filter_percentage"], is_stat=False)

@@ -72,7 +72,8 @@ class TripletMarginMiner(BaseMiner):
             self.set_stats(mat, pos, neg)
         # Anchors without a negative form no triplet: drop their positives up front.
         pos &= neg.any(dim=1, keepdim=True)
-        n_pos_max = int(pos.sum(dim=1).max())
+        # An empty batch (PML: no triplets) has no row to take the max of.
+        n_pos_max = int(pos.sum(dim=1).max()) if pos.numel() else 0
         if n_pos_max == 0:
             return empty_indices(mat.device, 3)
         m = mat.shape[1]

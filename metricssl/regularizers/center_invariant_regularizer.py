@@ -6,7 +6,7 @@ import torch
 
 from ..distances import LpDistance
 from ..utils import common_functions as c_f
-from ..utils.validation import check_distance_type
+from ..utils.validation import ArgumentError, check_distance_type
 from .base_regularizer import BaseRegularizer
 
 
@@ -40,7 +40,7 @@ class CenterInvariantRegularizer(BaseRegularizer):
         super().__init__(distance=distance, reducer=reducer, collect_stats=collect_stats)
         check_distance_type(self, LpDistance)
         if self.distance.power != 1 or self.distance.normalize_embeddings:
-            raise ValueError(
+            raise ArgumentError(
                 "CenterInvariantRegularizer requires distance=LpDistance(power=1, "
                 f"normalize_embeddings=False), got power={self.distance.power}, "
                 f"normalize_embeddings={self.distance.normalize_embeddings}"

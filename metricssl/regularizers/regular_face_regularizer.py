@@ -7,6 +7,7 @@ import torch
 from ..distances import CosineSimilarity
 from ..utils import common_functions as c_f
 from ..utils.chunking import row_chunks
+from ..utils.validation import ArgumentError
 from .base_regularizer import BaseRegularizer
 
 
@@ -40,7 +41,7 @@ class RegularFaceRegularizer(BaseRegularizer):
     def __init__(self, distance=None, reducer=None, collect_stats: bool | None = None):
         super().__init__(distance=distance, reducer=reducer, collect_stats=collect_stats)
         if not self.distance.is_inverted:
-            raise ValueError(
+            raise ArgumentError(
                 "RegularFaceRegularizer requires distance to be a similarity "
                 f"(is_inverted=True, e.g. CosineSimilarity), got {type(self.distance).__name__}"
             )

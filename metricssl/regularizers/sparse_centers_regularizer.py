@@ -8,7 +8,7 @@ from ..distances import CosineSimilarity
 from ..reducers import DivisorReducer
 from ..utils import common_functions as c_f
 from ..utils.chunking import row_chunks
-from ..utils.validation import check_distance_type, check_number
+from ..utils.validation import ArgumentError, check_distance_type, check_number
 from .base_regularizer import BaseRegularizer
 
 
@@ -74,7 +74,7 @@ class SparseCentersRegularizer(BaseRegularizer):
     def compute_loss(self, weights):
         c, k = self.num_classes, self.centers_per_class
         if weights.shape[0] != c * k:
-            raise ValueError(
+            raise ArgumentError(
                 f"weights has {weights.shape[0]} rows but num_classes * centers_per_class = "
                 f"{c} * {k} = {c * k}"
             )

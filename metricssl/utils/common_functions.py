@@ -11,6 +11,8 @@ import re
 import numpy as np
 import torch
 
+from .validation import ArgumentError
+
 LOGGER_NAME = "metricssl"
 LOGGER = logging.getLogger(LOGGER_NAME)
 NUMPY_RANDOM = np.random
@@ -209,7 +211,7 @@ def get_hierarchy_label(batch_labels, hierarchy_level):
         return batch_labels
     top = max(hierarchy_level) if is_list_or_tuple(hierarchy_level) else hierarchy_level
     if top > 0 and not (batch_labels.ndim == 2 and batch_labels.shape[1] > top):
-        raise ValueError(
+        raise ArgumentError(
             f"hierarchy_level {hierarchy_level} needs labels of shape (n, > {top}), "
             f"got {tuple(batch_labels.shape)}"
         )
@@ -253,7 +255,7 @@ def get_labels_to_indices(labels):
 def make_label_to_rank_dict(label_set):
     """``{label: its rank among label_set}`` (0-based); the labels must be distinct."""
     if len(set(label_set)) != len(label_set):
-        raise ValueError("label set must not have duplicates")
+        raise ArgumentError("label set must not have duplicates")
     order = np.argsort(np.asarray(label_set), kind="stable")
     ranks = np.empty(len(label_set), dtype=int)
     ranks[order] = np.arange(len(label_set))
@@ -281,7 +283,7 @@ class LabelMapper:
         if not isinstance(set_min_label_to_zero, bool):
             raise TypeError(f"set_min_label_to_zero must be a bool, got {set_min_label_to_zero!r}")
         if set_min_label_to_zero and dataset_labels is None:
-            raise ValueError("set_min_label_to_zero=True needs dataset_labels")
+            raise ArgumentError("set_min_label_to_zero=True needs dataset_labels")
         self.set_min_label_to_zero = set_min_label_to_zero
         if dataset_labels is not None:
             self.label_map = get_label_map(dataset_labels)
@@ -294,9 +296,9 @@ class LabelMapper:
 
 def check_shapes(embeddings, labels) -> None:
     if labels is not None and embeddings.shape[0] != labels.shape[0]:
-        raise ValueError("Number of embeddings must equal number of labels")
+        raise ArgumentError("Number of embeddings must equal number of labels")
     if labels is not None and labels.ndim != 1:
-        raise ValueError("labels must be a 1D tensor of shape (batch_size,)")
+        raise ArgumentError("labels must be a 1D tensor of shape (batch_size,)")
 
 
 def set_ref_emb(embeddings, labels, ref_emb, ref_labels):
@@ -312,27 +314,27 @@ def set_ref_emb(embeddings, labels, ref_emb, ref_labels):
 
 def labels_not_supported(labels, ref_labels) -> None:
     if labels is not None or ref_labels is not None:
-        raise ValueError("labels and ref_labels are not supported for this loss function")
+        raise ArgumentError("labels and ref_labels are not supported for this loss function")
 
 
 def ref_not_supported(embeddings, labels, ref_emb, ref_labels) -> None:
     if ref_emb is not embeddings or ref_labels is not labels:
-        raise ValueError("ref_emb is not supported for this loss function")
+        raise ArgumentError("ref_emb is not supported for this loss function")
 
 
 def indices_tuple_not_supported(indices_tuple) -> None:
     if indices_tuple is not None:
-        raise ValueError("indices_tuple is not supported for this loss function")
+        raise ArgumentError("indices_tuple is not supported for this loss function")
 
 
 def labels_required(labels) -> None:
     if labels is None:
-        raise ValueError("labels are required for this loss function")
+        raise ArgumentError("labels are required for this loss function")
 
 
 def labels_or_indices_tuple_required(labels, indices_tuple) -> None:
     if labels is None and indices_tuple is None:
-        raise ValueError("labels and indices_tuple cannot both be None")
+        raise ArgumentError("labels and indices_tuple cannot both be None")
 
 
 def assert_distance_type(obj, distance_type=None, **kwargs) -> None:
@@ -496,7 +498,7 @@ class EmbeddingDataset(torch.utils.data.Dataset):
 
     def __init__(self, embeddings, labels):
         if len(embeddings) != len(labels):
-            raise ValueError(
+            raise ArgumentError(
                 f"embeddings has {len(embeddings)} rows but labels has {len(labels)} entries"
             )
         self.embeddings = embeddings

@@ -26,6 +26,7 @@ import torch.distributed as dist
 
 from . import loss_and_miner_utils as lmu
 from .pair_masks import pos_neg_masks
+from .validation import ArgumentError
 
 
 def is_distributed() -> bool:
@@ -51,7 +52,7 @@ def local_rank() -> int | None:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"LOCAL_RANK must be an integer, got {value!r}") from None
+        raise ArgumentError(f"LOCAL_RANK must be an integer, got {value!r}") from None
 
 
 def training_device(device: str | torch.device = "auto") -> torch.device:
@@ -76,11 +77,11 @@ def training_device(device: str | torch.device = "auto") -> torch.device:
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise ValueError(f"invalid device {device!r}: {err}") from err
+        raise ArgumentError(f"invalid device {device!r}: {err}") from err
     if device.type != "cuda":
         return device
     if not torch.cuda.is_available():
-        raise ValueError(f"device is {str(device)!r} but torch.cuda.is_available() is False")
+        raise ArgumentError(f"device is {str(device)!r} but torch.cuda.is_available() is False")
     index, source = device.index, f"device {str(device)!r}"
     if index is None:
         index, source = local_rank(), "LOCAL_RANK"
@@ -88,7 +89,7 @@ def training_device(device: str | torch.device = "auto") -> torch.device:
             index, source = torch.cuda.current_device(), "the current CUDA device"
     count = torch.cuda.device_count()
     if not 0 <= index < count:
-        raise ValueError(
+        raise ArgumentError(
             f"{source} asks for cuda:{index}, but {count} GPU(s) are visible "
             f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})"
         )
@@ -168,7 +169,7 @@ def _check_gatherable(tensor) -> None:
     if not torch.is_tensor(tensor):
         raise TypeError(f"tensor must be a torch.Tensor, got {type(tensor).__name__}")
     if tensor.ndim == 0:
-        raise ValueError("tensor must have at least one dimension (rows are gathered)")
+        raise ArgumentError("tensor must have at least one dimension (rows are gathered)")
 
 
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
@@ -277,7 +278,7 @@ def get_indices_tuple(labels, ref_labels, embeddings=None, ref_emb=None, miner=N
         return (*torch.where(pos), *torch.where(neg))
     indices_tuple = miner(embeddings, labels, ref_emb, ref_labels)
     if len(indices_tuple) not in (3, 4):
-        raise ValueError("the miner must return a tuple of 3 or 4 index tensors")
+        raise ArgumentError("the miner must return a tuple of 3 or 4 index tensors")
     # PML's remove_self_comparisons for a batch at rows [0, n) of the reference, without its
     # (pairs x n) comparison: a positive p < n is the anchor's own copy when p == a.
     a, p = indices_tuple[0], indices_tuple[1]
@@ -316,59 +317,46 @@ def _mean_over_ranks(loss: torch.Tensor) -> torch.Tensor:
 
 
 class DistributedLossWrapper(torch.nn.Module):
-    """Computes a loss over the batch of every rank, with gradients, under torch.distributed.
+    """Computes a loss over the batch of every rank under torch.distributed: PML's wrapper.
 
-    A drop-in for PML's ``DistributedLossWrapper`` (same arguments and call), whose result is
-    the single-process result on the global batch. Each rank passes its own embeddings; the
-    wrapper gathers every rank's embeddings (and labels, reference set, enqueue mask) with
-    :func:`gather_local_first`: this rank's rows first, then the other ranks' in rank order
-    (PML's order, so an ``indices_tuple`` mined on the local batch, or by
-    :class:`DistributedMinerWrapper`, indexes the same rows). Without a process group, or with
-    one process, the loss is called as is (with PML's warning when not distributed).
+    Each rank passes its own embeddings; the wrapper gathers every rank's embeddings (and
+    labels, reference set, enqueue mask) with :func:`gather_local_first`: this rank's rows
+    first, then the other ranks' in rank order (PML's order, so an ``indices_tuple`` mined on
+    the local batch, or by :class:`DistributedMinerWrapper`, indexes the same rows). Without
+    a process group, or with one process, the loss is called as is (with PML's warning when
+    not distributed).
 
-    ``efficient=False``: every rank computes the loss over the whole gathered batch. The
-    value returned is that loss, the same number a single process would compute on the
-    global batch. Under DDP the model's parameters receive exactly the single-process
-    gradient.
+    By default the result is PML's, value and gradients, so a two-process run trains exactly
+    as it does with PML:
 
-    ``efficient=True``: rank ``r`` computes ``L_r``, the loss of its own rows as anchors
-    against the gathered batch as ``ref_emb`` (all pairs, without an anchor's pair with
-    itself, unless ``indices_tuple`` is given); the whole N x N matrix is never formed on one
-    rank. The objective is ``mean_r L_r``: the value returned on every rank is that mean, and
-    under DDP the parameters receive exactly its gradient. It equals the global-batch loss
-    when the loss is a mean whose terms are shared evenly by the ranks (e.g. a
-    ``MeanReducer`` with the same number of pairs on each rank); otherwise it is a close
-    cousin (``AvgNonZeroReducer`` averages per rank before the ranks are averaged).
+    - ``efficient=False``: every rank computes the loss over the whole gathered batch and
+      returns ``world_size`` times it; the other ranks' rows are constants, so only local
+      rows receive gradient, and DDP's averaging makes the model's gradient the
+      single-process one. (The logged value is ``world_size`` times the global-batch loss,
+      and a loss's own weights, e.g. proxies, get ``world_size`` times their gradient.)
+    - ``efficient=True``: rank ``r`` computes the loss of its own rows as anchors against
+      the gathered batch (or gathered ``ref_emb``) as reference, all pairs except an
+      anchor's pair with its own row (unless ``indices_tuple`` is given), and returns
+      ``world_size`` times it. Reference rows of other ranks are constants: an embedding
+      gets no gradient from terms where it is another rank's reference.
 
-    How this differs from PML's wrapper (2.9):
+    ``unscaled=True`` (opt-in, not PML's numbers) returns the loss itself and lets the
+    gathered rows carry gradient back to the rank that produced them
+    (:func:`gather_with_grad`): with ``efficient=False`` the value is the global-batch loss
+    and a loss's weights get the single-process gradient; with ``efficient=True`` the value
+    is the mean over ranks of each rank's loss (``mean_r L_r``), the parameters under DDP
+    receive exactly its gradient, and the reference terms are kept; with a ``ref_emb`` an
+    anchor's pair with the reference row at its own position is kept (it is a different set).
 
-    - Gradient: PML gathers the other ranks' embeddings as constants. With
-      ``efficient=False`` that still gives the right gradient (every rank holds every term),
-      but with ``efficient=True`` each embedding loses the gradient of the terms where it is
-      the *reference* of another rank's anchor. Here the gathered rows carry gradient back
-      to the rank that produced them (:func:`gather_with_grad`), so those terms are kept.
-    - Scaling: PML returns ``world_size * loss`` (so that DDP's averaging, applied to a
-      gradient that only reaches local rows, comes out right); its logged loss is then
-      ``world_size`` times too large, and the parameters of a loss with weights (e.g. a
-      proxy loss) get ``world_size`` times their gradient. Here the returned value is not
-      scaled: the factor lives only in the backward pass of the gather, where DDP's average
-      cancels it. Each rank's own embeddings receive ``world_size * dL/d(embedding)``
-      (PML's gradient in the ``efficient=False`` case), the parameters of a loss with
-      weights receive the single-process gradient ``dL/dW`` with ``efficient=False``; with
-      ``efficient=True`` they receive ``dL_r/dW``, so wrap such a loss in DDP (or average
-      its gradients) to keep its weights equal across ranks.
-    - With ``efficient=True`` and a ``ref_emb``, an anchor's pair with the reference row at
-      its own position is kept (PML removes it, though the reference set is a different
-      set); the returned value is the mean over ranks rather than this rank's loss.
-    - Ranks may hold different numbers of rows (PML needs equal batch sizes).
-
-    Every rank must call the wrapper and back-propagate through its result (the backward
-    pass is a collective).
+    Both ways, ranks may hold different numbers of rows (PML needs equal batch sizes). Every
+    rank must call the wrapper and back-propagate through its result.
 
     Args:
         loss: a :class:`~metricssl.losses.BaseMetricLossFunction` or a
             :class:`~metricssl.losses.CrossBatchMemory` (only with ``efficient=False``).
         efficient: compute only the local anchors' rows of the loss (see above).
+        unscaled: the global-batch loss with gradient through the gather, instead of PML's
+            ``world_size`` x the loss with constant gathered rows (see above).
 
     Example:
         >>> import torch
@@ -379,7 +367,7 @@ class DistributedLossWrapper(torch.nn.Module):
         >>> loss = loss_fn(torch.randn(8, 16), torch.randint(0, 3, (8,)))  # doctest: +SKIP
     """
 
-    def __init__(self, loss: torch.nn.Module, efficient: bool = False):
+    def __init__(self, loss: torch.nn.Module, efficient: bool = False, unscaled: bool = False):
         super().__init__()
         from ..losses.base_metric_loss_function import BaseMetricLossFunction
         from ..losses.cross_batch_memory import CrossBatchMemory
@@ -390,10 +378,20 @@ class DistributedLossWrapper(torch.nn.Module):
                 f"{type(loss).__name__}"
             )
         _check_efficient(efficient)
+        if not isinstance(unscaled, bool):
+            raise TypeError(f"unscaled must be a bool, got {unscaled!r}")
         if isinstance(loss, CrossBatchMemory) and efficient:
-            raise ValueError("CrossBatchMemory with efficient=True is not supported")
+            raise ArgumentError("CrossBatchMemory with efficient=True is not supported")
         self.loss = loss
         self.efficient = efficient
+        self.unscaled = unscaled
+
+    def _gather(self, tensor, with_grad: bool = True):
+        """Local rows first; the other ranks' rows carry gradient only when ``unscaled``."""
+        return gather_local_first(tensor, with_grad=with_grad and self.unscaled)
+
+    def _finish(self, loss: torch.Tensor) -> torch.Tensor:
+        return _mean_over_ranks(loss) if self.unscaled else loss * world_size()
 
     def forward(
         self,
@@ -419,10 +417,10 @@ class DistributedLossWrapper(torch.nn.Module):
             return self.loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
         if is_memory:
             return self._cross_batch_memory(
-                embeddings, labels, indices_tuple, ref_emb, enqueue_mask
+                embeddings, labels, indices_tuple, ref_emb, ref_labels, enqueue_mask
             )
         if enqueue_mask is not None:
-            raise ValueError("enqueue_mask is only for a wrapped CrossBatchMemory")
+            raise ArgumentError("enqueue_mask is only for a wrapped CrossBatchMemory")
         if not torch.is_tensor(embeddings):
             raise TypeError(f"embeddings must be a torch.Tensor, got {type(embeddings).__name__}")
         device = embeddings.device
@@ -430,40 +428,41 @@ class DistributedLossWrapper(torch.nn.Module):
         ref_labels = None if ref_labels is None else ref_labels.to(device)
         if not self.efficient:
             loss = self.loss(
-                gather_local_first(embeddings),
-                gather_local_first(labels, with_grad=False),
+                self._gather(embeddings),
+                self._gather(labels, with_grad=False),
                 indices_tuple,
-                gather_local_first(ref_emb),
-                gather_local_first(ref_labels, with_grad=False),
+                self._gather(ref_emb),
+                self._gather(ref_labels, with_grad=False),
             )
-            return _mean_over_ranks(loss)
+            return self._finish(loss)
         if ref_emb is None:
-            ref = gather_local_first(embeddings)
-            all_ref_labels = gather_local_first(labels, with_grad=False)
+            ref = self._gather(embeddings)
+            all_ref_labels = self._gather(labels, with_grad=False)
         else:
-            ref = gather_local_first(ref_emb)
-            all_ref_labels = gather_local_first(ref_labels, with_grad=False)
+            ref = self._gather(ref_emb)
+            all_ref_labels = self._gather(ref_labels, with_grad=False)
         if indices_tuple is None:
             if labels is None or all_ref_labels is None:
-                raise ValueError("efficient=True needs labels (or an indices_tuple)")
-            if ref_emb is None:
+                raise ArgumentError("efficient=True needs labels (or an indices_tuple)")
+            if ref_emb is None or not self.unscaled:
+                # PML drops an anchor's pair with its own row, also against a ref_emb.
                 indices_tuple = get_indices_tuple(labels, all_ref_labels)
             else:
                 indices_tuple = lmu.get_all_pairs_indices(labels, all_ref_labels)
-        return _mean_over_ranks(self.loss(embeddings, labels, indices_tuple, ref, all_ref_labels))
+        return self._finish(self.loss(embeddings, labels, indices_tuple, ref, all_ref_labels))
 
-    def _cross_batch_memory(self, embeddings, labels, indices_tuple, ref_emb, enqueue_mask):
-        if ref_emb is not None:
-            raise ValueError("CrossBatchMemory is not compatible with ref_emb and ref_labels")
+    def _cross_batch_memory(
+        self, embeddings, labels, indices_tuple, ref_emb, ref_labels, enqueue_mask
+    ):
+        if ref_emb is not None or ref_labels is not None:
+            raise ArgumentError("CrossBatchMemory is not compatible with ref_emb and ref_labels")
         device = embeddings.device
-        all_emb = gather_local_first(embeddings)
-        all_labels = gather_local_first(
-            None if labels is None else labels.to(device), with_grad=False
-        )
-        all_mask = gather_local_first(
+        all_emb = self._gather(embeddings)
+        all_labels = self._gather(None if labels is None else labels.to(device), with_grad=False)
+        all_mask = self._gather(
             None if enqueue_mask is None else enqueue_mask.to(device), with_grad=False
         )
-        return _mean_over_ranks(self.loss(all_emb, all_labels, indices_tuple, all_mask))
+        return self._finish(self.loss(all_emb, all_labels, indices_tuple, all_mask))
 
 
 class DistributedMinerWrapper(torch.nn.Module):
@@ -523,7 +522,7 @@ class DistributedMinerWrapper(torch.nn.Module):
                 gather_local_first(ref_labels, with_grad=False),
             )
         if labels is None:
-            raise ValueError(f"{type(self.miner).__name__} needs labels")
+            raise ArgumentError(f"{type(self.miner).__name__} needs labels")
         if ref_emb is None:
             all_emb = gather_local_first(emb, with_grad=False)
             all_labels = gather_local_first(labels, with_grad=False)

@@ -13,6 +13,7 @@ import torch
 
 from . import common_functions as c_f
 from .pair_masks import is_self_reference, pos_neg_masks
+from .validation import ArgumentError
 
 
 def masked_logsumexp(x: torch.Tensor, keep: torch.Tensor, add_one: bool = False) -> torch.Tensor:
@@ -24,6 +25,8 @@ def masked_logsumexp(x: torch.Tensor, keep: torch.Tensor, add_one: bool = False)
     Half-precision inputs are summed in float32 and the result is cast back.
     """
     dtype = x.dtype
+    if x.shape[1] == 0:  # nothing to keep in any row (an empty batch): 0, still in the graph
+        return x.sum(dim=1, keepdim=True)
     x = x.to(c_f.accumulation_dtype(dtype)).masked_fill(~keep, float("-inf"))
     # The shift is a constant for autograd; the result does not depend on it.
     shift = x.detach().amax(dim=1, keepdim=True)
@@ -234,7 +237,7 @@ def not_self_comparisons(a, p, s, e, curr_batch_idx, ref_size, ref_is_subset=Fal
 def remove_self_comparisons(indices_tuple, curr_batch_idx, ref_size, ref_is_subset=False):
     """Drop positive pairs that compare a query with itself in a memory queue."""
     if len(indices_tuple) not in (3, 4):
-        raise ValueError("indices_tuple must have 3 or 4 elements")
+        raise ArgumentError("indices_tuple must have 3 or 4 elements")
     s, e = curr_batch_idx[0], curr_batch_idx[-1]
     keep = not_self_comparisons(
         indices_tuple[0], indices_tuple[1], s, e, curr_batch_idx, ref_size, ref_is_subset

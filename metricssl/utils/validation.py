@@ -1,7 +1,10 @@
-"""Argument checks that turn bad input into a clear ``ValueError``/``TypeError``.
+"""Argument checks that turn bad input into a clear error naming the argument.
 
 Every message names the argument, so the user sees what to fix instead of a shape error
-from deep inside torch.
+from deep inside torch. Where PML asserts, the error is an :class:`ArgumentError` (both a
+``ValueError`` and an ``AssertionError``) or an :class:`ArgumentTypeError` (both a
+``TypeError`` and an ``AssertionError``), so that code written against PML's assertions keeps
+catching what it caught.
 """
 
 from __future__ import annotations
@@ -16,43 +19,86 @@ from torch.utils.weak import WeakIdKeyDictionary
 _INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool)
 
 
-def check_embeddings(x, name: str = "embeddings", allow_empty: bool = False) -> None:
+class ArgumentError(ValueError, AssertionError):
+    """A bad argument value: a ``ValueError`` that ``except AssertionError`` also catches,
+    because PML checks these with ``assert``.
+
+    Example::
+
+        try:
+            SparseCentersRegularizer(num_classes=3, centers_per_class=1)
+        except AssertionError:  # PML-era code keeps working
+            ...
+    """
+
+
+class ArgumentTypeError(TypeError, AssertionError):
+    """A bad argument type where PML asserts (e.g. the wrong kind of distance): a
+    ``TypeError`` that ``except AssertionError`` also catches."""
+
+
+def check_embeddings(
+    x, name: str = "embeddings", allow_empty: bool = False, ndim: int | None = 2
+) -> None:
+    """A floating-point tensor; of ``ndim`` dimensions unless ``ndim`` is None (a loss leaves
+    the shape to its distance's ``check_shapes``, as PML does, so a custom distance may take
+    other shapes)."""
     if not torch.is_tensor(x):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.ndim != 2:
-        raise ValueError(
+    if ndim is not None and x.ndim != ndim:
+        raise ArgumentError(
             f"{name} must be a 2D tensor of shape (batch_size, embedding_size), "
             f"got shape {tuple(x.shape)}"
         )
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
     if not allow_empty and x.shape[0] == 0:
-        raise ValueError(f"{name} is empty: a batch needs at least one embedding")
+        raise ArgumentError(f"{name} is empty: a batch needs at least one embedding")
 
 
 def check_labels(labels, n: int, name: str = "labels", embeddings_name: str = "embeddings"):
+    """A 1-D tensor of ``n`` labels. Integer or floating-point: like PML, labels are compared
+    by value, so ``torch.zeros(n)`` or float class ids work (losses that index by class id
+    check for whole numbers themselves)."""
     if labels is None:
         return
     if not torch.is_tensor(labels):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
     if labels.ndim != 1:
-        raise ValueError(
+        raise ArgumentError(
             f"{name} must be a 1D tensor of shape (batch_size,), got shape {tuple(labels.shape)}"
         )
-    if labels.dtype not in _INTEGER_DTYPES:
-        raise TypeError(f"{name} must be an integer tensor (class ids), got {labels.dtype}")
+    if labels.is_complex():
+        raise TypeError(f"{name} must hold integer or real values, got {labels.dtype}")
     if labels.shape[0] != n:
-        raise ValueError(f"{name} has length {labels.shape[0]} but {embeddings_name} has {n} rows")
+        raise ArgumentError(
+            f"{name} has length {labels.shape[0]} but {embeddings_name} has {n} rows"
+        )
+
+
+def check_embedding_shapes(owner, embeddings, ref_emb) -> None:
+    """The shape check of ``owner``'s distance (``distance.check_shapes``), which PML's
+    losses and miners defer to, so that a distance built for other shapes (e.g. 3-D
+    embeddings) is respected; a 2-D check when ``owner`` has no distance."""
+    distance = getattr(owner, "distance", None)
+    if distance is not None and hasattr(distance, "check_shapes"):
+        distance.check_shapes(embeddings, ref_emb)
+        return
+    check_embeddings(embeddings, allow_empty=True)
+    if ref_emb is not None:
+        check_embeddings(ref_emb, "ref_emb", allow_empty=True)
 
 
 def check_same_device(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
     if a.device != b.device:
-        raise ValueError(f"{name_a} is on {a.device} but {name_b} is on {b.device}")
+        raise ArgumentError(f"{name_a} is on {a.device} but {name_b} is on {b.device}")
 
 
 def check_same_width(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
     if a.shape[1] != b.shape[1]:
-        raise ValueError(f"{name_a} has embedding size {a.shape[1]} but {name_b} has {b.shape[1]}")
+        raise ArgumentError(
+            f"{name_a} has embedding size {a.shape[1]} but {name_b} has {b.shape[1]}"
+        )
 
 
 def check_indices_tuple(indices_tuple, n_query: int, n_ref: int, name: str = "indices_tuple"):
@@ -60,7 +106,7 @@ def check_indices_tuple(indices_tuple, n_query: int, n_ref: int, name: str = "in
     if indices_tuple is None:
         return
     if not isinstance(indices_tuple, (tuple, list)) or len(indices_tuple) not in (3, 4):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{name} must be a tuple of 3 (anchors, positives, negatives) or 4 "
             f"(anchors1, positives, anchors2, negatives) tensors"
         )
@@ -72,11 +118,11 @@ def check_indices_tuple(indices_tuple, n_query: int, n_ref: int, name: str = "in
     if len(indices_tuple) == 3:
         sizes = {len(t) for t in indices_tuple}
         if len(sizes) != 1:
-            raise ValueError(f"{name}: anchors, positives and negatives differ in length")
+            raise ArgumentError(f"{name}: anchors, positives and negatives differ in length")
     elif len(indices_tuple[0]) != len(indices_tuple[1]) or len(indices_tuple[2]) != len(
         indices_tuple[3]
     ):
-        raise ValueError(f"{name}: a1/p and a2/n must have matching lengths")
+        raise ArgumentError(f"{name}: a1/p and a2/n must have matching lengths")
     bounds = _index_bounds(indices_tuple, n_query, n_ref)
     # A built-in miner's output is in range by construction (vouch_for_indices): reading it
     # back to check would cost a device synchronisation per loss call on CUDA.
@@ -93,7 +139,7 @@ def check_indices_tuple(indices_tuple, n_query: int, n_ref: int, name: str = "in
     )
     for (_, bound, i), (lo, hi) in zip(nonempty, lo_hi.tolist()):
         if lo < 0 or hi >= bound:
-            raise ValueError(f"{name}[{i}] has indices in [{lo}, {hi}], outside [0, {bound})")
+            raise ArgumentError(f"{name}[{i}] has indices in [{lo}, {hi}], outside [0, {bound})")
 
 
 # Index tensors whose range is known without reading them: tensor -> (its version when
@@ -138,7 +184,7 @@ def check_distance_type(owner, distance_type: type) -> None:
     """A loss or miner that only makes sense with one kind of distance says so clearly."""
     if not isinstance(owner.distance, distance_type):
         article = "an" if distance_type.__name__[0] in "AEIOUS" else "a"
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{type(owner).__name__} requires distance to be {article} {distance_type.__name__}, "
             f"got {type(owner.distance).__name__}"
         )
@@ -146,7 +192,7 @@ def check_distance_type(owner, distance_type: type) -> None:
 
 def check_choice(name: str, value, choices) -> None:
     if value not in choices:
-        raise ValueError(f"{name} must be one of {sorted(map(str, choices))}, got {value!r}")
+        raise ArgumentError(f"{name} must be one of {sorted(map(str, choices))}, got {value!r}")
 
 
 def check_bool(name: str, value) -> None:
@@ -172,13 +218,13 @@ def check_number(
     if isinstance(value, bool) or not isinstance(value, kind):
         raise TypeError(f"{name} must be {'an int' if integer else 'a number'}, got {value!r}")
     if not integer and math.isnan(value):
-        raise ValueError(f"{name} must not be NaN")
+        raise ArgumentError(f"{name} must not be NaN")
     if low is not None and (value < low or (value == low and not low_inclusive)):
         op = ">=" if low_inclusive else ">"
-        raise ValueError(f"{name} must be {op} {low}, got {value}")
+        raise ArgumentError(f"{name} must be {op} {low}, got {value}")
     if high is not None and (value > high or (value == high and not high_inclusive)):
         op = "<=" if high_inclusive else "<"
-        raise ValueError(f"{name} must be {op} {high}, got {value}")
+        raise ArgumentError(f"{name} must be {op} {high}, got {value}")
 
 
 def check_module(name: str, value, allow_none: bool = False) -> None:

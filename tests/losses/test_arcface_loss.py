@@ -57,7 +57,7 @@ def test_parity_bfloat16_against_float32():
         ours, theirs, x, random_labels(40, 6), reference_dtype=torch.float32, rtol=5e-2
     )
     assert v.dtype == torch.bfloat16
-    assert ours.W.dtype == torch.float32  # PML would have cast W to bfloat16
+    assert ours.W.dtype == torch.bfloat16  # as in PML, the weights follow the input
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from metricssl.reducers.fused import FusedReduction
 from metricssl.regularizers.lp_regularizer import LpRegularizer
 from metricssl.utils import common_functions as c_f
 from tests.host_reads import count_host_reads
-from tests.parity import loss_parity, random_embeddings, random_labels
+from tests.parity import loss_parity, pooling_distance, random_embeddings, random_labels
 
 # -- user-style subclasses, written once and mixed into both frameworks' base classes --------
 
@@ -272,13 +272,12 @@ LABELS = torch.tensor([0, 0, 1, 1, 2, 2])
 @pytest.mark.parametrize(
     "call, exc, pattern",
     [
-        (lambda f: f(EMB[0], LABELS), ValueError, "embeddings must be a 2D"),
+        (lambda f: f(EMB[:, 0], LABELS), ValueError, "query_emb must be a 2D"),
         (lambda f: f(EMB.tolist(), LABELS), TypeError, "embeddings must be a torch.Tensor"),
         (lambda f: f(EMB.long(), LABELS), TypeError, "embeddings must be a floating-point"),
-        (lambda f: f(EMB[:0], LABELS[:0]), ValueError, "embeddings is empty"),
         (lambda f: f(EMB, LABELS.view(3, 2)), ValueError, "labels must be a 1D"),
         (lambda f: f(EMB, LABELS[:5]), ValueError, "labels has length 5 but embeddings has 6"),
-        (lambda f: f(EMB, LABELS.float()), TypeError, "labels must be an integer"),
+        (lambda f: f(EMB, LABELS.cfloat()), TypeError, "labels must hold integer or real"),
         (lambda f: f(EMB, LABELS, ref_labels=LABELS), ValueError, "ref_labels.*without ref_emb"),
         (
             lambda f: f(EMB, LABELS, ref_emb=torch.randn(3, 5), ref_labels=LABELS[:3]),
@@ -439,3 +438,115 @@ def test_a_user_miner_subclass_is_checked(monkeypatch):
     x, labels = random_embeddings(8, 4, torch.float32, seed=2), random_labels(8, 2, seed=2)
     with pytest.raises(ValueError, match=r"indices_tuple\[2\] has indices in \[1, 8\]"):
         losses.TripletMarginLoss()(x, labels, Shifted()(x, labels))
+
+
+# -- what PML accepts: float labels, an empty batch, a distance's own shape rule ---------------
+
+# Losses built the same way in both libraries; the classification ones need sizes.
+_SIZED = {"num_classes": 3, "embedding_size": 4}
+_LOSS_ARGS = {
+    "AngularLoss": {},
+    "CircleLoss": {},
+    "ContrastiveLoss": {},
+    "DynamicSoftMarginLoss": {},
+    "FastAPLoss": {"num_bins": 10},
+    "GeneralizedLiftedStructureLoss": {},
+    "HistogramLoss": {"n_bins": 10},
+    "InstanceLoss": {},
+    "IntraPairVarianceLoss": {},
+    "LiftedStructureLoss": {},
+    "MarginLoss": {},
+    "MultiSimilarityLoss": {},
+    "NCALoss": {},
+    "NPairsLoss": {},
+    "NTXentLoss": {},
+    "PNPLoss": {},
+    "RankedListLoss": {"margin": 0.4, "Tn": 1.2},
+    "SignalToNoiseRatioContrastiveLoss": {},
+    "SupConLoss": {},
+    "ThresholdConsistentMarginLoss": {},
+    "TripletMarginLoss": {},
+    "TupletMarginLoss": {},
+    "ProxyNCALoss": _SIZED,
+    "ProxyAnchorLoss": _SIZED,
+    "ArcFaceLoss": _SIZED,
+    "CosFaceLoss": _SIZED,
+    "LargeMarginSoftmaxLoss": _SIZED,
+    "NormalizedSoftmaxLoss": _SIZED,
+    "SphereFaceLoss": _SIZED,
+    "SubCenterArcFaceLoss": _SIZED,
+    "SoftTripleLoss": _SIZED,
+    "P2SGradLoss": {"descriptors_dim": 4, "num_classes": 3},
+}
+# PML indexes its weights with the labels: float labels crash there (we take whole numbers).
+_INDEXES_BY_LABEL = {
+    "ProxyAnchorLoss", "ArcFaceLoss", "CosFaceLoss", "LargeMarginSoftmaxLoss",
+    "NormalizedSoftmaxLoss", "SphereFaceLoss", "SubCenterArcFaceLoss", "SoftTripleLoss",
+    "P2SGradLoss",
+}  # fmt: skip
+
+
+def _pair(name):
+    """The same loss from both libraries, with the same initial weights."""
+    torch.manual_seed(0)
+    ours = getattr(losses, name)(**_LOSS_ARGS[name])
+    torch.manual_seed(0)
+    theirs = getattr(pml_losses, name)(**_LOSS_ARGS[name])
+    return ours, theirs
+
+
+def _value_and_grad(loss_fn, x, labels):
+    x = x.detach().clone().requires_grad_(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = loss_fn(x, labels)
+    value.backward()
+    return value.detach(), x.grad
+
+
+@pytest.mark.parametrize("name", sorted(_LOSS_ARGS))
+def test_float_labels_are_compared_by_value_as_in_pml(name):
+    """torch.zeros(N) or float class ids: PML compares label values; so do we."""
+    x = random_embeddings(12, 4, dtype=torch.float64, seed=3)
+    labels = random_labels(12, 3, seed=3).double()
+    ours, theirs = _pair(name)
+    value, grad = _value_and_grad(ours, x, labels)
+    if name not in _INDEXES_BY_LABEL:
+        expected, expected_grad = _value_and_grad(theirs, x, labels)
+    else:
+        # Where PML crashes, whole-number float labels are the class ids they hold.
+        expected, expected_grad = _value_and_grad(_pair(name)[0], x, labels.long())
+    torch.testing.assert_close(value, expected)
+    torch.testing.assert_close(grad, expected_grad)
+
+
+def test_float_labels_that_are_not_class_ids_are_refused_by_the_classification_losses():
+    with pytest.raises(ValueError, match="whole numbers"):
+        losses.ArcFaceLoss(**_SIZED)(EMB, LABELS.float() + 0.5)
+
+
+@pytest.mark.parametrize("name", sorted(_LOSS_ARGS))
+def test_an_empty_batch_gives_pmls_answer(name):
+    """Zero embeddings: PML's value (0, or NaN for the softmax-over-classes losses, the mean of
+    nothing), and backward() runs."""
+    x = torch.zeros(0, 4, dtype=torch.float64)
+    labels = torch.zeros(0, dtype=torch.long)
+    ours, theirs = _pair(name)
+    value, grad = _value_and_grad(ours, x, labels)
+    expected, _ = _value_and_grad(theirs, x, labels)
+    torch.testing.assert_close(value, expected.to(value.dtype), equal_nan=True)
+    assert grad.shape == (0, 4)
+
+
+@pytest.mark.parametrize("name", ["ContrastiveLoss", "TripletMarginLoss", "MultiSimilarityLoss"])
+def test_a_distance_that_takes_other_shapes_is_respected(name):
+    """The loss leaves the shape to its distance's check_shapes, as PML does."""
+    from pytorch_metric_learning.distances import LpDistance as PMLLpDistance
+
+    x = random_embeddings(30, 4, dtype=torch.float64).view(10, 3, 4)
+    labels = random_labels(10, 3)
+    ours = getattr(losses, name)(distance=pooling_distance(LpDistance))
+    theirs = getattr(pml_losses, name)(distance=pooling_distance(PMLLpDistance))
+    loss_parity(ours, theirs, x, labels)
+    with pytest.raises(ValueError, match="2-D or 3-D"):
+        ours(x.view(10, 3, 2, 2), labels)

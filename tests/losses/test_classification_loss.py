@@ -36,19 +36,52 @@ def test_compute_dtype(x_dtype, w_dtype, expected):
 
 @pytest.mark.parametrize("cls", [ArcFaceLoss, NormalizedSoftmaxLoss, P2SGradLoss])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
-def test_weights_keep_their_dtype_and_loss_has_the_inputs(cls, dtype):
+def test_weights_follow_the_input_dtype_as_in_pml(cls, dtype):
+    """PML casts its weights in place to each batch's dtype (same Parameter object)."""
     loss_fn = cls(8, 8)
     w = loss_fn.class_weights()
     x = random_embeddings(10, 8, dtype, requires_grad=True)
     loss = loss_fn(x, random_labels(10, 8))
     loss.backward()
     assert loss.dtype == dtype and x.grad.dtype == dtype
-    assert loss_fn.class_weights() is w and w.dtype == torch.float32
-    assert w.grad.dtype == torch.float32 and torch.isfinite(w.grad).all()
+    assert loss_fn.class_weights() is w and w.dtype == dtype
+    assert w.grad.dtype == dtype and torch.isfinite(w.grad).all()
     # half inputs are computed in float32: same value as float32 on the rounded inputs
     if dtype != torch.float64:
         ref = loss_fn(x.detach().float(), random_labels(10, 8))
         torch.testing.assert_close(loss.float(), ref, rtol=1e-2, atol=1e-2)
+
+
+_WEIGHTED = {
+    "ArcFaceLoss": "W",
+    "CosFaceLoss": "W",
+    "LargeMarginSoftmaxLoss": "W",
+    "NormalizedSoftmaxLoss": "W",
+    "SphereFaceLoss": "W",
+    "SubCenterArcFaceLoss": "W",
+    "ProxyNCALoss": "proxies",
+    "ProxyAnchorLoss": "proxies",
+    "SoftTripleLoss": "fc",
+}
+
+
+@pytest.mark.parametrize("name", sorted(_WEIGHTED))
+def test_float64_batches_make_float64_weights_equal_to_pmls(name):
+    """After a float64 batch the weights are float64 and equal PML's, so code that reads them
+    (PML's own tests do: matmul(embeddings, loss.W)) computes in one dtype."""
+    from metricssl import losses
+
+    attr = _WEIGHTED[name]
+    torch.manual_seed(0)
+    ours = getattr(losses, name)(num_classes=4, embedding_size=8)
+    torch.manual_seed(0)
+    theirs = getattr(pml_losses, name)(num_classes=4, embedding_size=8)
+    x, y = random_embeddings(10, 8, torch.float64), random_labels(10, 4)
+    torch.testing.assert_close(ours(x, y), theirs(x, y))
+    w_ours, w_theirs = getattr(ours, attr), getattr(theirs, attr)
+    assert w_ours.dtype == w_theirs.dtype == torch.float64
+    torch.testing.assert_close(w_ours, w_theirs)
+    torch.matmul(x, w_ours if w_ours.shape[0] == 8 else w_ours.t())  # one dtype: no error
 
 
 def test_labels_of_any_integer_dtype():

@@ -138,3 +138,11 @@ def test_bad_inputs():
         Ours()(x)
     with pytest.raises(ValueError, match="ref_labels"):
         Ours()(x, torch.zeros(8, dtype=torch.long), ref_emb=random_embeddings(5, 4))
+
+
+def test_importable_from_pmls_module_path():
+    """PML defines it in losses/lifted_structure_loss.py; that path works here too."""
+    from metricssl.losses import GeneralizedLiftedStructureLoss
+    from metricssl.losses.lifted_structure_loss import GeneralizedLiftedStructureLoss as same
+
+    assert same is GeneralizedLiftedStructureLoss

@@ -8,7 +8,7 @@ from pytorch_metric_learning import miners as pml_miners
 from pytorch_metric_learning import regularizers as pml_regularizers
 
 from metricssl import distances, regularizers
-from metricssl.losses.histogram_loss import HistogramLoss
+from metricssl.losses.histogram_loss import HistogramLoss, filter_pairs
 from tests.parity import LAYOUTS, loss_parity, make_labels, random_embeddings
 
 # PML 2.9 indexes with a list of lists, which torch warns about.
@@ -152,3 +152,21 @@ def test_bad_inputs():
         HistogramLoss(distance=distances.DotProductSimilarity(normalize_embeddings=False))(
             x * 10, labels
         )
+
+
+@pytest.mark.parametrize("n", [0, 1, 7])
+def test_filter_pairs_matches_pml(n):
+    from pytorch_metric_learning.losses.histogram_loss import filter_pairs as pml_filter_pairs
+
+    g = torch.Generator().manual_seed(n)
+    a, p = torch.randint(0, 4, (2, n), generator=g)
+    assert filter_pairs(a, p) == pml_filter_pairs(a, p)
+    assert filter_pairs(a, p, a) == pml_filter_pairs(a, p, a)
+
+
+def test_inconsistent_bins_raise_what_pml_raises():
+    """PML asserts delta == 2 / n_bins; ours is caught as an AssertionError too."""
+    with pytest.raises(AssertionError):
+        pml_losses.HistogramLoss(n_bins=1, delta=0.5)
+    with pytest.raises(AssertionError, match="delta"):
+        HistogramLoss(n_bins=1, delta=0.5)

@@ -34,7 +34,7 @@ def test_parity_bfloat16_against_float32():
     ours, theirs = make_pair(Ours, Theirs, 16, 6, dtype=torch.float32)
     x = random_embeddings(40, 16, torch.bfloat16, seed=4)
     v = weight_loss_parity(ours, theirs, x, random_labels(40, 6), reference_dtype=torch.float32)
-    assert v.dtype == torch.bfloat16 and ours.weight.dtype == torch.float32
+    assert v.dtype == torch.bfloat16 and ours.weight.dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

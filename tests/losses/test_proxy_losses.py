@@ -50,8 +50,8 @@ def test_parity_bfloat16_against_float32():
     ours, theirs = pair(6, 16)
     v, _ = weight_parity(ours, theirs, x, labels, reference_dtype=torch.float32)
     assert v.dtype == torch.bfloat16
-    # The proxies keep their dtype (PML would have cast them to bf16 in place).
-    assert ours.proxies.dtype == torch.float32
+    # As in PML, the proxies follow the input's dtype (cast in place).
+    assert ours.proxies.dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize(

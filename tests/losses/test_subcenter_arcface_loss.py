@@ -50,7 +50,7 @@ def test_parity_bfloat16_against_float32():
     v = weight_loss_parity(
         ours, theirs, x, random_labels(40, 6), reference_dtype=torch.float32, rtol=5e-2
     )
-    assert v.dtype == torch.bfloat16 and ours.W.dtype == torch.float32
+    assert v.dtype == torch.bfloat16 and ours.W.dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

@@ -158,5 +158,4 @@ def test_bad_inputs():
         loss_fn(x, torch.zeros(7, dtype=torch.long))
     with pytest.raises(ValueError, match="ref_labels"):
         loss_fn(x, torch.zeros(8, dtype=torch.long), ref_emb=random_embeddings(5, 4))
-    with pytest.raises(TypeError):
-        loss_fn(x, torch.zeros(8))
+    loss_fn(x, torch.zeros(8))  # float labels: compared by value, as in PML

@@ -113,8 +113,7 @@ def test_no_triplets():
 @pytest.mark.parametrize(
     "kwargs, exc, pattern",
     [
-        (dict(angle=-1), ValueError, "angle"),
-        (dict(angle=90), ValueError, "angle"),
+        (dict(angle=float("nan")), ValueError, "angle"),
         (dict(angle="20"), TypeError, "angle"),
         (dict(distance=CosineSimilarity()), TypeError, "LpDistance"),
         (dict(distance=LpDistance(normalize_embeddings=False)), ValueError, "normalize"),
@@ -128,3 +127,15 @@ def test_bad_arguments(kwargs, exc, pattern):
 def test_labels_required():
     with pytest.raises(ValueError, match="needs labels"):
         AngularMiner()(random_embeddings(4, 3), None)
+
+
+@pytest.mark.parametrize("angle", [-5, 0, 90, 100])
+def test_angles_outside_0_90_as_in_pml(angle):
+    """PML accepts any angle: below 0 every triplet passes, from 90 degrees on none."""
+    x, labels = random_embeddings(20, 4, seed=7), random_labels(20, 3, seed=7)
+    ours, theirs = pair(angle, collect_stats=True)
+    out = assert_parity(ours, theirs, x, labels)
+    assert (len(out[0]) > 0) == (angle <= 0)
+    assert ours.average_angle_above_threshold == pytest.approx(
+        theirs.average_angle_above_threshold, rel=1e-5
+    )

@@ -10,7 +10,7 @@ from metricssl.distances.cosine_similarity import CosineSimilarity
 from metricssl.distances.lp_distance import LpDistance
 from metricssl.miners.base_miner import BaseMiner
 from metricssl.utils import loss_and_miner_utils as lmu
-from tests.parity import random_embeddings, random_labels
+from tests.parity import pooling_distance, random_embeddings, random_labels
 
 
 class _TripletBody:
@@ -123,9 +123,9 @@ EMB, LABELS = random_embeddings(6, 4), torch.tensor([0, 0, 1, 1, 2, 2])
     "call, exc, pattern",
     [
         (lambda m: m(EMB, None), ValueError, "needs labels"),
-        (lambda m: m(EMB[0], LABELS), ValueError, "embeddings must be a 2D"),
+        (lambda m: m(EMB[:, 0], LABELS), ValueError, "query_emb must be a 2D"),
         (lambda m: m(EMB, LABELS[:4]), ValueError, "labels has length 4 but embeddings has 6"),
-        (lambda m: m(EMB, LABELS.float()), TypeError, "labels must be an integer"),
+        (lambda m: m(EMB, LABELS.cfloat()), TypeError, "labels must hold integer or real"),
         (lambda m: m(EMB, LABELS, ref_labels=LABELS), ValueError, "ref_labels.*without ref_emb"),
         (lambda m: m(EMB, LABELS, torch.randn(3, 4)), ValueError, "ref_labels is required"),
         (lambda m: m(EMB, LABELS, torch.randn(3, 2), LABELS[:3]), ValueError, "ref_emb has 2"),
@@ -162,3 +162,62 @@ def test_bad_mine_output_is_reported():
         RaggedPairs()(EMB, LABELS)
     with pytest.raises(NotImplementedError):
         BaseMiner()(EMB, LABELS)
+
+
+# -- what PML accepts: float labels, an empty batch, a distance's own shape rule ---------------
+
+# Deterministic miners, built the same way in both libraries (DistanceWeightedMiner samples).
+_MINERS = {
+    "AngularMiner": {},
+    "BatchEasyHardMiner": {},
+    "BatchHardMiner": {},
+    "HDCMiner": {},
+    "MultiSimilarityMiner": {},
+    "PairMarginMiner": {},
+    "TripletMarginMiner": {},
+    "UniformHistogramMiner": {},
+}
+# PML crashes on an empty batch inside torch (a max over nothing) for these.
+_PML_CRASHES_WHEN_EMPTY = {"BatchEasyHardMiner", "BatchHardMiner"}
+
+
+def _miner_pair(name):
+    from metricssl import miners
+
+    return getattr(miners, name)(**_MINERS[name]), getattr(pml_miners, name)(**_MINERS[name])
+
+
+@pytest.mark.parametrize("name", sorted(_MINERS))
+def test_float_labels_are_compared_by_value_as_in_pml(name):
+    from tests.miners.miner_cases import same_tuples
+
+    x = random_embeddings(16, 4, dtype=torch.float64, seed=2)
+    labels = random_labels(16, 3, seed=2).float()
+    ours, theirs = _miner_pair(name)
+    torch.manual_seed(0)
+    mined = ours(x, labels)
+    torch.manual_seed(0)
+    same_tuples(mined, theirs(x, labels))
+
+
+@pytest.mark.parametrize("name", sorted(set(_MINERS) - _PML_CRASHES_WHEN_EMPTY))
+def test_an_empty_batch_gives_pmls_empty_tuple(name):
+    x, labels = torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)
+    ours, theirs = _miner_pair(name)
+    mined, expected = ours(x, labels), theirs(x, labels)
+    assert len(mined) == len(expected)
+    assert all(t.numel() == 0 for t in mined)
+
+
+def test_a_distance_that_takes_other_shapes_is_respected():
+    """The miner leaves the shape to its distance's check_shapes, as PML does."""
+    from metricssl.miners import PairMarginMiner
+    from tests.miners.miner_cases import same_tuples
+
+    x = random_embeddings(30, 4).view(10, 3, 4)
+    labels = random_labels(10, 3)
+    mined = PairMarginMiner(distance=pooling_distance(LpDistance))(x, labels)
+    expected = pml_miners.PairMarginMiner(distance=pooling_distance(pml_distances.LpDistance))(
+        x, labels
+    )
+    same_tuples(mined, expected)

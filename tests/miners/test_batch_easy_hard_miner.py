@@ -124,7 +124,6 @@ def test_empty_output_when_no_pairs():
         (dict(allowed_pos_range=0.5), TypeError, "allowed_pos_range"),
         (dict(allowed_pos_range=(0.1, 0.2, 0.3)), TypeError, "allowed_pos_range"),
         (dict(allowed_neg_range=("a", 1)), TypeError, "allowed_neg_range"),
-        (dict(allowed_neg_range=(1.0, 0.5)), ValueError, "allowed_neg_range"),
         (dict(distance=torch.nn.Identity()), TypeError, "distance"),
     ],
 )
@@ -136,3 +135,12 @@ def test_bad_arguments(kwargs, exc, pattern):
 def test_labels_required():
     with pytest.raises(ValueError, match="needs labels"):
         BatchEasyHardMiner()(random_embeddings(4, 3), None)
+
+
+def test_an_empty_range_allows_nothing_as_in_pml():
+    """low > high: PML accepts it and mines nothing of that kind."""
+    x, labels = random_embeddings(12, 4), random_labels(12, 3)
+    kwargs = dict(allowed_pos_range=(1.0, 0.5))
+    mined = BatchEasyHardMiner(**kwargs)(x, labels)
+    expected = pml_miners.BatchEasyHardMiner(**kwargs)(x, labels)
+    assert [len(t) for t in mined] == [len(t) for t in expected]

@@ -99,9 +99,7 @@ def test_empty_sides():
         assert all(t.dtype == torch.long for t in out)
 
 
-@pytest.mark.parametrize(
-    "value, exc", [(0, ValueError), (1.5, ValueError), (-0.1, ValueError), ("half", TypeError)]
-)
+@pytest.mark.parametrize("value, exc", [(1.5, ValueError), (-0.1, ValueError), ("half", TypeError)])
 def test_bad_arguments(value, exc):
     with pytest.raises(exc, match="filter_percentage"):
         HDCMiner(filter_percentage=value)
@@ -110,3 +108,10 @@ def test_bad_arguments(value, exc):
 def test_labels_required():
     with pytest.raises(ValueError, match="needs labels"):
         HDCMiner()(random_embeddings(4, 3), None)
+
+
+def test_filter_percentage_zero_keeps_nothing_as_in_pml():
+    x, labels = random_embeddings(12, 4), random_labels(12, 3)
+    ours, theirs = pair(filter_percentage=0)
+    mined, expected = ours(x, labels), theirs(x, labels)
+    assert [len(t) for t in mined] == [len(t) for t in expected] == [0, 0, 0, 0]

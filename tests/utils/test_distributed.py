@@ -1,17 +1,21 @@
 """utils.distributed: single-process behaviour, and a 2-process gloo run of gather_with_grad,
 of the losses that gather, and of DistributedLossWrapper / DistributedMinerWrapper: their
-values and DDP gradients must equal one process's on the whole batch."""
+values and gradients must equal PML's wrapper's (default) or, with ``unscaled=True``, one
+process's on the whole batch."""
 
 import pytest
 import torch
 import torch.distributed as dist
 from pytorch_metric_learning.losses import ContrastiveLoss as PMLContrastiveLoss
+from pytorch_metric_learning.losses import CrossBatchMemory as PMLCrossBatchMemory
+from pytorch_metric_learning.losses import ProxyNCALoss as PMLProxyNCALoss
 from pytorch_metric_learning.utils import distributed as pml_distributed
 
 from metricssl.losses.barlow_twins_loss import BarlowTwinsLoss
 from metricssl.losses.base_metric_loss_function import BaseMetricLossFunction
 from metricssl.losses.contrastive_loss import ContrastiveLoss
 from metricssl.losses.cross_batch_memory import CrossBatchMemory
+from metricssl.losses.proxy_losses import ProxyNCALoss
 from metricssl.losses.triplet_margin_loss import TripletMarginLoss
 from metricssl.losses.vicreg_loss import VICRegLoss
 from metricssl.miners.pair_margin_miner import PairMarginMiner
@@ -139,7 +143,7 @@ def _same_as_one_process(rank, sizes, distributed_fn, single_fn, x, labels, scal
 
 def _check_pair_loss(rank):
     x, labels = _data()
-    wrapped = DistributedLossWrapper(ContrastiveLoss())
+    wrapped = DistributedLossWrapper(ContrastiveLoss(), unscaled=True)
     _same_as_one_process(rank, UNEQUAL, wrapped, ContrastiveLoss(), x, labels)
     # A reference set, gathered too.
     x_ref, ref_labels = _data(seed=3)
@@ -156,16 +160,67 @@ def _check_pair_loss(rank):
 
 def _check_pml_difference(rank):
     """PML's wrapper returns world_size x the loss; its DDP gradients (efficient=False) are
-    the same as ours and as one process's."""
+    the same as one process's."""
     x, labels = _data()
     pml_wrapped = pml_distributed.DistributedLossWrapper(PMLContrastiveLoss())
     _same_as_one_process(rank, EQUAL, pml_wrapped, ContrastiveLoss(), x, labels, scale=float(WORLD))
 
 
+def _pml_parity(rank, ours, theirs, x, labels, weights=None, **kwargs):
+    """Our wrapper and PML's on this rank's rows: the same value, the same gradient of the
+    local embeddings and of the loss's weights (``weights(wrapper)``)."""
+    rows = _rows(rank, EQUAL)
+    results = []
+    for wrapper in (ours, theirs):
+        e = x[rows].clone().requires_grad_(True)
+        local = {k: (v[rows] if torch.is_tensor(v) else v) for k, v in kwargs.items()}
+        value = wrapper(e, labels[rows], **local)
+        value.backward()
+        grads = [e.grad] + ([] if weights is None else [weights(wrapper).grad])
+        results.append((value.detach(), grads))
+    (v_ours, g_ours), (v_theirs, g_theirs) = results
+    torch.testing.assert_close(v_ours, v_theirs)
+    for a, b in zip(g_ours, g_theirs):
+        torch.testing.assert_close(a, b)
+
+
+def _check_pml_parity(rank):
+    """By default the wrapper is PML's: value (world_size x the loss) and gradients, with
+    efficient False and True, with a ref_emb, with a loss that has weights, and around a
+    CrossBatchMemory."""
+    x, labels = _data(seed=11)
+    x_ref, ref_labels = _data(seed=12)
+    for efficient in (False, True):
+        for kwargs in ({}, {"ref_emb": x_ref, "ref_labels": ref_labels}):
+            _pml_parity(
+                rank,
+                DistributedLossWrapper(ContrastiveLoss(), efficient=efficient),
+                pml_distributed.DistributedLossWrapper(PMLContrastiveLoss(), efficient=efficient),
+                x,
+                labels,
+                **kwargs,
+            )
+    # A loss with weights (no ref_emb, so not efficient): PML's world_size x gradient.
+    torch.manual_seed(4)
+    ours = DistributedLossWrapper(ProxyNCALoss(4, 6))
+    theirs = pml_distributed.DistributedLossWrapper(PMLProxyNCALoss(4, 6))
+    theirs.loss.proxies.data = ours.loss.proxies.data.clone()
+    _pml_parity(rank, ours, theirs, x, labels, weights=lambda w: w.loss.proxies)
+    _pml_parity(
+        rank,
+        DistributedLossWrapper(CrossBatchMemory(ContrastiveLoss(), 6, memory_size=64)),
+        pml_distributed.DistributedLossWrapper(
+            PMLCrossBatchMemory(PMLContrastiveLoss(), 6, memory_size=64)
+        ),
+        x,
+        labels,
+    )
+
+
 def _check_triplet_loss_with_miner(rank):
     x, labels = _data(seed=4)
     miner = DistributedMinerWrapper(TripletMarginMiner(margin=0.5, type_of_triplets="semihard"))
-    loss = DistributedLossWrapper(TripletMarginLoss(margin=0.5))
+    loss = DistributedLossWrapper(TripletMarginLoss(margin=0.5), unscaled=True)
 
     def dist_fn(e, lab):
         return loss(e, lab, miner(e, lab))
@@ -198,12 +253,14 @@ def _check_efficient(rank):
     # ranks is the whole-batch loss.
     x, _ = _data(seed=6)
     balanced = torch.arange(16) % 4
-    wrapped = DistributedLossWrapper(ContrastiveLoss(reducer=MeanReducer()), efficient=True)
+    wrapped = DistributedLossWrapper(
+        ContrastiveLoss(reducer=MeanReducer()), efficient=True, unscaled=True
+    )
     _same_as_one_process(rank, EQUAL, wrapped, ContrastiveLoss(reducer=MeanReducer()), x, balanced)
 
     # In general: the objective is the mean over ranks of each rank's anchors' loss.
     x, labels = _data(seed=7)
-    wrapped = DistributedLossWrapper(ContrastiveLoss(), efficient=True)
+    wrapped = DistributedLossWrapper(ContrastiveLoss(), efficient=True, unscaled=True)
 
     def mean_of_rank_losses(e, lab):
         total = 0
@@ -224,7 +281,8 @@ def _check_cross_batch_memory(rank):
     def make():
         return CrossBatchMemory(ContrastiveLoss(), embedding_size=5, memory_size=32)
 
-    _same_as_one_process(rank, UNEQUAL, DistributedLossWrapper(make()), make(), x, labels)
+    wrapped = DistributedLossWrapper(make(), unscaled=True)
+    _same_as_one_process(rank, UNEQUAL, wrapped, make(), x, labels)
 
 
 class _ProxyLoss(BaseMetricLossFunction):
@@ -241,7 +299,8 @@ class _ProxyLoss(BaseMetricLossFunction):
 
 
 def _check_loss_weights(rank):
-    """The weights of a loss receive the single-process gradient (PML: world_size x it)."""
+    """unscaled=True: the weights of a loss receive the single-process gradient (PML:
+    world_size x it)."""
     x, labels = _data(seed=9)
     torch.manual_seed(3)
     single = _ProxyLoss()
@@ -249,7 +308,7 @@ def _check_loss_weights(rank):
     wrapped_loss.load_state_dict(single.state_dict())
     single(x, labels).backward()
     rows = _rows(rank, UNEQUAL)
-    DistributedLossWrapper(wrapped_loss)(x[rows], labels[rows]).backward()
+    DistributedLossWrapper(wrapped_loss, unscaled=True)(x[rows], labels[rows]).backward()
     torch.testing.assert_close(wrapped_loss.proxies.grad, single.proxies.grad)
 
 
@@ -281,6 +340,7 @@ def _worker(rank):
     _check_loss_under_ddp(rank, lambda on: VICRegLoss(gather_distributed=on))
     _check_pair_loss(rank)
     _check_pml_difference(rank)
+    _check_pml_parity(rank)
     _check_triplet_loss_with_miner(rank)
     _check_miner_wrapper(rank)
     _check_efficient(rank)
@@ -314,6 +374,8 @@ def test_wrapper_arguments():
         DistributedLossWrapper(torch.nn.MSELoss())
     with pytest.raises(TypeError, match="efficient"):
         DistributedLossWrapper(ContrastiveLoss(), efficient=1)
+    with pytest.raises(TypeError, match="unscaled"):
+        DistributedLossWrapper(ContrastiveLoss(), unscaled=1)
     memory = CrossBatchMemory(ContrastiveLoss(), embedding_size=6)
     with pytest.raises(ValueError, match="CrossBatchMemory"):
         DistributedLossWrapper(memory, efficient=True)

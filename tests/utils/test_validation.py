@@ -43,8 +43,9 @@ def test_check_labels():
         check_labels([0, 1, 2], 3)
     with pytest.raises(ValueError, match=r"labels must be a 1D.*\(3, 1\)"):
         check_labels(torch.zeros(3, 1, dtype=torch.long), 3)
-    with pytest.raises(TypeError, match="labels must be an integer tensor.*float32"):
-        check_labels(torch.zeros(3), 3)
+    check_labels(torch.zeros(3), 3)  # float labels are compared by value, as in PML
+    with pytest.raises(TypeError, match="labels must hold integer or real values"):
+        check_labels(torch.zeros(3, dtype=torch.complex64), 3)
     with pytest.raises(ValueError, match="ref_labels has length 2 but ref_emb has 3 rows"):
         check_labels(torch.zeros(2, dtype=torch.long), 3, "ref_labels", "ref_emb")
 
@@ -162,3 +163,90 @@ def test_check_module():
         check_module("head", None)
     with pytest.raises(TypeError, match="head must be an nn.Module or None, got int"):
         check_module("head", 3, allow_none=True)
+
+
+# -- PML asserts: our errors are AssertionErrors too --------------------------------------------
+
+
+def test_argument_errors_are_assertion_errors():
+    from metricssl.utils.validation import ArgumentError, ArgumentTypeError
+
+    assert issubclass(ArgumentError, ValueError) and issubclass(ArgumentError, AssertionError)
+    assert issubclass(ArgumentTypeError, TypeError)
+    assert issubclass(ArgumentTypeError, AssertionError)
+    with pytest.raises(AssertionError, match="x must be >= 0"):
+        check_number("x", -1, low=0)
+
+
+def _wrong_distance_cases():
+    """(module, class name, constructor arguments) whose distance PML asserts on."""
+    cases = [
+        ("losses", name, {})
+        for name in [
+            "SignalToNoiseRatioContrastiveLoss", "AngularLoss", "SmoothAPLoss", "TupletMarginLoss",
+            "ThresholdConsistentMarginLoss", "InstanceLoss", "PNPLoss", "CircleLoss", "FastAPLoss",
+            "DynamicSoftMarginLoss",
+        ]
+    ]  # fmt: skip
+    cases += [
+        ("losses", "LargeMarginSoftmaxLoss", {"num_classes": 3, "embedding_size": 4}),
+        ("losses", "SoftTripleLoss", {"num_classes": 3, "embedding_size": 4}),
+        ("miners", "AngularMiner", {}),
+        ("miners", "DistanceWeightedMiner", {}),
+        ("regularizers", "SparseCentersRegularizer", {"num_classes": 3, "centers_per_class": 2}),
+        ("regularizers", "CenterInvariantRegularizer", {}),
+        ("regularizers", "RegularFaceRegularizer", {}),
+    ]
+    return cases
+
+
+# Distances some class refuses, as constructor arguments of LpDistance or CosineSimilarity.
+_CANDIDATE_DISTANCES = [
+    ("CosineSimilarity", {}),
+    ("LpDistance", {"p": 1}),
+    ("LpDistance", {"normalize_embeddings": False}),
+    ("LpDistance", {"power": 2}),
+]
+
+
+@pytest.mark.parametrize("module, name, kwargs", _wrong_distance_cases())
+def test_a_wrong_distance_is_an_assertion_error_as_in_pml(module, name, kwargs):
+    """Every distance PML refuses with an assertion, ours refuses with an AssertionError too."""
+    import importlib
+
+    from pytorch_metric_learning import distances as pml_distances
+
+    from metricssl import distances
+
+    theirs = getattr(importlib.import_module(f"pytorch_metric_learning.{module}"), name)
+    ours = getattr(importlib.import_module(f"metricssl.{module}"), name)
+    refused = 0
+    for distance_name, distance_kwargs in _CANDIDATE_DISTANCES:
+        try:
+            theirs(distance=getattr(pml_distances, distance_name)(**distance_kwargs), **kwargs)
+        except AssertionError:
+            refused += 1
+            with pytest.raises(AssertionError):
+                ours(distance=getattr(distances, distance_name)(**distance_kwargs), **kwargs)
+    assert refused
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: m.losses.RankedListLoss(margin=0.4, Tn=1.2, imbalance=-1),
+        lambda m: m.losses.HistogramLoss(n_bins=1, delta=0.5),
+        lambda m: m.regularizers.SparseCentersRegularizer(num_classes=3, centers_per_class=1),
+    ],
+)
+def test_pml_constructor_assertions_are_assertion_errors(make):
+    import pytorch_metric_learning.losses
+    import pytorch_metric_learning.regularizers
+
+    import metricssl.losses
+    import metricssl.regularizers
+
+    with pytest.raises(AssertionError):
+        make(pytorch_metric_learning)
+    with pytest.raises(AssertionError):
+        make(metricssl)
