@@ -9,6 +9,7 @@ every metric is reduced per chunk to one number per query.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable
@@ -213,12 +214,14 @@ class AccuracyCalculator:
         """PML's ``{metric name: function}`` for ``include`` minus ``exclude``.
 
         With no ``include``, the metrics the calculator computes by default (PML's set, and
-        ``calculate_<name>`` methods of a subclass); names in PML's order (sorted). A
-        subclass's metric maps to its bound ``calculate_<name>`` method, as in PML; a built-in
-        one to a function ``f(query, query_labels, reference=None, reference_labels=None,
-        ref_includes_query=False) -> value`` computing that metric alone (PML's built-ins take
-        the k-NN labels instead; here one search engine computes them). Unknown names raise
-        ``ValueError`` (PML drops them silently).
+        ``calculate_<name>`` methods of a subclass); names in PML's order (sorted). Each
+        function takes PML's keyword arguments of one evaluation (``knn_labels``,
+        ``query_labels``, ``not_lone_query_mask``, ``ref_includes_query``, ``label_counts``,
+        ``cluster_labels``) and returns PML's value: a subclass's metric is its bound
+        ``calculate_<name>``, a built-in one computes PML's formula from those arguments
+        (:meth:`_get_accuracy` calls them all). ``get_accuracy`` does not go through them: it
+        computes every metric from one chunked search. Unknown names raise ``ValueError``
+        (PML drops them silently).
 
         Example:
             >>> from metricssl.eval import AccuracyCalculator
@@ -229,8 +232,14 @@ class AccuracyCalculator:
         functions = {}
         for name in sorted(self._select(include, exclude)):
             custom = getattr(self, _CUSTOM_PREFIX + name, None)
-            functions[name] = custom if custom is not None else _MetricFunction(self, name)
+            functions[name] = (
+                custom if custom is not None else functools.partial(_pml_metric, self, name)
+            )
         return functions
+
+    def _get_accuracy(self, function_dict, **kwargs) -> dict:
+        """PML's: ``{name: function(**kwargs)}`` over a :meth:`get_function_dict`."""
+        return {name: function(**kwargs) for name, function in function_dict.items()}
 
     def requires_clustering(self) -> list[str]:
         return list(_CLUSTERING)
@@ -247,6 +256,9 @@ class AccuracyCalculator:
         n_clusters = int(torch.unique(query_labels, dim=dim).shape[0])
         if self.kmeans_func is not None:
             return self.kmeans_func(query, n_clusters)
+        # PML's default k-means (FaissKMeans) logs these; code reading the logs sees ours too.
+        c_f.LOGGER.info(f"running k-means clustering with k={n_clusters}")
+        c_f.LOGGER.info(f"embedding dimensionality is {query.shape[1]}")
         return cluster(query, n_clusters, seed=self.seed)[0]
 
     def _check_categorical(self, metrics) -> None:
@@ -330,32 +342,35 @@ class AccuracyCalculator:
             )
 
 
-class _MetricFunction:
-    """One built-in metric of a calculator, as a function (see ``get_function_dict``)."""
+def _pml_metric(calc: AccuracyCalculator, name: str, **kwargs):
+    """PML's value of a built-in metric from the k-NN labels of one evaluation."""
+    # The PML-path helpers work on a (queries x k) table of neighbour labels, as PML's do.
+    from ..utils import accuracy_calculator as knn_table
 
-    def __init__(self, calc: AccuracyCalculator, name: str):
-        self.calc = calc
-        self.name = name
-
-    def __call__(
-        self, query, query_labels, reference=None, reference_labels=None, ref_includes_query=False
-    ):
-        # get_accuracy records the metrics of its call; this lookup must not change them.
-        current = self.calc.curr_metrics
-        try:
-            return self.calc.get_accuracy(
-                query,
-                query_labels,
-                reference,
-                reference_labels,
-                ref_includes_query,
-                include=(self.name,),
-            )[self.name]
-        finally:
-            self.calc.curr_metrics = current
-
-    def __repr__(self) -> str:
-        return f"<{self.name} of {type(self.calc).__name__}>"
+    if name in _CLUSTERING:
+        return clustering_scores(kwargs["query_labels"], kwargs["cluster_labels"], (name,))[name]
+    if name not in PML_METRICS:
+        raise NotImplementedError(
+            f"{name} has no function of the k-NN labels (it needs the distances or several k); "
+            "get_accuracy computes it"
+        )
+    knn_labels, query_labels = knn_table.try_getting_not_lone_labels(
+        kwargs["knn_labels"], kwargs["query_labels"], kwargs["not_lone_query_mask"]
+    )
+    label_counts = kwargs["label_counts"]
+    if knn_labels is None:
+        return knn_table.nan_accuracy(label_counts[0], calc.return_per_class)
+    gt = query_labels[:, None]
+    common = (calc.avg_of_avgs, calc.return_per_class, calc.label_comparison_fn)
+    if name == "precision_at_1":
+        return knn_table.precision_at_k(knn_labels, gt, 1, *common)
+    if name == "mean_reciprocal_rank":
+        return knn_table.mean_reciprocal_rank(knn_labels, gt, *common)
+    counts = (kwargs["ref_includes_query"], label_counts)
+    if name == "r_precision":
+        return knn_table.r_precision(knn_labels, gt, *counts, *common)
+    at_r = name == "mean_average_precision_at_r"
+    return knn_table.mean_average_precision(knn_labels, gt, *counts, *common, at_r=at_r)
 
 
 def _warn(message: str, stacklevel: int) -> None:

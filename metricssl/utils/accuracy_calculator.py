@@ -46,7 +46,8 @@ def maybe_get_avg_of_avgs(accuracy_per_sample, sample_labels, avg_of_avgs, retur
 def _count_per_query(gt_labels, ref_includes_query, label_counts) -> torch.Tensor:
     """Relevant references of each query: its label's count (minus itself when the
     reference includes the queries); 0 for a label not in ``label_counts``."""
-    unique_labels, counts = label_counts
+    # PML's helpers also take label_counts as Python lists (its own tests pass them so).
+    unique_labels, counts = (torch.as_tensor(x, device=gt_labels.device) for x in label_counts)
     n = gt_labels.shape[0]
     queries = gt_labels.reshape(n, -1)
     labels = unique_labels.reshape(unique_labels.shape[0], -1)
@@ -71,8 +72,8 @@ def get_relevance_mask(shape, gt_labels, ref_includes_query, label_counts):
     return mask.expand(*shape) if len(shape) > 2 else mask, count
 
 
-def _ranks(knn_labels, gt_labels, label_comparison_fn) -> rm.RelevantRanks:
-    return rm.relevant_ranks(label_comparison_fn(gt_labels, knn_labels).to(torch.bool))
+def _ranks(knn_labels, gt_labels, label_comparison_fn) -> rm.RankedRelevance:
+    return rm.RankedRelevance(label_comparison_fn(gt_labels, knn_labels).to(torch.bool))
 
 
 def r_precision(
