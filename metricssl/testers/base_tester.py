@@ -156,6 +156,7 @@ class BaseTester:
             >>> tuple(emb.shape), tuple(labels.shape)
             ((10, 3), (10, 1))
         """
+        _check_not_empty(dataset)
         if embedder_model is None:
             embedder_model = torch.nn.Identity()
         if eval:
@@ -363,6 +364,12 @@ class BaseTester:
             c_f.LOGGER.info(self.all_accuracies)
         del self.embeddings_and_labels
         return self.all_accuracies
+
+
+def _check_not_empty(dataset) -> None:
+    # PML fails on an empty split with an unbound-variable error deep in the embedding loop.
+    if len(dataset) == 0:
+        raise ValueError("dataset is empty: a split to embed needs at least one item")
 
 
 def _check_hierarchy_level(level) -> None:

@@ -7,6 +7,7 @@ import tqdm
 
 from ..utils import common_functions as c_f
 from ..utils.validation import ArgumentError
+from .base_tester import _check_not_empty
 from .global_embedding_space import GlobalEmbeddingSpaceTester
 
 
@@ -61,6 +62,7 @@ class GlobalTwoStreamEmbeddingSpaceTester(GlobalEmbeddingSpaceTester):
         return anchors_all, posnegs_all, labels
 
     def get_all_embeddings(self, dataset, trunk_model, embedder_model, collate_fn):
+        _check_not_empty(dataset)
         dataloader = c_f.get_eval_dataloader(
             dataset, self.batch_size, self.dataloader_num_workers, collate_fn
         )

@@ -36,3 +36,13 @@ def test_set_min_label_to_zero_maps_labels():
     )
     _, labels = tester.get_all_embeddings(data, torch.nn.Identity())
     assert labels[:, 0].tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_an_empty_split_is_refused():
+    tester = testers.GlobalEmbeddingSpaceTester(dataloader_num_workers=0, data_device="cpu")
+    empty = torch.utils.data.TensorDataset(torch.zeros(0, 3), torch.zeros(0))
+    with pytest.raises(ValueError, match="dataset is empty"):
+        tester.test({"val": empty}, 0, torch.nn.Identity())
+    two_stream = testers.GlobalTwoStreamEmbeddingSpaceTester(dataloader_num_workers=0)
+    with pytest.raises(ValueError, match="dataset is empty"):
+        two_stream.get_all_embeddings(empty, torch.nn.Identity(), torch.nn.Identity(), None)
