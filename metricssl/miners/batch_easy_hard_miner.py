@@ -10,6 +10,7 @@ from ..distances import BaseDistance
 from ..utils import common_functions as c_f
 from ..utils.pair_masks import pos_neg_masks
 from ..utils.validation import ArgumentError, check_choice
+from .anchor_blocks import empty_indices
 from .base_miner import BaseMiner
 
 
@@ -102,6 +103,8 @@ class BatchEasyHardMiner(BaseMiner):
 
     def mine(self, embeddings, labels, ref_emb, ref_labels):
         mat = self.distance(embeddings, ref_emb)
+        if mat.numel() == 0:  # an empty batch: no pair (PML fails in a max over nothing)
+            return empty_indices(mat.device, 4)
         pos, neg = pos_neg_masks(labels, ref_labels)
         pos_args = (pos, self._pos_extreme(), self.allowed_pos_range)
         neg_args = (neg, self._neg_extreme(), self.allowed_neg_range)

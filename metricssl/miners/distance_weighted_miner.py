@@ -8,6 +8,7 @@ from ..distances import BaseDistance, LpDistance
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
 from ..utils.validation import ArgumentError, ArgumentTypeError, check_number
+from .anchor_blocks import empty_indices
 from .base_miner import BaseMiner
 
 
@@ -77,6 +78,8 @@ class DistanceWeightedMiner(BaseMiner):
 
     def mine(self, embeddings, labels, ref_emb, ref_labels):
         mat = self.distance(embeddings, ref_emb)
+        if mat.numel() == 0:  # an empty batch: no triplet, no draw (PML fails in a max)
+            return empty_indices(mat.device, 3)
         # multinomial needs float32 or better; PML's float32/64 arithmetic is kept exactly,
         # so that the same seed draws the same triplets.
         mat = mat.to(c_f.accumulation_dtype(mat.dtype))

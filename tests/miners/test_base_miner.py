@@ -177,8 +177,9 @@ _MINERS = {
     "TripletMarginMiner": {},
     "UniformHistogramMiner": {},
 }
-# PML crashes on an empty batch inside torch (a max over nothing) for these.
-_PML_CRASHES_WHEN_EMPTY = {"BatchEasyHardMiner", "BatchHardMiner"}
+# PML crashes on an empty batch inside torch (a max over nothing) for these; ours mine
+# nothing (a documented deviation).
+_PML_CRASHES_WHEN_EMPTY = {"BatchEasyHardMiner", "BatchHardMiner", "DistanceWeightedMiner"}
 
 
 def _miner_pair(name):
@@ -200,13 +201,20 @@ def test_float_labels_are_compared_by_value_as_in_pml(name):
     same_tuples(mined, theirs(x, labels))
 
 
-@pytest.mark.parametrize("name", sorted(set(_MINERS) - _PML_CRASHES_WHEN_EMPTY))
+@pytest.mark.parametrize("name", sorted(set(_MINERS) | _PML_CRASHES_WHEN_EMPTY))
 def test_an_empty_batch_gives_pmls_empty_tuple(name):
+    from metricssl import miners
+
     x, labels = torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)
-    ours, theirs = _miner_pair(name)
-    mined, expected = ours(x, labels), theirs(x, labels)
-    assert len(mined) == len(expected)
-    assert all(t.numel() == 0 for t in mined)
+    mined = getattr(miners, name)()(x, labels)
+    if name in _PML_CRASHES_WHEN_EMPTY:
+        with pytest.raises((RuntimeError, IndexError)):
+            getattr(pml_miners, name)()(x, labels)
+        expected_len = 4 if name == "BatchEasyHardMiner" else 3
+    else:
+        expected_len = len(getattr(pml_miners, name)()(x, labels))
+    assert len(mined) == expected_len
+    assert all(t.numel() == 0 and t.dtype == torch.long for t in mined)
 
 
 def test_a_distance_that_takes_other_shapes_is_respected():
