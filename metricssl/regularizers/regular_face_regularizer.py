@@ -50,6 +50,8 @@ class RegularFaceRegularizer(BaseRegularizer):
         return CosineSimilarity()
 
     def compute_loss(self, weights):
+        if weights.shape[0] == 0:  # PML fails in a max over nothing
+            raise ArgumentError("x is empty: RegularFaceRegularizer needs at least one class row")
         nearest = self.nearest_other_rows(weights)
         return {
             "loss": {
