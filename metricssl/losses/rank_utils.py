@@ -14,6 +14,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ..utils import chunking
+from ..utils import common_functions as c_f
 from ..utils.validation import ArgumentError
 
 # PML's PNP sigmoid clamps its exponent to this range (and so has no gradient outside it).
@@ -73,13 +74,16 @@ def soft_rank_counts(
     ``torch.sigmoid``. Differentiable in ``sim``; memory stays within the chunking budget.
 
     Args:
-        sim: (N, M) similarities, float (half types should be upcast by the caller).
+        sim: (N, M) similarities, float (half types are computed in float32).
         cols: (N, k) int64 columns ``j`` per anchor.
         valid: (N, k) bool, which slots are real.
         masks: bool (N, M) competitor sets.
         temperature: the sigmoid's temperature (> 0).
         clamped: PML's clamped sigmoid (PNPLoss) instead of the plain one (SmoothAPLoss).
     """
+    # Float32 at least: a half-precision sim (a distance under autocast gives one even from
+    # float32 embeddings) made every count 0 (float16 on CPU).
+    sim = sim.to(c_f.accumulation_dtype(sim.dtype))
     # (N, n_masks, M): each mask stays a contiguous row block.
     mask_mat = torch.stack([m.to(sim.dtype) for m in masks], dim=1)
     return _SoftRankCounts.apply(sim, cols, valid, mask_mat, float(temperature), clamped)

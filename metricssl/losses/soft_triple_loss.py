@@ -140,7 +140,10 @@ class SoftTripleLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         logits = logits.scatter_add(
             1,
             target,
-            torch.full(target.shape, -self.la * self.margin, dtype=acc, device=target.device),
+            # logits' own dtype: under autocast the distance's matmul may give a half type.
+            torch.full(
+                target.shape, -self.la * self.margin, dtype=logits.dtype, device=target.device
+            ),
         )
         losses = F.cross_entropy(logits, labels, reduction="none") * miner_weights
         loss_dict = {

@@ -106,3 +106,17 @@ def test_rejections_name_the_loss():
     reject_indices_tuple(None, "L")
     with pytest.raises(ValueError, match="L does not support an indices_tuple"):
         reject_indices_tuple((y, y, y), "L")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_similarities_are_counted_in_float32(dtype):
+    """A distance under autocast gives half-precision similarities even from float32
+    embeddings: the counts are those of the rounded similarities (they were all 0 in fp16)."""
+    g = torch.Generator().manual_seed(0)
+    sim = torch.randn(6, 8, generator=g).to(dtype)
+    cols = torch.randint(0, 8, (6, 3), generator=g)
+    valid = torch.ones(6, 3, dtype=torch.bool)
+    masks = [torch.rand(6, 8, generator=g) > 0.5]
+    counts = soft_rank_counts(sim, cols, valid, masks, 0.5)
+    expected = soft_rank_counts(sim.float(), cols, valid, masks, 0.5)
+    torch.testing.assert_close(counts.float(), expected)
