@@ -16,11 +16,12 @@ from collections.abc import Callable
 
 import torch
 
+from ..index.faiss_gpu import faiss_gpu_count
 from ..utils import common_functions as c_f
 from ..utils.chunking import row_chunks, rows_per_chunk
 from ..utils.validation import check_number
 from . import retrieval_metrics as rm
-from .clustering import cluster, clustering_scores
+from .clustering import clustering_scores, faiss_kmeans
 from .inputs import as_embeddings, as_labels, label_codes, resolve_device
 from .knn import ReferenceSet, Search, balanced_chunks, iter_neighbors
 from .knn_accuracy import knn_vote
@@ -82,10 +83,11 @@ class AccuracyCalculator:
     retrieval metrics, as in PML (all queries count for k-NN accuracy). k-NN accuracy ranks by
     cosine similarity (the self-supervised-learning protocol).
 
-    Clustering metrics run k-means (:func:`metricssl.eval.clustering.cluster`: greedy
-    k-means++ seeding drawn with ``seed``, default 0, then FAISS's Lloyd iterations) on the
-    queries, with as many clusters as query labels, on *all* points (PML lets FAISS subsample
-    256 per centroid, from a random seeding).
+    Clustering metrics run PML's default k-means on the queries, with as many clusters as query
+    labels (:func:`metricssl.eval.clustering.faiss_kmeans` with ``niter=20``: FAISS's random
+    initial centroids, 256 points per centroid), so NMI/AMI are PML's;
+    ``kmeans_func=KMeansPlusPlus()`` (:mod:`metricssl.eval.clustering`) clusters every point
+    from a greedy k-means++ seeding instead.
 
     Args:
         include: metrics to compute (default: PML's seven). Unknown names raise ValueError.
@@ -106,7 +108,7 @@ class AccuracyCalculator:
         recall_at_k: the k values of ``recall_at_k``.
         knn_k: neighbours voting in k-NN accuracy (clipped to the reference set).
         knn_temperature: temperature of the weighted vote's ``exp(similarity / T)``.
-        seed: k-means seed.
+        seed: seed of the default k-means (None: FAISS's, 1234, as PML).
         progress: show progress bars (default: only for long searches).
 
     Subclasses may add metrics as in PML: a method ``calculate_<name>(self, **kwargs)``, listed
@@ -139,7 +141,7 @@ class AccuracyCalculator:
         recall_at_k: tuple[int, ...] = (1, 2, 4, 8),
         knn_k: int = 200,
         knn_temperature: float = 0.1,
-        seed: int = 0,
+        seed: int | None = None,
         progress: bool | None = None,
     ):
         custom = self._custom_metrics()
@@ -173,7 +175,8 @@ class AccuracyCalculator:
             check_number("recall_at_k", value, low=1, integer=True)
         check_number("knn_k", knn_k, low=1, integer=True)
         check_number("knn_temperature", knn_temperature, low=0, low_inclusive=False)
-        check_number("seed", seed, low=0, high=2**31 - 1, integer=True)
+        if seed is not None:
+            check_number("seed", seed, low=0, high=2**31 - 1, integer=True)
         if progress is not None and not isinstance(progress, bool):
             raise TypeError(f"progress must be a bool or None, got {progress!r}")
 
@@ -256,10 +259,12 @@ class AccuracyCalculator:
         n_clusters = int(torch.unique(query_labels, dim=dim).shape[0])
         if self.kmeans_func is not None:
             return self.kmeans_func(query, n_clusters)
-        # PML's default k-means (FaissKMeans) logs these; code reading the logs sees ours too.
+        # PML's default: FaissKMeans(niter=20) (on the GPU when FAISS has one), which logs these.
         c_f.LOGGER.info(f"running k-means clustering with k={n_clusters}")
         c_f.LOGGER.info(f"embedding dimensionality is {query.shape[1]}")
-        return cluster(query, n_clusters, seed=self.seed)[0]
+        gpu = query.is_cuda and faiss_gpu_count() > 0
+        seed = {} if self.seed is None else {"seed": self.seed}
+        return faiss_kmeans(query, n_clusters, niter=20, gpu=gpu, **seed)
 
     def _check_categorical(self, metrics) -> None:
         needs_classes = [m for m in metrics if m in _CLUSTERING + _KNN_CLASSIFICATION]

@@ -1,9 +1,14 @@
 """k-means clustering of embeddings (FAISS) and clustering scores against labels (scikit-learn).
 
-Unlike PML's ``FaissKMeans``, which lets FAISS subsample 256 points per centroid and seeds it
-with random points, every point takes part in training and the seeding is greedy k-means++,
-which rarely puts two centroids in one well-separated cluster. The seed is an argument
-(default 0), so runs are reproducible.
+Two k-means:
+
+- :func:`faiss_kmeans`: PML's ``FaissKMeans`` (the ``AccuracyCalculator``'s default, as in
+  PML): ``faiss.Kmeans`` with the given fields (PML's calculator: ``niter=20``), FAISS's random
+  initial centroids (seed 1234 unless given) and its subsample of 256 points per centroid;
+- :func:`cluster`: every point takes part in training and the seeding is greedy k-means++,
+  which rarely puts two centroids in one well-separated cluster; the seed is an argument
+  (default 0). Used by DeepCluster and ClusterFit, and by the calculator on request
+  (``AccuracyCalculator(kmeans_func=KMeansPlusPlus())``).
 
 Scores: normalised mutual information (NMI), adjusted mutual information (AMI; Vinh, Epps and
 Bailey, JMLR 2010) and adjusted Rand index (ARI; Hubert and Arabie, Journal of Classification
@@ -27,6 +32,17 @@ _SCORE_FUNCTIONS = {
     "AMI": "adjusted_mutual_info_score",
     "ARI": "adjusted_rand_score",
 }
+
+
+def _import_faiss():
+    try:
+        import faiss
+    except ImportError:
+        raise ImportError(
+            "k-means clustering (and so the NMI/AMI/ARI metrics) needs FAISS: pip install "
+            "faiss-cpu, or exclude those metrics, or pass kmeans_func"
+        ) from None
+    return faiss
 
 
 def _float32_rows(embeddings, name: str) -> torch.Tensor:
@@ -70,13 +86,7 @@ def cluster(
         >>> centroids.shape
         torch.Size([2, 8])
     """
-    try:
-        import faiss
-    except ImportError:
-        raise ImportError(
-            "k-means clustering (and so the NMI/AMI/ARI metrics) needs FAISS: pip install "
-            "faiss-cpu, or exclude those metrics, or pass kmeans_func"
-        ) from None
+    faiss = _import_faiss()
     from ..index.faiss_gpu import faiss_gpu_count
 
     rows = _float32_rows(embeddings, "embeddings")
@@ -112,6 +122,55 @@ def cluster(
         device = embeddings.device
         return torch.from_numpy(assignments).to(device), torch.from_numpy(centroids).to(device)
     return assignments, centroids
+
+
+def faiss_kmeans(embeddings, n_clusters: int, **kwargs) -> torch.Tensor:
+    """Cluster ids from ``faiss.Kmeans(d, n_clusters, **kwargs)``, as PML's ``FaissKMeans``.
+
+    Trains on a float32 copy of the embeddings, then gives each row its nearest centroid.
+
+    Args:
+        embeddings: (n, d) tensor (any device) or numpy array.
+        n_clusters: number of clusters, 1 <= n_clusters <= n.
+        **kwargs: fields of ``faiss.ClusteringParameters`` (``niter``, ``nredo``, ``seed``,
+            ``spherical``, ``max_points_per_centroid``, ...) or ``gpu``.
+
+    Returns:
+        int64 (n,) ids, on the input's device (a tensor for numpy input too, as PML).
+    """
+    faiss = _import_faiss()
+    rows = _float32_rows(embeddings, "embeddings")
+    check_number("n_clusters", n_clusters, low=1, high=rows.shape[0], integer=True)
+    data = np.ascontiguousarray(rows.cpu().numpy())
+    kmeans = faiss.Kmeans(data.shape[1], n_clusters, **kwargs)
+    kmeans.train(data)
+    _, nearest = kmeans.index.search(data, 1)
+    return torch.from_numpy(nearest[:, 0].astype(np.int64)).to(rows.device)
+
+
+class KMeansPlusPlus:
+    """``kmeans_func(embeddings, n_clusters) -> ids`` running :func:`cluster`: greedy
+    k-means++ seeding and Lloyd iterations on every point (opt-in for ``AccuracyCalculator``;
+    its NMI/AMI then differ from PML's default k-means, usually less from run to run).
+
+    Args:
+        seed: seed of the k-means++ sampling.
+        niter: Lloyd iterations.
+
+    Example:
+        >>> import torch
+        >>> from metricssl.eval import AccuracyCalculator
+        >>> from metricssl.eval.clustering import KMeansPlusPlus
+        >>> calc = AccuracyCalculator(include=("NMI",), kmeans_func=KMeansPlusPlus(seed=0))
+    """
+
+    def __init__(self, seed: int = 0, niter: int = 20):
+        check_number("seed", seed, low=0, high=2**31 - 1, integer=True)
+        check_number("niter", niter, low=1, integer=True)
+        self.seed, self.niter = seed, niter
+
+    def __call__(self, embeddings, n_clusters: int):
+        return cluster(embeddings, n_clusters, seed=self.seed, niter=self.niter)[0]
 
 
 def _squared_distances(x: torch.Tensor, x_sq: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ def evaluate(
     recall_at_k: tuple[int, ...] = (1, 2, 4, 8),
     knn_k: int = 200,
     knn_temperature: float = 0.1,
-    seed: int = 0,
+    seed: int | None = None,
     device: torch.device | str | None = None,
     progress: bool | None = None,
 ) -> dict:

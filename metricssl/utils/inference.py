@@ -549,9 +549,8 @@ class FaissKMeans:
     centroids drawn from ``seed`` = 1234 and its subsampling to 256 points per centroid), which
     trains on a float32 copy of ``x``; each row gets its nearest centroid. The same kwargs give
     PML's cluster ids, and so PML's NMI/AMI through ``AccuracyCalculator(kmeans_func=...)``.
-    Returns int64 ids on ``x``'s device. (:func:`metricssl.eval.clustering.cluster` is the
-    k-means++-seeded clustering on every point that ``AccuracyCalculator`` runs without a
-    ``kmeans_func``.)
+    Returns int64 ids on ``x``'s device (:func:`metricssl.eval.clustering.faiss_kmeans`, which
+    ``AccuracyCalculator`` runs with ``niter=20`` without a ``kmeans_func``, as PML's).
 
     Args:
         **kwargs: fields of ``faiss.ClusteringParameters``, or ``gpu``. An unknown name is
@@ -572,18 +571,14 @@ class FaissKMeans:
         self.kwargs = kwargs
 
     def __call__(self, x, nmb_clusters: int) -> torch.Tensor:
-        import faiss
+        from ..eval.clustering import faiss_kmeans
 
         x = _as_search_input(x)
         _check_2d("x", x)
         check_number("nmb_clusters", nmb_clusters, low=1, high=x.shape[0], integer=True)
-        data = np.ascontiguousarray(c_f.to_numpy(x), dtype=np.float32)
         c_f.LOGGER.info(f"running k-means clustering with k={nmb_clusters}")
-        c_f.LOGGER.info(f"embedding dimensionality is {data.shape[1]}")
-        kmeans = faiss.Kmeans(data.shape[1], nmb_clusters, **self.kwargs)
-        kmeans.train(data)
-        _, nearest_centroid = kmeans.index.search(data, 1)
-        return torch.from_numpy(nearest_centroid[:, 0].astype(np.int64)).to(x.device)
+        c_f.LOGGER.info(f"embedding dimensionality is {x.shape[1]}")
+        return faiss_kmeans(x, nmb_clusters, **self.kwargs)
 
 
 def _check_kmeans_kwargs(kwargs) -> None:
