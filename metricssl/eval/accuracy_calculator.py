@@ -16,7 +16,6 @@ from collections.abc import Callable
 
 import torch
 
-from ..index.faiss_gpu import faiss_gpu_count
 from ..utils import common_functions as c_f
 from ..utils.chunking import row_chunks, rows_per_chunk
 from ..utils.validation import check_number
@@ -262,7 +261,11 @@ class AccuracyCalculator:
         # PML's default: FaissKMeans(niter=20) (on the GPU when FAISS has one), which logs these.
         c_f.LOGGER.info(f"running k-means clustering with k={n_clusters}")
         c_f.LOGGER.info(f"embedding dimensionality is {query.shape[1]}")
-        gpu = query.is_cuda and faiss_gpu_count() > 0
+        gpu = False
+        if query.is_cuda:  # (imported here: the calculator itself imports without FAISS)
+            from ..index.faiss_gpu import faiss_gpu_count
+
+            gpu = faiss_gpu_count() > 0
         seed = {} if self.seed is None else {"seed": self.seed}
         return faiss_kmeans(query, n_clusters, niter=20, gpu=gpu, **seed)
 

@@ -13,7 +13,9 @@ import torch
 
 from .validation import ArgumentError
 
-LOGGER_NAME = "metricssl"
+# PML's name: code written for PML configures logging.getLogger("PML") (levels, handlers),
+# and with the import changed that must still reach these messages.
+LOGGER_NAME = "PML"
 LOGGER = logging.getLogger(LOGGER_NAME)
 NUMPY_RANDOM = np.random
 # PML's global switch: when True, modules created afterwards record statistics.

@@ -20,7 +20,6 @@ from metricssl.eval.clustering import KMeansPlusPlus
 from metricssl.eval.knn import ExactKNN
 from metricssl.utils import chunking
 
-logging.getLogger("PML").setLevel(logging.ERROR)
 RETRIEVAL = tuple(m for m in PML_METRICS if m not in ("NMI", "AMI"))
 CPU = torch.device("cpu")
 

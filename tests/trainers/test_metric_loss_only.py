@@ -5,6 +5,7 @@ import torch
 
 from metricssl import losses, miners
 from metricssl.trainers import MetricLossOnly
+from metricssl.utils import common_functions as c_f
 from tests.trainer_parity import assert_same_training, labelled_data, make_models, run_trainer
 
 
@@ -142,7 +143,8 @@ def test_bad_keys_raise_like_pml_with_a_clear_message(caplog):
         MetricLossOnly(models={"trunk": trunk}, freeze_these=("head",), **base)
     with pytest.raises(TypeError, match="models"):
         MetricLossOnly(models=[trunk], **base)
-    with caplog.at_level(logging.WARNING):
+    # The logger is PML's by name ("PML"), whose level other test modules lower: set it here.
+    with caplog.at_level(logging.WARNING, logger=c_f.LOGGER_NAME):
         MetricLossOnly(
             models={"trunk": trunk},
             mining_funcs={"tuple_miner": miners.PairMarginMiner()},
