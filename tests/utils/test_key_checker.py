@@ -24,7 +24,7 @@ def _schema():
 
 def test_allowed_keys_are_patterns_and_essential_keys_are_required(caplog):
     schema = _schema()
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, logger=c_f.LOGGER_NAME):
         schema.verify(Holder(models={"trunk": 1, "classifier_3": 2}, optimizers={}))
     # embedder is important by default (allowed, not essential); an empty dict warns.
     assert 'models is missing "embedder"' in caplog.text

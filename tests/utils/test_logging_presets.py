@@ -14,6 +14,7 @@ from pytorch_metric_learning.utils import logging_presets as pml_logging_presets
 import metricssl
 import metricssl.testers
 import metricssl.trainers
+from metricssl.utils import common_functions as c_f
 from metricssl.utils import logging_presets
 from tests.trainer_parity import labelled_data
 
@@ -112,7 +113,7 @@ def test_primary_metric_must_be_computed(tmp_path):
 
 
 def test_without_a_record_keeper_the_hooks_do_nothing(caplog):
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, logger=c_f.LOGGER_NAME):
         hooks = logging_presets.get_hook_container(None)
     assert isinstance(hooks, logging_presets.EmptyContainer)
     assert "No record_keeper" in caplog.text
@@ -126,8 +127,9 @@ def test_get_record_keeper_matches_pml(tmp_path, caplog):
         has_tensorboard = True
     except ImportError:
         has_tensorboard = False
-    ours = logging_presets.get_record_keeper(str(tmp_path / "a"))
-    theirs = pml_logging_presets.get_record_keeper(str(tmp_path / "b"))
+    with caplog.at_level(logging.WARNING, logger=c_f.LOGGER_NAME):
+        ours = logging_presets.get_record_keeper(str(tmp_path / "a"))
+        theirs = pml_logging_presets.get_record_keeper(str(tmp_path / "b"))
     assert [x is None for x in ours] == [x is None for x in theirs]
     assert (ours[0] is None) == (not has_tensorboard)
     if not has_tensorboard:
