@@ -448,8 +448,9 @@ def search_bytes_per_row(n_ref: int, k: int, via_faiss: bool = False) -> int:
     if via_faiss:
         return 24 * (k + 1)
     full = k + 1 >= n_ref
-    # The block, then whole-row keys; or a compare mask and ~1.2 k candidates' keys/positions.
-    return 4 * n_ref + (16 * n_ref if full else n_ref + 48 * (k + 1))
+    # The block, then keys and columns of every rank (whole rows) or of the top k + 1 (topk's
+    # values and indices too; the CPU per-row paths hold only one row's candidates per thread).
+    return 4 * n_ref + (16 * n_ref if full else 40 * (k + 1))
 
 
 def balanced_chunks(n_rows: int, max_rows: int) -> list[slice]:

@@ -116,22 +116,17 @@ def test_base_trainer_needs_calculate_loss():
         trainer.train()
 
 
-def test_hooks_and_getters_must_be_callable():
-    with pytest.raises(TypeError, match="end_of_epoch_hook"):
+@pytest.mark.parametrize(
+    "argument, error",
+    [({"end_of_epoch_hook": 3}, TypeError), ({"iterations_per_epoch": -1}, ValueError)],
+)
+def test_hooks_and_getters_must_be_callable(argument, error):
+    with pytest.raises(error, match=next(iter(argument))):
         BaseTrainer(
             models={"trunk": torch.nn.Identity()},
             optimizers={},
             batch_size=16,
             loss_funcs={},
             dataset=None,
-            end_of_epoch_hook=3,
-        )
-    with pytest.raises(ValueError, match="iterations_per_epoch"):
-        BaseTrainer(
-            models={"trunk": torch.nn.Identity()},
-            optimizers={},
-            batch_size=16,
-            loss_funcs={},
-            dataset=None,
-            iterations_per_epoch=-1,
+            **argument,
         )
