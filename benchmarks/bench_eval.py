@@ -188,7 +188,7 @@ def floor_workload(query, reference, k: int):
     """The chunked matrix product plus an unsorted top-k of each chunk."""
     import torch
 
-    from metricssl.utils.chunking import rows_per_chunk
+    from metricssl.core.chunking import rows_per_chunk
 
     rows = rows_per_chunk(4 * reference.shape[0] + 12 * k)
 

@@ -2,7 +2,7 @@
 
 Drop-in for pytorch-metric-learning: ``from metricssl import distances, losses, miners,
 reducers`` gives the same classes, arguments and values, faster and with bounded memory.
-The other subpackages (index, eval, viz, data, augment, models, samplers, ssl) are
+The other subpackages (index, eval, viz, data, augment, models, samplers, ssl, utils) are
 imported on first use, so ``import metricssl`` stays light.
 """
 
@@ -10,9 +10,10 @@ import importlib
 
 __version__ = "0.1.0"
 
-from . import distances, losses, miners, reducers, regularizers, utils  # noqa: E402
+from . import distances, losses, miners, reducers, regularizers  # noqa: E402
 
-_LAZY = {"augment", "data", "eval", "index", "models", "samplers", "ssl", "viz"}
+# utils (PML's import path) is loaded on first use too: no module of the package imports it.
+_LAZY = {"augment", "data", "eval", "index", "models", "samplers", "ssl", "utils", "viz"}
 
 
 def __getattr__(name):

@@ -453,7 +453,7 @@ def run_train_command(args) -> int:
         progress=not args.json,
         steps_per_epoch=args.steps_per_epoch,
     )
-    from .utils.distributed import rank
+    from .core.distributed import rank
 
     try:
         metrics = {key: _plain_number(value) for key, value in trainer.fit().items()}
@@ -506,7 +506,7 @@ def run_embed_command(args) -> int:
                 "--output .safetensors needs the safetensors package (pip install safetensors)"
             ) from None
     embeddings, labels = _embed_split(_load_method(args), args, args.split)
-    from .utils.atomic import atomic_write
+    from .core.atomic import atomic_write
 
     with atomic_write(path) as f:
         if path.suffix.lower() == ".npy":
@@ -714,7 +714,7 @@ def _json_rows(array) -> list:
 def _write_search_results(path: Path, distances, ids, metric: str, k: int) -> None:
     import numpy as np
 
-    from .utils.atomic import atomic_write
+    from .core.atomic import atomic_write
 
     suffix = path.suffix.lower()
     with atomic_write(path, "w" if suffix == ".json" else "wb") as f:

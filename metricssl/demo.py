@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .core.validation import check_choice, check_number
 from .models.small_cnn import SmallCNN, conv_bn_relu
-from .utils.validation import check_choice, check_number
 
 DATASETS = ("digits", "fashion-mnist")
 METRICS = ("precision_at_1", "mean_average_precision_at_r", "knn_accuracy_weighted", "NMI")

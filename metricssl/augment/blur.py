@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from metricssl.augment import random as rnd
 from metricssl.augment.base import RandomTransform, apply_where
 from metricssl.augment.checks import check_range
-from metricssl.utils.validation import check_number
+from metricssl.core.validation import check_number
 
 
 def gaussian_kernels(sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:

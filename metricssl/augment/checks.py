@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from metricssl.utils.validation import check_number
+from metricssl.core.validation import check_number
 
 
 def check_probability(name: str, p) -> float:

@@ -15,7 +15,7 @@ from metricssl.augment import base
 from metricssl.augment import random as rnd
 from metricssl.augment.base import RandomTransform, apply_where, per_sample
 from metricssl.augment.checks import check_color_channels, check_range
-from metricssl.utils.validation import check_number
+from metricssl.core.validation import check_number
 
 # ITU-R BT.601 luma, the weights of torchvision's and PIL's "L" conversion.
 _LUMA = (0.299, 0.587, 0.114)

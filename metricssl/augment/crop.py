@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from metricssl.augment import random as rnd
 from metricssl.augment.base import RandomTransform
 from metricssl.augment.checks import check_range, check_size
-from metricssl.utils.validation import check_choice
+from metricssl.core.validation import check_choice
 
 _INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 

@@ -9,7 +9,7 @@ import torch
 from metricssl.augment.checks import check_probabilities, check_probability, check_range, check_size
 from metricssl.augment.compose import MultiView
 from metricssl.augment.recipes import Jitter, Range, Size, augmentation_view
-from metricssl.utils.validation import check_number
+from metricssl.core.validation import check_number
 
 
 class MultiCrop(MultiView):

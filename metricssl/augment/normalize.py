@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 
 from metricssl.augment.convert import to_float_images
-from metricssl.utils.validation import check_number
+from metricssl.core.validation import check_number
 
 
 def _per_channel(name: str, value, positive: bool) -> tuple[float, ...]:

@@ -33,7 +33,7 @@ from metricssl.augment.crop import RandomResizedCrop
 from metricssl.augment.flip import RandomHorizontalFlip
 from metricssl.augment.normalize import Normalize
 from metricssl.augment.solarize import RandomSolarize
-from metricssl.utils.validation import check_number
+from metricssl.core.validation import check_number
 
 Size = int | tuple[int, int]
 Range = tuple[float, float]

@@ -6,7 +6,7 @@ import torch
 
 from metricssl.augment import random as rnd
 from metricssl.augment.base import RandomTransform, per_sample
-from metricssl.utils.validation import check_number
+from metricssl.core.validation import check_number
 
 
 class RandomSolarize(RandomTransform):

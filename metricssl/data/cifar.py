@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..utils.validation import check_choice
+from ..core.validation import check_choice
 from .cache import dataset_cache_dir
 from .download import download_url, verify_checksums
 from .restricted_pickle import restricted_loads

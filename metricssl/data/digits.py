@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..utils.validation import check_choice
+from ..core.validation import check_choice
 from .splits import stratified_split
 
 SPLITS = ("all", "train", "test")

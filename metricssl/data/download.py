@@ -13,7 +13,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from ..utils.atomic import atomic_write
+from ..core.atomic import atomic_write
 
 _CHUNK = 1 << 20
 _SCHEMES = ("http", "https", "file")

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..utils.validation import check_choice
+from ..core.validation import check_choice
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 MODES = ("RGB", "L")

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..utils.validation import check_choice
+from ..core.validation import check_choice
 from .cache import dataset_cache_dir
 from .download import download_url, verify_checksums
 from .idx import parse_idx, read_idx_bytes

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..utils.validation import check_number
+from ..core.validation import check_number
 
 
 def stratified_split(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..utils.records import ModuleWithRecords
-from ..utils.validation import (
+from ..core.records import ModuleWithRecords
+from ..core.validation import (
     ArgumentError,
     check_embeddings,
     check_number,

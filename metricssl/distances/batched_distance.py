@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..utils.validation import check_number
+from ..core.validation import check_number
 from .base_distance import BaseDistance
 
 

@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 import torch
 
-from ..utils import common_functions as c_f
-from ..utils.chunking import row_chunks, rows_per_chunk
-from ..utils.validation import check_number
+from ..core import common as c_f
+from ..core.chunking import row_chunks, rows_per_chunk
+from ..core.validation import check_number
 from . import retrieval_metrics as rm
 from .clustering import clustering_scores, faiss_kmeans
 from .inputs import as_embeddings, as_labels, label_codes, resolve_device
@@ -353,7 +353,7 @@ class AccuracyCalculator:
 def _pml_metric(calc: AccuracyCalculator, name: str, **kwargs):
     """PML's value of a built-in metric from the k-NN labels of one evaluation."""
     # The PML-path helpers work on a (queries x k) table of neighbour labels, as PML's do.
-    from ..utils import accuracy_calculator as knn_table
+    from . import knn_table
 
     if name in _CLUSTERING:
         return clustering_scores(kwargs["query_labels"], kwargs["cluster_labels"], (name,))[name]

@@ -22,7 +22,7 @@ import math
 import numpy as np
 import torch
 
-from ..utils.validation import check_number
+from ..core.validation import check_number
 from .inputs import check_finite, to_tensor
 
 CLUSTERING_SCORES = ("NMI", "AMI", "ARI")

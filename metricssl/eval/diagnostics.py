@@ -24,8 +24,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..utils.chunking import row_chunks
-from ..utils.validation import check_choice, check_number
+from ..core.chunking import row_chunks
+from ..core.validation import check_choice, check_number
 from .inputs import as_embeddings, resolve_device
 
 _RANKME_EPS = 1e-7  # the epsilon of the RankMe paper

@@ -55,8 +55,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..utils.chunking import row_chunks, rows_per_chunk
-from ..utils.validation import check_choice, check_number
+from ..core.chunking import row_chunks, rows_per_chunk
+from ..core.validation import check_choice, check_number
 from .inputs import as_embeddings, resolve_device
 
 try:

@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..utils.chunking import row_chunks
-from ..utils.validation import check_number
+from ..core.chunking import row_chunks
+from ..core.validation import check_number
 from .inputs import as_embeddings, as_labels, resolve_device
 
 

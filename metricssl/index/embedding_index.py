@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..core.chunking import rows_per_chunk
+from ..core.validation import check_choice, check_number
 from ..eval.knn import knn
-from ..utils.chunking import rows_per_chunk
-from ..utils.validation import check_choice, check_number
 from . import index_kinds
 from .faiss_gpu import GPU_MAX_K, GpuCopy, faiss_gpu_count
 from .index_file import read_index_file, write_index_file

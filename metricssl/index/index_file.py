@@ -36,7 +36,7 @@ import threading
 import faiss
 import numpy as np
 
-from ..utils.atomic import atomic_write
+from ..core.atomic import atomic_write
 
 MAGIC = b"METRICSSL-INDEX\n"
 END_MAGIC = b"\nMSSLEND"

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from ..utils import common_functions as c_f
-from ..utils import loss_and_miner_utils as lmu
-from ..utils.pair_masks import pos_neg_masks
+from ..core import common as c_f
+from ..core import loss_and_miner_utils as lmu
+from ..core.pair_masks import pos_neg_masks
 from .base_metric_loss_function import require_labels_or_indices_tuple, require_ref_labels
 from .generic_pair_loss import GenericPairLoss
 

@@ -8,12 +8,12 @@ import torch
 from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
+from ..core import chunking
+from ..core import common as c_f
+from ..core import loss_and_miner_utils as lmu
+from ..core.validation import ArgumentError, check_distance_type, check_number
 from ..distances import BaseDistance, LpDistance
 from ..reducers import BaseReducer
-from ..utils import chunking
-from ..utils import common_functions as c_f
-from ..utils import loss_and_miner_utils as lmu
-from ..utils.validation import ArgumentError, check_distance_type, check_number
 from .base_metric_loss_function import BaseMetricLossFunction, require_labels
 
 

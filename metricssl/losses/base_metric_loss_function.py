@@ -6,10 +6,8 @@ import inspect
 
 import torch
 
-from ..reducers import BaseReducer, FusedReduction, MultipleReducers
-from ..utils import common_functions as c_f
-from ..utils.module_with_records_and_reducer import ModuleWithRecordsReducerAndDistance
-from ..utils.validation import (
+from ..core import common as c_f
+from ..core.validation import (
     ArgumentError,
     apply_nonfinite_policy,
     check_embedding_shapes,
@@ -20,6 +18,8 @@ from ..utils.validation import (
     check_same_width,
     nonfinite_flag,
 )
+from ..reducers import BaseReducer, FusedReduction, MultipleReducers
+from ..reducers.module_with_reducer import ModuleWithRecordsReducerAndDistance
 from .mixins import EmbeddingRegularizerMixin
 
 

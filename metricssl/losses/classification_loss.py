@@ -22,9 +22,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..utils import common_functions as c_f
-from ..utils import loss_and_miner_utils as lmu
-from ..utils.validation import ArgumentError, check_embeddings, check_number
+from ..core import common as c_f
+from ..core import loss_and_miner_utils as lmu
+from ..core.validation import ArgumentError, check_embeddings, check_number
 from .base_metric_loss_function import BaseMetricLossFunction
 from .mixins import WeightRegularizerMixin
 from .proxy_utils import check_class_labels, check_embedding_size, check_proxy_inputs

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from ..utils import common_functions as c_f
-from ..utils import loss_and_miner_utils as lmu
-from ..utils.pair_masks import pos_neg_masks
-from ..utils.records import ModuleWithRecords
-from ..utils.validation import (
+from ..core import common as c_f
+from ..core import loss_and_miner_utils as lmu
+from ..core.pair_masks import pos_neg_masks
+from ..core.records import ModuleWithRecords
+from ..core.validation import (
     ArgumentError,
     check_embeddings,
     check_indices_tuple,

@@ -9,9 +9,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..utils import common_functions as c_f
-from ..utils.distributed import is_distributed
-from ..utils.validation import ArgumentError, check_embeddings, check_number
+from ..core import common as c_f
+from ..core.distributed import is_distributed
+from ..core.validation import ArgumentError, check_embeddings, check_number
 
 
 def teacher_temperature(

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from ..core import common as c_f
+from ..core import loss_and_miner_utils as lmu
+from ..core.pair_masks import pos_neg_masks
+from ..core.validation import ArgumentError, check_distance_type, check_number
 from ..distances import BaseDistance, LpDistance
 from ..reducers import BaseReducer
-from ..utils import common_functions as c_f
-from ..utils import loss_and_miner_utils as lmu
-from ..utils.pair_masks import pos_neg_masks
-from ..utils.validation import ArgumentError, check_distance_type, check_number
 from .base_metric_loss_function import BaseMetricLossFunction, require_labels
 from .rank_utils import reject_ref_emb
 

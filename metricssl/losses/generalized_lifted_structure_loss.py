@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from ..core import common as c_f
+from ..core.loss_and_miner_utils import masked_logsumexp
+from ..core.validation import check_number
 from ..distances import BaseDistance
 from ..reducers import BaseReducer
-from ..utils import common_functions as c_f
-from ..utils.loss_and_miner_utils import masked_logsumexp
-from ..utils.validation import check_number
 from .generic_pair_loss import GenericPairLoss
 
 

@@ -6,11 +6,11 @@ import math
 
 import torch
 
+from ..core import common as c_f
+from ..core.pair_masks import pos_neg_masks
+from ..core.validation import ArgumentError, check_number
 from ..distances import BaseDistance, CosineSimilarity
 from ..reducers import BaseReducer
-from ..utils import common_functions as c_f
-from ..utils.pair_masks import pos_neg_masks
-from ..utils.validation import ArgumentError, check_number
 from .base_metric_loss_function import BaseMetricLossFunction, require_labels_or_indices_tuple
 from .rank_utils import reject_ref_emb
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..core import common as c_f
+from ..core.validation import ArgumentError, check_distance_type, check_number
 from ..distances import BaseDistance, CosineSimilarity
 from ..reducers import BaseReducer, MeanReducer
-from ..utils import common_functions as c_f
-from ..utils.validation import ArgumentError, check_distance_type, check_number
 from .base_metric_loss_function import BaseMetricLossFunction, require_labels
 
 

@@ -6,13 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from ..core import common as c_f
+from ..core import loss_and_miner_utils as lmu
+from ..core.pair_masks import pos_neg_masks
+from ..core.validation import check_number
 from ..distances import BaseDistance, CosineSimilarity
 from ..reducers import BaseReducer
 from ..reducers.fused import FusedReduction
-from ..utils import common_functions as c_f
-from ..utils import loss_and_miner_utils as lmu
-from ..utils.pair_masks import pos_neg_masks
-from ..utils.validation import check_number
 from .base_metric_loss_function import require_ref_labels
 from .generic_pair_loss import GenericPairLoss
 

@@ -7,9 +7,9 @@ import math
 
 import torch
 
+from ..core.validation import ArgumentError, check_distance_type
 from ..distances import BaseDistance, CosineSimilarity
 from ..reducers import BaseReducer
-from ..utils.validation import ArgumentError, check_distance_type
 from .classification_loss import SoftmaxClassificationLoss, check_finite_number
 
 

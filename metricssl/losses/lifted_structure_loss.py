@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from ..core import common as c_f
+from ..core.validation import check_number
 from ..distances import BaseDistance
 from ..reducers import BaseReducer
-from ..utils import common_functions as c_f
-from ..utils.validation import check_number
 from .anchor_negatives import NegativeRowsPairLoss, anchor_logsumexp
 
 # PML defines GeneralizedLiftedStructureLoss in this module; its import path works here too.

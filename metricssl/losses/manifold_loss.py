@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from ..core import common as c_f
+from ..core.validation import ArgumentError, check_embeddings, check_number
 from ..distances import BaseDistance, CosineSimilarity
 from ..reducers import BaseReducer
-from ..utils import common_functions as c_f
-from ..utils.validation import ArgumentError, check_embeddings, check_number
 from .base_metric_loss_function import BaseMetricLossFunction
 from .proxy_utils import check_embedding_size
 

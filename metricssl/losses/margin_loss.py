@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..core import common as c_f
+from ..core import loss_and_miner_utils as lmu
+from ..core.pair_masks import pos_neg_masks
+from ..core.validation import ArgumentError, check_bool, check_number
 from ..reducers import DivisorReducer, FusedReduction, MultipleReducers
-from ..utils import common_functions as c_f
-from ..utils import loss_and_miner_utils as lmu
-from ..utils.pair_masks import pos_neg_masks
-from ..utils.validation import ArgumentError, check_bool, check_number
 from .base_metric_loss_function import (
     BaseMetricLossFunction,
     require_labels_or_indices_tuple,

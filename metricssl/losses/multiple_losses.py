@@ -6,7 +6,7 @@ import numbers
 
 import torch
 
-from ..utils.validation import ArgumentError
+from ..core.validation import ArgumentError
 
 
 def _check_weight(key, weight) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..core import common as c_f
+from ..core import loss_and_miner_utils as lmu
+from ..core.validation import ArgumentError
 from ..distances import BaseDistance, DotProductSimilarity
 from ..reducers import BaseReducer
-from ..utils import common_functions as c_f
-from ..utils import loss_and_miner_utils as lmu
-from ..utils.validation import ArgumentError
 from .base_metric_loss_function import BaseMetricLossFunction, require_labels
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
+from ..core import common as c_f
+from ..core.validation import check_bool, check_number
 from ..reducers import BaseReducer
-from ..utils import common_functions as c_f
-from ..utils.validation import check_bool, check_number
 from .two_view_loss import TwoViewLoss
 
 

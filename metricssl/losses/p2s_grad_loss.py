@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from ..core.validation import ArgumentError
 from ..distances import BaseDistance
 from ..reducers import BaseReducer
-from ..utils.validation import ArgumentError
 from .classification_loss import BaseClassificationLoss
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from ..core import common as c_f
+from ..core import loss_and_miner_utils as lmu
+from ..core.validation import check_number
 from ..distances import BaseDistance, CosineSimilarity
 from ..reducers import BaseReducer, DivisorReducer
-from ..utils import common_functions as c_f
-from ..utils import loss_and_miner_utils as lmu
-from ..utils.validation import check_number
 from .base_metric_loss_function import BaseMetricLossFunction
 from .mixins import WeightRegularizerMixin
 from .proxy_utils import (

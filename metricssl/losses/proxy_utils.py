@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..utils.validation import ArgumentError, check_number
+from ..core.validation import ArgumentError, check_number
 from .base_metric_loss_function import require_labels
 
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from ..utils import chunking
-from ..utils import common_functions as c_f
-from ..utils.validation import ArgumentError
+from ..core import chunking
+from ..core import common as c_f
+from ..core.validation import ArgumentError
 
 # PML's PNP sigmoid clamps its exponent to this range (and so has no gradient outside it).
 _EXPONENT_CLAMP = 50.0

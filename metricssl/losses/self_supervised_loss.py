@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..utils.validation import ArgumentError, check_bool, check_embeddings, check_same_device
+from ..core.validation import ArgumentError, check_bool, check_embeddings, check_same_device
 from .base_loss_wrapper import BaseLossWrapper
 
 # PML's list: losses whose value is defined by positive/negative pairs of labels, so that

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from ..core.validation import check_distance_type
 from ..distances import BaseDistance, SNRDistance
 from ..reducers import BaseReducer
-from ..utils.validation import check_distance_type
 from .contrastive_loss import ContrastiveLoss
 
 

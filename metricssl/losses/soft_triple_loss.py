@@ -7,11 +7,11 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..core import common as c_f
+from ..core import loss_and_miner_utils as lmu
+from ..core.validation import ArgumentError, check_number
 from ..distances import BaseDistance, CosineSimilarity
 from ..reducers import BaseReducer
-from ..utils import common_functions as c_f
-from ..utils import loss_and_miner_utils as lmu
-from ..utils.validation import ArgumentError, check_number
 from .base_metric_loss_function import BaseMetricLossFunction
 from .mixins import WeightRegularizerMixin
 from .proxy_utils import (

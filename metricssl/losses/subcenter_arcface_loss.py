@@ -6,10 +6,10 @@ import math
 
 import torch
 
+from ..core.chunking import row_chunks
+from ..core.validation import check_bool, check_embeddings, check_labels, check_number
 from ..distances import BaseDistance
 from ..reducers import BaseReducer
-from ..utils.chunking import row_chunks
-from ..utils.validation import check_bool, check_embeddings, check_labels, check_number
 from .arcface_loss import ArcFaceLoss
 
 

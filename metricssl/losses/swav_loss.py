@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..utils import common_functions as c_f
-from ..utils.distributed import gather_local_first
-from ..utils.validation import ArgumentError, check_bool, check_embeddings, check_number
+from ..core import common as c_f
+from ..core.distributed import gather_local_first
+from ..core.validation import ArgumentError, check_bool, check_embeddings, check_number
 
 
 def _check_sinkhorn_args(epsilon, iterations) -> None:

@@ -6,12 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from ..core import chunking
+from ..core import common as c_f
+from ..core import loss_and_miner_utils as lmu
+from ..core.pair_masks import pos_neg_masks
+from ..core.validation import ArgumentError, check_bool, check_number
 from ..reducers import AvgNonZeroReducer, FusedReduction
-from ..utils import chunking
-from ..utils import common_functions as c_f
-from ..utils import loss_and_miner_utils as lmu
-from ..utils.pair_masks import pos_neg_masks
-from ..utils.validation import ArgumentError, check_bool, check_number
 from .base_metric_loss_function import (
     BaseMetricLossFunction,
     require_labels_or_indices_tuple,

@@ -6,10 +6,10 @@ import math
 
 import torch
 
+from ..core import common as c_f
+from ..core.validation import check_distance_type, check_number
 from ..distances import BaseDistance, CosineSimilarity
 from ..reducers import BaseReducer
-from ..utils import common_functions as c_f
-from ..utils.validation import check_distance_type, check_number
 from .anchor_negatives import NegativeRowsPairLoss, anchor_logsumexp
 
 

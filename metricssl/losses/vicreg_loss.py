@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..core import common as c_f
+from ..core.distributed import gather_with_grad
+from ..core.validation import ArgumentError, check_bool, check_number
 from ..reducers import BaseReducer
-from ..utils import common_functions as c_f
-from ..utils.distributed import gather_with_grad
-from ..utils.validation import ArgumentError, check_bool, check_number
 from .two_view_loss import TwoViewLoss, check_batch_statistics_size
 
 

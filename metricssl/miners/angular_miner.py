@@ -6,11 +6,11 @@ import math
 
 import torch
 
+from ..core import chunking
+from ..core import common as c_f
+from ..core.pair_masks import pos_neg_masks
+from ..core.validation import check_number
 from ..distances import BaseDistance
-from ..utils import chunking
-from ..utils import common_functions as c_f
-from ..utils.pair_masks import pos_neg_masks
-from ..utils.validation import check_number
 from .anchor_blocks import empty_indices, padded_columns
 from .base_miner import BaseMiner
 from .distance_weighted_miner import require_unit_l2_distance

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..utils import common_functions as c_f
-from ..utils.module_with_records_and_reducer import ModuleWithRecordsAndDistance
-from ..utils.validation import (
+from ..core import common as c_f
+from ..core.validation import (
     ArgumentError,
     check_embedding_shapes,
     check_embeddings,
@@ -15,6 +14,7 @@ from ..utils.validation import (
     check_same_width,
     vouch_for_indices,
 )
+from ..distances.module_with_distance import ModuleWithRecordsAndDistance
 
 
 class BaseMiner(ModuleWithRecordsAndDistance):

@@ -6,10 +6,10 @@ import numbers
 
 import torch
 
+from ..core import common as c_f
+from ..core.pair_masks import pos_neg_masks
+from ..core.validation import ArgumentError, check_choice
 from ..distances import BaseDistance
-from ..utils import common_functions as c_f
-from ..utils.pair_masks import pos_neg_masks
-from ..utils.validation import ArgumentError, check_choice
 from .anchor_blocks import empty_indices
 from .base_miner import BaseMiner
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from ..core import common as c_f
+from ..core import loss_and_miner_utils as lmu
+from ..core.validation import ArgumentError, ArgumentTypeError, check_number
 from ..distances import BaseDistance, LpDistance
-from ..utils import common_functions as c_f
-from ..utils import loss_and_miner_utils as lmu
-from ..utils.validation import ArgumentError, ArgumentTypeError, check_number
 from .anchor_blocks import empty_indices
 from .base_miner import BaseMiner
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..utils.validation import ArgumentError, check_embeddings
+from ..core.validation import ArgumentError, check_embeddings
 from .base_miner import BaseMiner
 
 

@@ -7,10 +7,10 @@ import sys
 
 import torch
 
+from ..core import common as c_f
+from ..core import loss_and_miner_utils as lmu
+from ..core.validation import check_indices_tuple, check_number
 from ..distances import BaseDistance
-from ..utils import common_functions as c_f
-from ..utils import loss_and_miner_utils as lmu
-from ..utils.validation import check_indices_tuple, check_number
 from .base_miner import BaseMiner
 
 

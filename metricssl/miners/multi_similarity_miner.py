@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from ..core import common as c_f
+from ..core.pair_masks import pos_neg_masks
+from ..core.validation import check_number
 from ..distances import BaseDistance, CosineSimilarity
-from ..utils import common_functions as c_f
-from ..utils.pair_masks import pos_neg_masks
-from ..utils.validation import check_number
 from .anchor_blocks import empty_indices
 from .base_miner import BaseMiner
 

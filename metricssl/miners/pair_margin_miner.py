@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from ..core.pair_masks import pos_neg_masks
+from ..core.validation import check_number
 from ..distances import BaseDistance
-from ..utils.pair_masks import pos_neg_masks
-from ..utils.validation import check_number
 from .base_miner import BaseMiner
 
 

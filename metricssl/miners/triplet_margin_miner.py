@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from ..core import chunking
+from ..core.pair_masks import pos_neg_masks
+from ..core.validation import check_choice, check_number
 from ..distances import BaseDistance
-from ..utils import chunking
-from ..utils.pair_masks import pos_neg_masks
-from ..utils.validation import check_choice, check_number
 from .anchor_blocks import empty_indices, padded_columns
 from .base_miner import BaseMiner
 

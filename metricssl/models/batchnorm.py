@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 from torch import nn
 
-from ..utils.validation import check_module
+from ..core.validation import check_module
 
 
 @contextmanager

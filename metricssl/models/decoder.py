@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..utils.validation import check_number
+from ..core.validation import check_number
 
 
 def check_image_shape(name: str, shape) -> tuple[int, int, int]:

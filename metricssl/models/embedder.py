@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..utils.validation import check_bool, check_module
+from ..core.validation import check_bool, check_module
 
 
 def infer_num_features(backbone: nn.Module, input_shape: tuple[int, ...]) -> int:

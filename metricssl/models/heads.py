@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..utils.validation import check_bool, check_number
+from ..core.validation import check_bool, check_number
 
 
 def _check_2d(x: torch.Tensor, width: int, what: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..utils.validation import check_bool, check_choice, check_number
+from ..core.validation import check_bool, check_choice, check_number
 
 STEMS = ("cifar", "imagenet")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..utils.validation import check_number
+from ..core.validation import check_number
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, stride: int) -> list[nn.Module]:

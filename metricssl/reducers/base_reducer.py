@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ..utils import common_functions as c_f
-from ..utils.records import ModuleWithRecords
-from ..utils.validation import ArgumentError, ArgumentTypeError
+from ..core import common as c_f
+from ..core.records import ModuleWithRecords
+from ..core.validation import ArgumentError, ArgumentTypeError
 from .fused import FusedReduction
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..utils import common_functions as c_f
+from ..core import common as c_f
 from .base_reducer import BaseReducer
 
 

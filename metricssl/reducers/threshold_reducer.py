@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..utils.validation import ArgumentError, check_number
+from ..core.validation import ArgumentError, check_number
 from .base_reducer import BaseReducer
 from .fused import FusedReduction
 

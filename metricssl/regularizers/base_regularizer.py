@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..utils import common_functions as c_f
-from ..utils.module_with_records_and_reducer import ModuleWithRecordsReducerAndDistance
-from ..utils.validation import check_embeddings
+from ..core import common as c_f
+from ..core.validation import check_embeddings
+from ..reducers.module_with_reducer import ModuleWithRecordsReducerAndDistance
 
 
 class BaseRegularizer(ModuleWithRecordsReducerAndDistance):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from ..core import common as c_f
+from ..core.validation import ArgumentError, check_distance_type
 from ..distances import LpDistance
-from ..utils import common_functions as c_f
-from ..utils.validation import ArgumentError, check_distance_type
 from .base_regularizer import BaseRegularizer
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..utils import common_functions as c_f
-from ..utils.validation import check_number
+from ..core import common as c_f
+from ..core.validation import check_number
 from .base_regularizer import BaseRegularizer
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from ..core import common as c_f
+from ..core.chunking import row_chunks
+from ..core.validation import ArgumentError
 from ..distances import CosineSimilarity
-from ..utils import common_functions as c_f
-from ..utils.chunking import row_chunks
-from ..utils.validation import ArgumentError
 from .base_regularizer import BaseRegularizer
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from ..core import common as c_f
+from ..core.chunking import row_chunks
+from ..core.validation import ArgumentError, check_distance_type, check_number
 from ..distances import CosineSimilarity
 from ..reducers import DivisorReducer
-from ..utils import common_functions as c_f
-from ..utils.chunking import row_chunks
-from ..utils.validation import ArgumentError, check_distance_type, check_number
 from .base_regularizer import BaseRegularizer
 
 

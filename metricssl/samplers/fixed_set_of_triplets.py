@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from torch.utils.data import Sampler
 
-from ..utils import common_functions as c_f
-from ..utils.validation import check_number
+from ..core import common as c_f
+from ..core.validation import check_number
 from .m_per_class_sampler import _as_int, _labels_to_numpy
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from ..utils import common_functions as c_f
-from ..utils.validation import ArgumentError, check_number
+from ..core import common as c_f
+from ..core.validation import ArgumentError, check_number
 
 
 class HierarchicalSampler(Sampler[list[int]]):

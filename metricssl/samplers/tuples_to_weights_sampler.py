@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Sampler, Subset, WeightedRandomSampler
 
-from ..utils import common_functions as c_f
-from ..utils.inference import run_pca
-from ..utils.loss_and_miner_utils import convert_to_weights
-from ..utils.validation import check_number
+from ..core import common as c_f
+from ..core.loss_and_miner_utils import convert_to_weights
+from ..core.validation import check_number
+from ..eval.pca import run_pca
 
 
 class TuplesToWeightsSampler(Sampler[int]):

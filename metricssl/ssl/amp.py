@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..utils.validation import check_choice
+from ..core.validation import check_choice
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 

@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from ..core.validation import check_number
 from ..losses.negative_cosine_loss import NegativeCosineSimilarityLoss
-from ..utils.validation import check_number
 from .method import Batch, SSLMethod, ema_update, momentum_copy
 from .schedule import cosine_momentum
 

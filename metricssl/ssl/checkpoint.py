@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..utils.atomic import atomic_write
+from ..core.atomic import atomic_write
 
 FORMAT = "metricssl-ssl-checkpoint"
 VERSION = 1

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..core.validation import check_bool, check_number
 from ..eval.clustering import cluster
-from ..utils.validation import check_bool, check_number
 from .deepcluster import check_num_clusters
 from .embed import embed_dataset
 from .method import SSLMethod

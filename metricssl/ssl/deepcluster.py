@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..augment.recipes import simclr_views
+from ..core.validation import check_number
 from ..eval.clustering import cluster
 from ..models.heads import ProjectionHead
-from ..utils.validation import check_number
 from .datasets import ImageData
 from .method import Batch, SSLMethod, adopt_stored_shapes
 

@@ -11,8 +11,8 @@ from torch import nn
 from ..augment.checks import check_size
 from ..augment.multi_crop import MultiCrop, multi_crop
 from ..augment.recipes import Range, Size
+from ..core.validation import check_bool, check_module, check_number
 from ..losses.dino_loss import DINOLoss
-from ..utils.validation import check_bool, check_module, check_number
 from .method import (
     Batch,
     SSLMethod,

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..utils.validation import check_number
+from ..core.validation import check_number
 from .datasets import ImageData
 from .method import SSLMethod
 

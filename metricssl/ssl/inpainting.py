@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..augment import random as rnd
-from ..utils.validation import check_number
+from ..core.validation import check_number
 from .method import Batch, SSLMethod
 from .reconstruction import backbone_width, build_decoder, check_reconstruction
 

@@ -14,8 +14,8 @@ from torch import nn
 from ..augment import random as rnd
 from ..augment.compose import MultiView
 from ..augment.recipes import light_view
+from ..core.validation import check_bool, check_module, check_number
 from ..models.heads import ProjectionHead
-from ..utils.validation import check_bool, check_module, check_number
 from .method import Batch, SSLMethod
 
 MIN_TILE_SIZE = 2

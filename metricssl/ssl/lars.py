@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.optim import Optimizer
 
-from ..utils.validation import check_bool, check_number
+from ..core.validation import check_bool, check_number
 
 
 class LARS(Optimizer):

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.distributed import gather_with_grad
+from ..core.validation import check_number
 from ..models.batchnorm import frozen_running_stats
-from ..utils.distributed import gather_with_grad
-from ..utils.validation import check_number
 from .datasets import ImageData
 
 BANK_INITS = ("random", "features")

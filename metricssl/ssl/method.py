@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..augment.multi_crop import MultiCrop
-from ..utils.validation import check_module, check_number
+from ..core.validation import check_module, check_number
 from .datasets import ImageData
 
 

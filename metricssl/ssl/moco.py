@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..utils.distributed import gather_with_grad
-from ..utils.validation import check_bool, check_number
+from ..core.distributed import gather_with_grad
+from ..core.validation import check_bool, check_number
 from .counters import HostCounters
 from .method import Batch, SSLMethod, adopt_stored_shapes, ema_update, momentum_copy
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..augment.recipes import simclr_views
-from ..utils.validation import check_choice, check_number
+from ..core.validation import check_choice, check_number
 from .datasets import ImageData
 from .memory_bank import BANK_INITS, MemoryBank, positive_softmax_loss, start_from_features
 from .method import Batch, SSLMethod

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..augment.recipes import simclr_views
+from ..core.validation import check_choice, check_module, check_number
 from ..models.batchnorm import frozen_running_stats
 from ..models.heads import ProjectionHead
-from ..utils.validation import check_choice, check_module, check_number
 from .datasets import ImageData
 from .jigsaw import cut_tiles, tile_geometry
 from .memory_bank import BANK_INITS, MemoryBank, positive_softmax_loss, start_from_features

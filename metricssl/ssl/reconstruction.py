@@ -18,9 +18,9 @@ from torch import nn
 
 from ..augment.compose import MultiView
 from ..augment.recipes import light_view
+from ..core.validation import check_module, check_number
 from ..models.decoder import ConvDecoder, check_image_shape
 from ..models.embedder import infer_num_features
-from ..utils.validation import check_module, check_number
 
 
 def reconstruction_views(

@@ -24,11 +24,11 @@ from ..augment.recipes import (
     simsiam_views,
     vicreg_views,
 )
+from ..core.validation import check_number
 from ..models.embedder import infer_num_features
 from ..models.heads import PredictionHead, ProjectionHead
 from ..models.resnet import resnet18, resnet50
 from ..models.small_cnn import SmallCNN
-from ..utils.validation import check_number
 from .barlow_twins import BarlowTwins
 from .byol import BYOL
 from .deepcluster import DeepCluster, deepcluster_heads, deepcluster_views

@@ -12,8 +12,8 @@ from ..augment import random as rnd
 from ..augment.checks import check_size
 from ..augment.compose import MultiView
 from ..augment.recipes import light_view
+from ..core.validation import check_bool, check_module, check_number
 from ..models.heads import ProjectionHead
-from ..utils.validation import check_bool, check_module, check_number
 from .method import Batch, SSLMethod
 
 NUM_ROTATIONS = 4

@@ -6,7 +6,7 @@ import math
 
 from torch.optim import Optimizer
 
-from ..utils.validation import check_number
+from ..core.validation import check_number
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int, final_factor: float) -> float:

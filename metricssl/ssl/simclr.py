@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..utils.distributed import gather_with_grad, rank, world_size
-from ..utils.validation import check_number
+from ..core.distributed import gather_with_grad, rank, world_size
+from ..core.validation import check_number
 from .method import Batch, SSLMethod
 
 

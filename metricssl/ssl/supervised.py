@@ -10,11 +10,11 @@ from torch import nn
 
 from .. import losses as losses_module
 from .. import miners as miners_module
+from ..core.distributed import gather_with_grad, is_distributed
+from ..core.validation import check_module, check_number
 from ..losses.base_metric_loss_function import BaseMetricLossFunction
 from ..losses.two_view_loss import TwoViewLoss
 from ..miners.base_miner import BaseMiner
-from ..utils.distributed import gather_with_grad, is_distributed
-from ..utils.validation import check_module, check_number
 from .method import Batch, SSLMethod
 
 

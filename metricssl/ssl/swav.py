@@ -11,11 +11,11 @@ from torch import nn
 from ..augment.checks import check_size
 from ..augment.multi_crop import MultiCrop, multi_crop
 from ..augment.recipes import Range, Size
+from ..core import common as c_f
+from ..core.distributed import gather_with_grad
+from ..core.validation import check_module, check_number
 from ..losses.swav_loss import SwAVLoss
 from ..models.heads import ProjectionHead, PrototypesHead
-from ..utils import common_functions as c_f
-from ..utils.distributed import gather_with_grad
-from ..utils.validation import check_module, check_number
 from .counters import HostCounters
 from .method import Batch, SSLMethod, check_multi_crop_views, features_by_size
 

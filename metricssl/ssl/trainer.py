@@ -37,18 +37,18 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data.splits import stratified_split
-from ..samplers import MPerClassSampler
-from ..utils import common_functions as c_f
-from ..utils.atomic import atomic_write
-from ..utils.distributed import (
+from ..core import common as c_f
+from ..core.atomic import atomic_write
+from ..core.distributed import (
     init_from_environment,
     is_distributed,
     rank,
     training_device,
     world_size,
 )
-from ..utils.validation import check_bool, check_choice, check_number
+from ..core.validation import check_bool, check_choice, check_number
+from ..data.splits import stratified_split
+from ..samplers import MPerClassSampler
 from .amp import AMP_MODES, autocast_dtype
 from .checkpoint import (
     CheckpointError,

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from ..utils.validation import check_number
+from ..core.validation import check_number
 from .method import Batch, SSLMethod
 from .reconstruction import backbone_width, build_decoder, check_reconstruction
 

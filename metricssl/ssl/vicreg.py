@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from ..core.validation import check_number
 from ..losses.vicreg_loss import VICRegLoss
-from ..utils.validation import check_number
 from .method import Batch, SSLMethod
 
 

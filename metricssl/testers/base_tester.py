@@ -7,10 +7,10 @@ from collections import defaultdict
 import torch
 import tqdm
 
+from ..core.validation import ArgumentError
 from ..eval.accuracy_calculator import AccuracyCalculator
 from ..utils import common_functions as c_f
 from ..utils import inference
-from ..utils.validation import ArgumentError
 
 
 class BaseTester:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import tqdm
 
+from ..core.validation import ArgumentError
 from ..utils import common_functions as c_f
-from ..utils.validation import ArgumentError
 from .base_tester import _check_not_empty
 from .global_embedding_space import GlobalEmbeddingSpaceTester
 

@@ -7,8 +7,8 @@ from collections import defaultdict
 import numpy as np
 import torch
 
+from ..core.validation import ArgumentError
 from ..utils import common_functions as c_f
-from ..utils.validation import ArgumentError
 from .base_tester import BaseTester
 
 

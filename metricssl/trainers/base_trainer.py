@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 import tqdm
 
+from ..core.validation import ArgumentError
 from ..utils import common_functions as c_f
 from ..utils.key_checker import KeyChecker, KeyCheckerDict
 from ..utils.loss_tracker import LossTracker
-from ..utils.validation import ArgumentError
 
 _LR_SCHEDULER_SUFFIXES = {
     "iteration": "_scheduler_by_iteration",

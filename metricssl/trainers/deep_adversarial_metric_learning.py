@@ -7,13 +7,13 @@ import copy
 import torch
 import torch.nn.functional as F
 
+from ..core.validation import ArgumentError
 from ..distances import LpDistance
 from ..distances.base_distance import BaseDistance
 from ..losses import TripletMarginLoss
 from ..miners import EmbeddingsAlreadyPackagedAsTriplets
 from ..utils import common_functions as c_f
 from ..utils import loss_and_miner_utils as lmu
-from ..utils.validation import ArgumentError
 from .train_with_classifier import TrainWithClassifier
 
 

@@ -1,87 +1,82 @@
-"""Small helpers shared across the package, with PML's names where PML users import them."""
+"""PML's import path ``pytorch_metric_learning.utils.common_functions``.
+
+The globals (``NUMPY_RANDOM``, ``COLLECT_STATS``, ``LOGGER``, ``LOGGER_NAME``) and the tensor
+helpers the package calls live in :mod:`metricssl.core.common`. They are re-exported here,
+and the globals are forwarded: ``common_functions.NUMPY_RANDOM = rng`` (as PML users write it)
+sets the one value every module of the package reads, and reading it here reads that value.
+The other helpers below are PML's (dataloaders, labels, saving models, ...), with its names,
+arguments and results unless noted.
+
+Example:
+    >>> import numpy as np
+    >>> from metricssl.core import common
+    >>> from metricssl.utils import common_functions as c_f
+    >>> c_f.COLLECT_STATS = True
+    >>> common.COLLECT_STATS
+    True
+    >>> c_f.COLLECT_STATS = False
+"""
 
 from __future__ import annotations
 
 import collections
 import glob
-import logging
 import os
 import re
+import sys
+import types
 
 import numpy as np
 import torch
 
-from .validation import ArgumentError
+from ..core import common as _common
+from ..core.atomic import atomic_write
+from ..core.common import (
+    TorchInitWrapper,
+    accumulation_dtype,
+    concatenate_indices_tuples,
+    is_list_or_tuple,
+    neg_inf,
+    numpy_to_torch,
+    pos_inf,
+    safe_random_choice,
+    set_logger_name,
+    small_val,
+    to_device,
+    to_dtype,
+    to_numpy,
+    torch_all_from_dim_to_end,
+    torch_arange_from_size,
+    torch_standard_scaler,
+)
+from ..core.records import (
+    add_to_recordable_attributes,
+    list_of_recordable_attributes_list_names,
+    reset_stats,
+)
+from ..core.validation import ArgumentError
 
-# PML's name: code written for PML configures logging.getLogger("PML") (levels, handlers),
-# and with the import changed that must still reach these messages.
-LOGGER_NAME = "PML"
-LOGGER = logging.getLogger(LOGGER_NAME)
-NUMPY_RANDOM = np.random
-# PML's global switch: when True, modules created afterwards record statistics.
-COLLECT_STATS = False
-
-
-def set_logger_name(name: str) -> None:
-    global LOGGER_NAME, LOGGER
-    LOGGER_NAME = name
-    LOGGER = logging.getLogger(name)
-
-
-def pos_inf(dtype: torch.dtype) -> float:
-    return torch.finfo(dtype).max
-
-
-def neg_inf(dtype: torch.dtype) -> float:
-    return torch.finfo(dtype).min
-
-
-def small_val(dtype: torch.dtype) -> float:
-    return torch.finfo(dtype).tiny
-
-
-def is_list_or_tuple(x) -> bool:
-    return isinstance(x, (list, tuple))
-
-
-def numpy_to_torch(v):
-    try:
-        return torch.from_numpy(v)
-    except TypeError:
-        return v
+# Module attributes that live in core.common: reading or assigning them here reads or assigns
+# the owner's value, so a PML user's ``c_f.NUMPY_RANDOM = ...`` reaches every module.
+_FORWARDED = ("NUMPY_RANDOM", "COLLECT_STATS", "LOGGER", "LOGGER_NAME")
 
 
-def to_numpy(v):
-    try:
-        return v.detach().cpu().numpy()
-    except AttributeError:
-        return v
+def _forwarded(name: str) -> property:
+    def get(module):
+        return getattr(_common, name)
+
+    def set_(module, value):
+        setattr(_common, name, value)
+
+    # Properties (data descriptors), not __getattr__/__setattr__: tools that save and restore
+    # module attributes (pytest's monkeypatch) then write back through the property too.
+    return property(get, set_, doc=f"metricssl.core.common.{name}")
 
 
-def to_dtype(x: torch.Tensor, tensor: torch.Tensor | None = None, dtype=None) -> torch.Tensor:
-    if not torch.is_autocast_enabled():
-        dt = dtype if dtype is not None else tensor.dtype
-        if x.dtype != dt:
-            x = x.type(dt)
-    return x
-
-
-def to_device(x: torch.Tensor, tensor: torch.Tensor | None = None, device=None, dtype=None):
-    dv = device if device is not None else tensor.device
-    if x.device != dv:
-        x = x.to(dv)
-    if dtype is not None:
-        x = to_dtype(x, dtype=dtype)
-    return x
-
-
-def torch_arange_from_size(input: torch.Tensor, size_dim: int = 0) -> torch.Tensor:
-    return torch.arange(input.size(size_dim), device=input.device)
-
-
-def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype to accumulate sums and log-sum-exps in: fp32 for half types."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+_ForwardingModule = type(
+    "_ForwardingModule", (types.ModuleType,), {name: _forwarded(name) for name in _FORWARDED}
+)
+sys.modules[__name__].__class__ = _ForwardingModule
 
 
 def shift_indices_tuple(indices_tuple, batch_size: int):
@@ -101,26 +96,6 @@ def shift_indices_tuple(indices_tuple, batch_size: int):
     return indices_tuple
 
 
-def concatenate_indices_tuples(it1, it2):
-    return tuple(torch.cat([x, to_device(y, x)], dim=0) for x, y in zip(it1, it2))
-
-
-class TorchInitWrapper:
-    """Wraps a ``torch.nn.init`` function with fixed keyword arguments."""
-
-    def __init__(self, init_func, **kwargs):
-        self.init_func = init_func
-        self.kwargs = kwargs
-
-    def __call__(self, tensor):
-        self.init_func(tensor, **self.kwargs)
-
-
-# ---------------------------------------------------------------------------------------------
-# The rest of PML's public helpers (``pytorch_metric_learning.utils.common_functions``), so that
-# code importing them keeps working. Same names, arguments and results unless noted.
-
-
 def use_cuda_if_available() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -137,12 +112,6 @@ def try_next_on_generator(gen, iterable):
 def set_requires_grad(model: torch.nn.Module, requires_grad: bool) -> None:
     for param in model.parameters():
         param.requires_grad = requires_grad
-
-
-def safe_random_choice(input_data, size: int):
-    """``size`` draws from ``input_data``: without replacement when there are enough items,
-    with replacement otherwise (from :data:`NUMPY_RANDOM`)."""
-    return NUMPY_RANDOM.choice(input_data, size=size, replace=len(input_data) < size)
 
 
 def unslice_by_n(input_tensors):
@@ -356,35 +325,6 @@ def assert_distance_type(obj, distance_type=None, **kwargs) -> None:
             raise AssertionError(f"{obj_name} requires distance.{name} to be {value}")
 
 
-# -- recordable attributes (the functional form of ModuleWithRecords' methods)
-
-
-def add_to_recordable_attributes(input_obj, name=None, list_of_names=None, is_stat=False):
-    """Register ``name`` / ``list_of_names`` as recorded attributes (statistics when
-    ``is_stat``) of ``input_obj``, initialising missing ones to 0."""
-    list_name = "_record_these_stats" if is_stat else "_record_these"
-    if not hasattr(input_obj, list_name):
-        setattr(input_obj, list_name, [])
-    records = getattr(input_obj, list_name)
-    if name is not None:
-        if name not in records:
-            records.append(name)
-        if not hasattr(input_obj, name):
-            setattr(input_obj, name, 0)
-    if list_of_names is not None and is_list_or_tuple(list_of_names):
-        for n in list_of_names:
-            add_to_recordable_attributes(input_obj, name=n, is_stat=is_stat)
-
-
-def reset_stats(input_obj) -> None:
-    for name in getattr(input_obj, "_record_these_stats", []):
-        setattr(input_obj, name, 0)
-
-
-def list_of_recordable_attributes_list_names() -> list[str]:
-    return ["_record_these", "_record_these_stats"]
-
-
 # -- saving and loading models
 
 
@@ -396,8 +336,6 @@ def modelpath_creator(folder, basename, identifier, extension=".pth") -> str:
 
 def save_model(model: torch.nn.Module, filepath) -> None:
     """Save the state dict (of the wrapped module for DataParallel / DDP), atomically."""
-    from .atomic import atomic_write
-
     if isinstance(model, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
         model = model.module
     with atomic_write(filepath) as f:
@@ -432,9 +370,9 @@ def operate_on_dict_of_models(
         try:
             operation(model, model_path)
             if log_if_successful:
-                LOGGER.info("%s %s", logging_string, model_path)
+                _common.LOGGER.info("%s %s", logging_string, model_path)
         except OSError:
-            LOGGER.warning("Could not %s %s", logging_string, model_path)
+            _common.LOGGER.warning("Could not %s %s", logging_string, model_path)
             if assert_success:
                 raise
 
@@ -518,19 +456,71 @@ def sqlite_obj_to_dict(sqlite_obj):
     return {k: [row[k] for row in sqlite_obj] for k in sqlite_obj[0].keys()}
 
 
-def torch_all_from_dim_to_end(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """``all`` over every dimension from ``dim`` on."""
-    return torch.all(x.view(*x.shape[:dim], -1), dim=-1)
-
-
-def torch_standard_scaler(x: torch.Tensor) -> torch.Tensor:
-    """Columns standardised to zero mean and unit (unbiased) standard deviation."""
-    return (x - torch.mean(x, dim=0)) / torch.std(x, dim=0)
-
-
 def exclude(it, targets):
     return [x for x in it if x not in targets]
 
 
 def append_map(it, suf):
     return [x + suf for x in it]
+
+
+# PML's public functions and classes at this path (the globals are read through the module).
+__all__ = [
+    "accumulation_dtype",
+    "add_to_recordable_attributes",
+    "append_map",
+    "assert_distance_type",
+    "check_shapes",
+    "concatenate_indices_tuples",
+    "delete_dict_of_models",
+    "EmbeddingDataset",
+    "exclude",
+    "get_eval_dataloader",
+    "get_hierarchy_label",
+    "get_label_map",
+    "get_labels_to_indices",
+    "get_train_dataloader",
+    "indices_tuple_not_supported",
+    "is_list_or_tuple",
+    "LabelMapper",
+    "labels_not_supported",
+    "labels_or_indices_tuple_required",
+    "labels_required",
+    "latest_version",
+    "list_of_recordable_attributes_list_names",
+    "load_dict_of_models",
+    "load_model",
+    "make_label_to_rank_dict",
+    "map_labels",
+    "modelpath_creator",
+    "neg_inf",
+    "numpy_to_torch",
+    "operate_on_dict_of_models",
+    "pos_inf",
+    "process_label",
+    "ref_not_supported",
+    "regex_replace",
+    "regex_wrapper",
+    "reset_stats",
+    "return_input",
+    "safe_random_choice",
+    "save_dict_of_models",
+    "save_model",
+    "set_layers_to_eval",
+    "set_logger_name",
+    "set_ref_emb",
+    "set_requires_grad",
+    "shift_indices_tuple",
+    "small_val",
+    "sqlite_obj_to_dict",
+    "to_device",
+    "to_dtype",
+    "to_numpy",
+    "torch_all_from_dim_to_end",
+    "torch_arange_from_size",
+    "torch_standard_scaler",
+    "TorchInitWrapper",
+    "try_next_on_generator",
+    "unslice_by_n",
+    "use_cuda_if_available",
+]

@@ -19,15 +19,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.chunking import rows_per_chunk
+from ..core.validation import check_number, check_same_device, check_same_width
 from ..distances.base_distance import BaseDistance
 from ..distances.cosine_similarity import CosineSimilarity
 from ..distances.dot_product_similarity import DotProductSimilarity
 from ..distances.lp_distance import LpDistance
 from ..eval.inputs import check_finite
 from ..eval.knn import ReferenceSet, balanced_chunks, nearest, search_bytes_per_row
+from ..eval.pca import run_pca as run_pca  # PML's name at PML's path
 from . import common_functions as c_f
-from .chunking import rows_per_chunk
-from .validation import check_number, check_same_device, check_same_width
 
 
 def _embedding_index_class():
@@ -593,21 +594,6 @@ def _check_kmeans_kwargs(kwargs) -> None:
                 f"FaissKMeans got an unknown keyword argument {name!r}: not a field of "
                 "faiss.ClusteringParameters (niter, nredo, verbose, seed, spherical, ...) or gpu"
             )
-
-
-def run_pca(x: torch.Tensor, output_dimensionality: int) -> torch.Tensor:
-    """Project ``x`` (n, d) onto its first ``output_dimensionality`` principal components
-    (FAISS's ``PCAMatrix``, as PML); float32, on ``x``'s device."""
-    import faiss
-
-    _check_2d("x", x)
-    check_number(
-        "output_dimensionality", output_dimensionality, low=1, high=x.shape[1], integer=True
-    )
-    data = np.ascontiguousarray(c_f.to_numpy(x), dtype=np.float32)
-    pca = faiss.PCAMatrix(data.shape[1], output_dimensionality)
-    pca.train(data)
-    return torch.from_numpy(np.asarray(pca.apply_py(data))).to(x.device)
 
 
 # ---------------------------------------------------------------------------- InferenceModel

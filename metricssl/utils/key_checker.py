@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..core.validation import ArgumentError
 from . import common_functions as c_f
-from .validation import ArgumentError
 
 
 def default_important(checker: KeyChecker, children: dict) -> list[str]:

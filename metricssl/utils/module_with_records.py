@@ -1,6 +1,6 @@
 """PML's import path ``pytorch_metric_learning.utils.module_with_records``.
 
-``ModuleWithRecords`` is :class:`metricssl.utils.records.ModuleWithRecords` (re-exported):
+``ModuleWithRecords`` is :class:`metricssl.core.records.ModuleWithRecords` (re-exported):
 the base of every distance, reducer, loss and miner, holding the names of the attributes a
 record keeper reports (``_record_these``) and of per-call statistics kept only with
 ``collect_stats`` (``_record_these_stats``).
@@ -13,6 +13,6 @@ Example:
     (0, ['num_pairs'])
 """
 
-from .records import ModuleWithRecords
+from ..core.records import ModuleWithRecords
 
 __all__ = ["ModuleWithRecords"]

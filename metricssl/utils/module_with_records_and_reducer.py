@@ -1,55 +1,26 @@
-"""Modules that own a reducer and/or a distance, with PML's defaults."""
+"""PML's import path ``pytorch_metric_learning.utils.module_with_records_and_reducer``.
 
-from __future__ import annotations
+The classes live with the layer they need: :class:`ModuleWithRecordsAndDistance` in
+:mod:`metricssl.distances.module_with_distance`, the reducer ones in
+:mod:`metricssl.reducers.module_with_reducer`.
 
-import copy
+Example:
+    >>> from metricssl.utils.module_with_records_and_reducer import (
+    ...     ModuleWithRecordsReducerAndDistance,
+    ... )
+    >>> m = ModuleWithRecordsReducerAndDistance()
+    >>> type(m.reducer).__name__, type(m.distance).__name__
+    ('MeanReducer', 'LpDistance')
+"""
 
-from ..distances import BaseDistance, LpDistance
-from ..reducers import BaseReducer, DoNothingReducer, MeanReducer, MultipleReducers
-from .records import ModuleWithRecords
+from ..distances.module_with_distance import ModuleWithRecordsAndDistance
+from ..reducers.module_with_reducer import (
+    ModuleWithRecordsAndReducer,
+    ModuleWithRecordsReducerAndDistance,
+)
 
-
-class ModuleWithRecordsAndReducer(ModuleWithRecords):
-    """Holds ``self.reducer``: one reducer, or a MultipleReducers when there are sub-losses."""
-
-    def __init__(self, reducer: BaseReducer | None = None, **kwargs):
-        super().__init__(**kwargs)
-        if reducer is not None and not isinstance(reducer, BaseReducer):
-            raise TypeError(f"reducer must be a BaseReducer, got {type(reducer).__name__}")
-        self.set_reducer(reducer)
-
-    def get_default_reducer(self) -> BaseReducer:
-        return MeanReducer()
-
-    def set_reducer(self, reducer):
-        if isinstance(reducer, (MultipleReducers, DoNothingReducer)):
-            self.reducer = reducer
-            return
-
-        def make():
-            return self.get_default_reducer() if reducer is None else copy.deepcopy(reducer)
-
-        names = self.sub_loss_names()
-        self.reducer = make() if len(names) == 1 else MultipleReducers({k: make() for k in names})
-
-    def sub_loss_names(self):
-        return ["loss"]
-
-
-class ModuleWithRecordsAndDistance(ModuleWithRecords):
-    """Holds ``self.distance`` (LpDistance(p=2) by default)."""
-
-    def __init__(self, distance: BaseDistance | None = None, **kwargs):
-        super().__init__(**kwargs)
-        if distance is not None and not isinstance(distance, BaseDistance):
-            raise TypeError(f"distance must be a BaseDistance, got {type(distance).__name__}")
-        self.distance = self.get_default_distance() if distance is None else distance
-
-    def get_default_distance(self) -> BaseDistance:
-        return LpDistance(p=2)
-
-
-class ModuleWithRecordsReducerAndDistance(
-    ModuleWithRecordsAndReducer, ModuleWithRecordsAndDistance
-):
-    pass
+__all__ = [
+    "ModuleWithRecordsAndDistance",
+    "ModuleWithRecordsAndReducer",
+    "ModuleWithRecordsReducerAndDistance",
+]

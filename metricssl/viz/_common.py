@@ -14,7 +14,7 @@ from types import ModuleType
 import numpy as np
 import torch
 
-from ..utils.atomic import atomic_write
+from ..core.atomic import atomic_write
 
 
 def require(module: str, package: str, purpose: str) -> ModuleType:

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from ..utils.validation import check_choice, check_number
+from ..core.validation import check_choice, check_number
 from ._common import check_finite, require, to_numpy
 
 METHODS = ("umap", "tsne", "pca")

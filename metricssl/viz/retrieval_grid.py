@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils.validation import check_number
+from ..core.validation import check_number
 from ._common import check_finite, check_path, new_figure, save_png, to_numpy
 
 MATCH_COLOR = "#2ca02c"  # green: neighbour has the query's label

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils.validation import check_number
+from ..core.validation import check_number
 from ._common import check_finite, check_path, new_figure, require, save_png, to_numpy
 
 

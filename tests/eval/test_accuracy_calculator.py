@@ -11,6 +11,7 @@ import torch
 from pytorch_metric_learning.utils import accuracy_calculator as pml_ac
 from pytorch_metric_learning.utils.inference import CustomKNN, FaissKNN
 
+from metricssl.core import chunking
 from metricssl.eval.accuracy_calculator import (
     ALL_METRICS,
     PML_METRICS,
@@ -18,7 +19,6 @@ from metricssl.eval.accuracy_calculator import (
 )
 from metricssl.eval.clustering import KMeansPlusPlus
 from metricssl.eval.knn import ExactKNN
-from metricssl.utils import chunking
 
 RETRIEVAL = tuple(m for m in PML_METRICS if m not in ("NMI", "AMI"))
 CPU = torch.device("cpu")

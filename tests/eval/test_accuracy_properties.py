@@ -40,9 +40,9 @@ from hypothesis import strategies as st
 from pytorch_metric_learning.utils import accuracy_calculator as pml_ac
 from pytorch_metric_learning.utils.inference import FaissKNN
 
+from metricssl.core import chunking
 from metricssl.eval.accuracy_calculator import AccuracyCalculator
 from metricssl.eval.knn import knn
-from metricssl.utils import chunking
 from tests.eval.test_accuracy_calculator import CPU, RETRIEVAL, assert_parity
 
 # Deterministic and reproducible: the same examples on every run, no example database.

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from metricssl.core import chunking
 from metricssl.eval.diagnostics import (
     alignment,
     effective_rank,
@@ -12,7 +13,6 @@ from metricssl.eval.diagnostics import (
     singular_values,
     uniformity,
 )
-from metricssl.utils import chunking
 
 
 @pytest.fixture

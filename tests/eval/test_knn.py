@@ -9,8 +9,8 @@ import pytest
 import torch
 from pytorch_metric_learning.utils.inference import FaissKNN
 
+from metricssl.core import chunking
 from metricssl.eval.knn import ExactKNN, ReferenceSet, knn, nearest, sortable_keys
-from metricssl.utils import chunking
 
 knn_module = importlib.import_module("metricssl.eval.knn")  # the package re-exports knn()
 

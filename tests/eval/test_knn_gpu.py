@@ -15,9 +15,9 @@ has rows tied at the k-th neighbour). ``benchmarks/gpu_check.py`` lists the plac
 import pytest
 import torch
 
+from metricssl.core.chunking import get_memory_budget, rows_per_chunk, set_memory_budget
 from metricssl.eval.accuracy_calculator import AccuracyCalculator
 from metricssl.eval.knn import METRICS, knn, search_bytes_per_row
-from metricssl.utils.chunking import get_memory_budget, rows_per_chunk, set_memory_budget
 
 pytestmark = [
     pytest.mark.gpu,

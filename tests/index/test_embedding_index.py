@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
+from metricssl.core.chunking import get_memory_budget, set_memory_budget
 from metricssl.index import index_kinds
 from metricssl.index.embedding_index import EmbeddingIndex
 from metricssl.index.faiss_gpu import faiss_gpu_count
 from metricssl.index.index_file import write_index_file
-from metricssl.utils.chunking import get_memory_budget, set_memory_budget
 
 DIM = 32
 APPROXIMATE = {

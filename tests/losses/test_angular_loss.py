@@ -11,8 +11,8 @@ from pytorch_metric_learning import reducers as pml_reducers
 
 import metricssl.losses.angular_loss as angular_module
 from metricssl import distances, reducers
+from metricssl.core import chunking
 from metricssl.losses.angular_loss import AngularLoss
-from metricssl.utils import chunking
 from tests.parity import LAYOUTS, loss_parity, make_labels, random_embeddings, random_labels
 
 

@@ -9,11 +9,11 @@ from pytorch_metric_learning import regularizers as pml_regularizers
 from pytorch_metric_learning.losses import dynamic_soft_margin_loss as pml_dsm
 
 from metricssl import distances, reducers, regularizers
+from metricssl.core import chunking
 from metricssl.losses.dynamic_soft_margin_loss import (
     DynamicSoftMarginLoss,
     find_hard_negatives,
 )
-from metricssl.utils import chunking
 from tests.parity import LAYOUTS, loss_parity, make_labels, random_embeddings, random_labels
 
 

@@ -8,8 +8,8 @@ from pytorch_metric_learning import miners as pml_miners
 from pytorch_metric_learning import reducers as pml_reducers
 
 from metricssl import distances, reducers
+from metricssl.core import chunking
 from metricssl.losses.nca_loss import NCALoss
-from metricssl.utils import chunking
 from tests.parity import LAYOUTS, loss_parity, make_labels, random_embeddings, random_labels
 
 

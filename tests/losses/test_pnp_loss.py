@@ -6,8 +6,8 @@ from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import regularizers as pml_regularizers
 
 from metricssl import distances, regularizers
+from metricssl.core import chunking
 from metricssl.losses.pnp_loss import PNPLoss
-from metricssl.utils import chunking
 from tests.parity import LAYOUTS, loss_parity, make_labels, random_embeddings
 
 VARIANTS = ["O", "Ds", "Dq", "Iu", "Ib"]

@@ -3,13 +3,13 @@
 import pytest
 import torch
 
+from metricssl.core import chunking
 from metricssl.losses.rank_utils import (
     reject_indices_tuple,
     reject_ref_emb,
     row_columns,
     soft_rank_counts,
 )
-from metricssl.utils import chunking
 
 
 @pytest.fixture

@@ -153,7 +153,7 @@ def test_is_a_contrastive_loss_like_pml():
 
 
 def test_default_path_does_not_list_pairs(monkeypatch):
-    from metricssl.utils import loss_and_miner_utils
+    from metricssl.core import loss_and_miner_utils
 
     def fail(*args, **kwargs):
         raise AssertionError("pairs were listed")

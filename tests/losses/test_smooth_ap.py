@@ -10,8 +10,8 @@ from pytorch_metric_learning import reducers as pml_reducers
 from pytorch_metric_learning import regularizers as pml_regularizers
 
 from metricssl import distances, reducers, regularizers
+from metricssl.core import chunking
 from metricssl.losses.smooth_ap import SmoothAPLoss
-from metricssl.utils import chunking
 from tests.parity import loss_parity, random_embeddings
 
 # PML 2.9 returns float32 whatever the input (its AP buffer is float32): float64 parity is

@@ -6,8 +6,8 @@ import torch
 from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
 
+from metricssl.core import chunking
 from metricssl.losses.subcenter_arcface_loss import SubCenterArcFaceLoss
-from metricssl.utils import chunking
 from tests.classification_parity import (
     check_bad_inputs,
     logits_parity,

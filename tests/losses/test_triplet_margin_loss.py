@@ -9,9 +9,9 @@ from pytorch_metric_learning import reducers as pml_reducers
 from pytorch_metric_learning import regularizers as pml_regularizers
 
 from metricssl import distances, reducers, regularizers
+from metricssl.core import chunking
 from metricssl.losses import triplet_margin_loss as tml_module
 from metricssl.losses.triplet_margin_loss import TripletMarginLoss
-from metricssl.utils import chunking
 from tests.parity import LAYOUTS, loss_parity, make_labels, random_embeddings, random_labels
 
 REDUCERS = {

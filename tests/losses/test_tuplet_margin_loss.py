@@ -215,7 +215,7 @@ def test_bad_inputs():
 
 
 def test_default_path_does_not_list_pairs(monkeypatch):
-    from metricssl.utils import loss_and_miner_utils
+    from metricssl.core import loss_and_miner_utils
 
     def fail(*args, **kwargs):
         raise AssertionError("pairs were listed")

@@ -4,11 +4,11 @@ import pytest
 import torch
 from pytorch_metric_learning import miners as pml_miners
 
+from metricssl.core import chunking
 from metricssl.distances.cosine_similarity import CosineSimilarity
 from metricssl.distances.lp_distance import LpDistance
 from metricssl.miners import angular_miner
 from metricssl.miners.angular_miner import AngularMiner
-from metricssl.utils import chunking
 from tests.miners.miner_cases import (
     LAYOUTS,
     SIZES,

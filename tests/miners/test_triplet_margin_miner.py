@@ -4,8 +4,8 @@ import pytest
 import torch
 from pytorch_metric_learning import miners as pml_miners
 
+from metricssl.core import chunking
 from metricssl.miners.triplet_margin_miner import TripletMarginMiner
-from metricssl.utils import chunking
 from tests.miners.miner_cases import (
     LAYOUTS,
     SIZES,

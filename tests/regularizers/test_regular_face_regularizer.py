@@ -6,10 +6,10 @@ from pytorch_metric_learning import distances as pml_distances
 from pytorch_metric_learning import reducers as pml_reducers
 from pytorch_metric_learning import regularizers as pml_regularizers
 
+from metricssl.core import chunking
 from metricssl.distances import BaseDistance, CosineSimilarity, DotProductSimilarity, LpDistance
 from metricssl.reducers import SumReducer
 from metricssl.regularizers.regular_face_regularizer import RegularFaceRegularizer
-from metricssl.utils import chunking
 from tests.regularizers.regularizer_cases import (
     SHAPES,
     reg_parity,

@@ -8,10 +8,10 @@ from pytorch_metric_learning import distances as pml_distances
 from pytorch_metric_learning import reducers as pml_reducers
 from pytorch_metric_learning import regularizers as pml_regularizers
 
+from metricssl.core import chunking
 from metricssl.distances import CosineSimilarity, DotProductSimilarity
 from metricssl.reducers import MeanReducer
 from metricssl.regularizers.sparse_centers_regularizer import SparseCentersRegularizer
-from metricssl.utils import chunking
 from tests.regularizers.regularizer_cases import reg_parity, weight_regularizer_parity, weights
 
 

@@ -1,6 +1,8 @@
-"""Random states of a checkpoint restored on another device set-up (issue 17): a CUDA run
-resumed on a CPU machine, a machine with fewer GPUs, another GPU. The CUDA side is
-``FakeCuda``; the states are forged as a CUDA run writes them."""
+"""Checkpoint files: the SHA-256 stored at save time refuses a file whose bytes changed
+(issue 19), leftovers of killed saves do not pile up. Random states of a checkpoint restored
+on another device set-up (issue 17): a CUDA run resumed on a CPU machine, a machine with
+fewer GPUs, another GPU. The CUDA side is ``FakeCuda``; the states are forged as a CUDA run
+writes them."""
 
 import random
 
@@ -8,11 +10,14 @@ import numpy as np
 import pytest
 import torch
 
+from metricssl.core.atomic import temp_path_for
 from metricssl.ssl.checkpoint import (
     CheckpointError,
     capture_rng_state,
+    read_checkpoint,
     restore_generator,
     restore_rng_state,
+    save_checkpoint,
 )
 from tests.ssl.fake_cuda import FakeCuda, philox_state
 
@@ -86,3 +91,47 @@ def test_generators_are_restored_only_from_their_own_device_type():
         assert torch.equal(g.get_state(), torch.Generator().manual_seed(1).get_state())
     with pytest.raises(CheckpointError, match="does not fit a cpu generator"):
         restore_generator(torch.Generator(), philox_state(7), "cpu")
+
+
+def payload(n: int = 4096) -> dict:
+    weights = torch.arange(n, dtype=torch.float32)
+    return {"method": "simclr", "config": {"build": None}, "model": {"w": weights}}
+
+
+def test_checksummed_checkpoint_round_trips_and_stays_a_torch_file(tmp_path):
+    path = save_checkpoint(payload(), tmp_path / "last.pt")
+    assert torch.equal(read_checkpoint(path)["model"]["w"], payload()["model"]["w"])
+    # the checksum lives in the zip comment: plain torch still reads the file
+    assert torch.equal(torch.load(path, weights_only=True)["model"]["w"], payload()["model"]["w"])
+
+
+def test_flipped_bytes_in_the_middle_are_refused(tmp_path):
+    path = save_checkpoint(payload(), tmp_path / "last.pt")
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2  # inside the tensor's data: torch alone loads other weights
+    data[middle] ^= 0xFF
+    data[middle + 1] ^= 0x0F
+    path.write_bytes(bytes(data))
+    unverified = read_checkpoint(path, verify=False)["model"]["w"]
+    assert not torch.equal(unverified, payload()["model"]["w"])
+    with pytest.raises(CheckpointError, match="corrupted: its SHA-256 is"):
+        read_checkpoint(path)
+
+
+def test_a_checkpoint_without_checksum_is_refused_unless_asked(tmp_path):
+    path = tmp_path / "old.pt"
+    torch.save({"format": "metricssl-ssl-checkpoint", "version": 1, **payload()}, path)
+    with pytest.raises(CheckpointError, match="carries no checksum.*verify=False"):
+        read_checkpoint(path)
+    assert read_checkpoint(path, verify=False)["method"] == "simclr"
+    with pytest.raises(TypeError, match="verify must be a bool"):
+        read_checkpoint(path, verify=1)
+
+
+def test_a_leftover_temporary_file_of_a_killed_save_is_reused(tmp_path):
+    path = tmp_path / "last.pt"
+    temp_path_for(path).write_bytes(b"PK half of a killed save")
+    for _ in range(3):
+        save_checkpoint(payload(), path)
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+    assert read_checkpoint(path)["method"] == "simclr"

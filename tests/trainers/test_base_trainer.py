@@ -10,8 +10,8 @@ import torch
 
 import metricssl
 import metricssl.trainers
+from metricssl.core.validation import ArgumentError
 from metricssl.trainers import BaseTrainer
-from metricssl.utils.validation import ArgumentError
 from tests.trainer_parity import labelled_data
 
 TRAINERS = [

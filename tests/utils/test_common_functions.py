@@ -186,3 +186,64 @@ def test_regex_and_sqlite_helpers():
     con.executemany("insert into t values (?, ?)", [(1, 2), (3, 4)])
     rows = con.execute("select * from t").fetchall()
     assert c_f.sqlite_obj_to_dict(rows) == {"a": [1, 3], "b": [2, 4]}
+
+
+# -- PML's globals: set on PML's path, they reach the package's code (core.common owns them)
+
+
+def test_numpy_random_set_on_the_pml_path_drives_the_samplers(monkeypatch):
+    from pytorch_metric_learning.samplers import MPerClassSampler as PMLSampler
+
+    from metricssl.samplers import MPerClassSampler
+
+    labels = np.repeat(np.arange(6), 5)
+    monkeypatch.setattr(c_f, "NUMPY_RANDOM", np.random.RandomState(7))
+    monkeypatch.setattr(pml_cf, "NUMPY_RANDOM", np.random.RandomState(7))
+    ours = list(MPerClassSampler(labels, m=2, length_before_new_iter=24))
+    theirs = list(PMLSampler(labels, m=2, length_before_new_iter=24))
+    assert ours == theirs
+    monkeypatch.setattr(c_f, "NUMPY_RANDOM", np.random.RandomState(8))
+    assert list(MPerClassSampler(labels, m=2, length_before_new_iter=24)) != theirs
+
+
+def test_collect_stats_set_on_the_pml_path_reaches_losses_and_miners():
+    from metricssl.miners import TripletMarginMiner
+
+    old = c_f.COLLECT_STATS
+    try:
+        c_f.COLLECT_STATS = True
+        miner, loss = TripletMarginMiner(), ContrastiveLoss()
+    finally:
+        c_f.COLLECT_STATS = old
+    assert miner.collect_stats and loss.collect_stats
+    miner(torch.randn(8, 4), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))
+    assert "pos_pair_dist" in miner._record_these_stats
+    assert not TripletMarginMiner().collect_stats
+
+
+def test_logger_set_on_the_pml_path_is_the_one_the_package_logs_on(monkeypatch, caplog):
+    import logging
+
+    from metricssl.eval import AccuracyCalculator
+
+    mine = logging.getLogger("my_app.metrics")
+    monkeypatch.setattr(c_f, "LOGGER", mine)
+    x = torch.randn(10, 3)
+    with caplog.at_level(logging.WARNING, logger="my_app.metrics"):
+        with pytest.warns(UserWarning, match="None of the query labels"):
+            AccuracyCalculator(include=("precision_at_1",)).get_accuracy(
+                x[:5], torch.zeros(5), x[5:], torch.ones(5)
+            )
+    assert [r.name for r in caplog.records] == ["my_app.metrics"]
+
+
+def test_set_logger_name_and_reads_on_the_pml_path_follow_the_owner(monkeypatch):
+    from metricssl.core import common
+
+    monkeypatch.setattr(common, "LOGGER", common.LOGGER)
+    monkeypatch.setattr(common, "LOGGER_NAME", common.LOGGER_NAME)
+    c_f.set_logger_name("renamed")
+    assert c_f.LOGGER_NAME == common.LOGGER_NAME == "renamed"
+    assert c_f.LOGGER is common.LOGGER and common.LOGGER.name == "renamed"
+    with pytest.raises(AttributeError):
+        del c_f.NUMPY_RANDOM

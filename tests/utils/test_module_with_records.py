@@ -1,8 +1,8 @@
 from pytorch_metric_learning.utils.module_with_records import ModuleWithRecords as PMLModule
 
+from metricssl.core.records import ModuleWithRecords as Base
 from metricssl.utils import common_functions as c_f
 from metricssl.utils.module_with_records import ModuleWithRecords
-from metricssl.utils.records import ModuleWithRecords as Base
 
 
 def test_is_the_records_base_and_behaves_like_pml():

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from metricssl.utils.atomic import atomic_write
+from metricssl.core.atomic import atomic_write
 
 
 def test_writes_and_follows_umask(tmp_path):

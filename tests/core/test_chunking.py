@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from metricssl.utils import chunking
+from metricssl.core import chunking
 
 
 @pytest.fixture

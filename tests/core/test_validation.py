@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from metricssl.utils.validation import (
+from metricssl.core.validation import (
     apply_nonfinite_policy,
     check_choice,
     check_embeddings,
@@ -169,7 +169,7 @@ def test_check_module():
 
 
 def test_argument_errors_are_assertion_errors():
-    from metricssl.utils.validation import ArgumentError, ArgumentTypeError
+    from metricssl.core.validation import ArgumentError, ArgumentTypeError
 
     assert issubclass(ArgumentError, ValueError) and issubclass(ArgumentError, AssertionError)
     assert issubclass(ArgumentTypeError, TypeError)

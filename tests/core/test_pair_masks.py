@@ -4,7 +4,7 @@ import pytest
 import torch
 from pytorch_metric_learning.utils import loss_and_miner_utils as pml_lmu
 
-from metricssl.utils.pair_masks import is_self_reference, pos_neg_masks
+from metricssl.core.pair_masks import is_self_reference, pos_neg_masks
 from tests.parity import random_labels
 
 

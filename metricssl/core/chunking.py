@@ -51,7 +51,7 @@ def budget_for(device: torch.device | str | None = None) -> int:
     synchronisation), at most 4 GiB.
 
     Example:
-        >>> from metricssl.utils.chunking import budget_for
+        >>> from metricssl.core.chunking import budget_for
         >>> budget_for("cpu") // 2**20
         256
     """

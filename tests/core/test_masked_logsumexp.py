@@ -4,7 +4,7 @@ import pytest
 import torch
 from pytorch_metric_learning.utils import loss_and_miner_utils as pml_lmu
 
-from metricssl.utils.loss_and_miner_utils import masked_logsumexp
+from metricssl.core.loss_and_miner_utils import masked_logsumexp
 from tests.parity import TOLERANCES
 
 
