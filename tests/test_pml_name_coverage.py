@@ -29,9 +29,11 @@ MODULES = (
     "utils.key_checker",
     "utils.loss_tracker",
     "utils.module_with_records",
+    "utils.module_with_records_and_reducer",
     "utils.logging_presets",
     "testers",
     "trainers",
+    "datasets",
 )
 
 
