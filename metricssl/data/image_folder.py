@@ -6,17 +6,16 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from ..core.validation import check_choice
+from .image_files import MODES, ImageFiles, read_image
+
+__all__ = ["IMAGE_EXTENSIONS", "MODES", "ImageFolder", "read_image"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-MODES = ("RGB", "L")
 
 
-class ImageFolder(Dataset):
+class ImageFolder(ImageFiles):
     """Images read from disk on access, as uint8 (C, H, W) tensors.
 
     Two layouts are understood:
@@ -53,14 +52,10 @@ class ImageFolder(Dataset):
     ) -> None:
         if not isinstance(root, (str, os.PathLike)):
             raise TypeError(f"root must be a str or os.PathLike, got {type(root).__name__}")
-        check_choice("mode", mode, MODES)
-        if transform is not None and not callable(transform):
-            raise TypeError("transform must be callable or None")
-        self.root = Path(root).expanduser()
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"root {str(self.root)!r} is not a folder")
-        self.mode = mode
-        self.transform = transform
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise FileNotFoundError(f"root {str(root)!r} is not a folder")
+        self.root = root
 
         subdirs = sorted(
             p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
@@ -72,32 +67,13 @@ class ImageFolder(Dataset):
                 f"(labelled) or root/<image> (unlabelled)"
             )
         if subdirs:
-            self.classes = [p.name for p in subdirs]
-            self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
-            self.samples = [(f, i) for i, d in enumerate(subdirs) for f in _image_files(d)]
+            classes = [p.name for p in subdirs]
+            samples = [(f, i) for i, d in enumerate(subdirs) for f in _image_files(d)]
         else:
-            self.classes, self.class_to_idx = [], {}
-            self.samples = [(f, -1) for f in top_images]
-        if not self.samples:
-            raise ValueError(f"no {'/'.join(IMAGE_EXTENSIONS)} files found under {self.root}")
-        self.labelled = bool(self.classes)
-
-    @property
-    def targets(self) -> torch.Tensor:
-        """All labels as an int64 tensor (-1 for unlabelled images)."""
-        return torch.tensor([label for _, label in self.samples], dtype=torch.int64)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int):
-        path, label = self.samples[index]
-        image = read_image(path, self.mode)
-        if self.transform is not None:
-            image = self.transform(image)
-        if not self.labelled:
-            return image
-        return image, torch.tensor(label, dtype=torch.int64)
+            classes, samples = [], [(f, -1) for f in top_images]
+        if not samples:
+            raise ValueError(f"root: no {'/'.join(IMAGE_EXTENSIONS)} files found under {self.root}")
+        super().__init__(samples, classes, mode, transform)
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -106,24 +82,3 @@ def _image_files(folder: Path) -> list[Path]:
         for p in folder.iterdir()
         if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
     )
-
-
-def read_image(path: str | os.PathLike, mode: str = "RGB") -> torch.Tensor:
-    """Decode one PNG/JPEG file into a uint8 (C, H, W) tensor with C = 3 (RGB) or 1 (L)."""
-    check_choice("mode", mode, MODES)
-    try:
-        from PIL import Image
-    except ImportError as err:
-        # matplotlib cannot stand in: it decodes PNGs through Pillow too.
-        raise ImportError(
-            "reading image files needs the optional package Pillow: pip install pillow"
-        ) from err
-    path = Path(path)
-    try:
-        with Image.open(path) as img:
-            array = np.array(img.convert(mode))  # a writable copy, safe to share with torch
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"{path}: cannot decode image: {err}") from err
-    if array.ndim == 2:
-        array = array[:, :, None]
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))

@@ -1,14 +1,15 @@
 """Training data: names, folders, pairs, Datasets; batches in a given order."""
 
+import math
 import os
 import random
 
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
-from metricssl.ssl import datasets
+from metricssl.data import image_data
 from metricssl.ssl.datasets import DATASETS, load_dataset, resolve_data
 
 
@@ -156,7 +157,118 @@ def test_batches_on_a_device_and_pinned_towards_cuda(monkeypatch):
 
     monkeypatch.setattr(torch, "empty", empty)
     moved = []
-    monkeypatch.setattr(datasets, "_moved", lambda x, device: moved.append(device) or x)
+    monkeypatch.setattr(image_data, "_moved", lambda x, device: moved.append(device) or x)
     ((got, labels),) = list(data.batches(torch.tensor([3, 1, 0]), 3, device="cuda"))
     assert torch.equal(got, images[[3, 1, 0]]) and labels.tolist() == [1, 1, 0]
     assert pinned == [True, True] and [d.type for d in moved] == ["cuda", "cuda"]
+
+
+# -- the Trainer over the data layer ---------------------------------------------------------
+
+SMALL_SIMCLR = dict(
+    backbone_kwargs={"embedding_dim": 16, "width": 4},
+    hparams={"proj_hidden_dim": 32, "proj_output_dim": 16},
+    epochs=1,
+    batch_size=8,
+    progress=False,
+    knn_k=5,
+    optimizer="sgd",
+    lr=0.05,
+)
+
+
+def png_folder(root, n_per_class=12, size=(10, 8)):
+    pil = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(n_per_class):
+            pixels = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+            pil.fromarray(pixels).save(root / cls / f"{i}.png")
+    return root
+
+
+@pytest.mark.filterwarnings("ignore::metricssl.ssl.monitor.CollapseWarning")
+def test_trainer_trains_one_epoch_from_a_folder(tmp_path):
+    from metricssl.ssl.trainer import Trainer
+
+    root = png_folder(tmp_path / "photos")
+    data = resolve_data(root, image_size=8, num_workers=2)
+    trainer = Trainer(
+        "simclr", dataset=data, out=tmp_path / "run", steps_per_epoch=2, **SMALL_SIMCLR
+    )
+    assert trainer.input_shape == (3, 8, 8) and trainer.num_classes == 2
+    row = trainer.fit()
+    assert trainer.step == 2 and math.isfinite(row["loss"]) and "knn_accuracy" in row
+    # The folder's path works as the dataset too (its own size, 10 x 8).
+    direct = Trainer(
+        "simclr", dataset=str(root), out=tmp_path / "run2", steps_per_epoch=1, **SMALL_SIMCLR
+    )
+    assert direct.input_shape == (3, 10, 8)
+
+
+class CountingPairs(Dataset):
+    """Labelled items with no targets attribute; counts the items read in this process."""
+
+    def __init__(self, n=48):
+        self.n, self.reads = n, 0
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        self.reads += 1
+        return np.full((8, 8, 1), i, dtype=np.uint8), i % 2
+
+
+def test_trainer_does_not_read_every_item_for_labels_only_the_items_know(tmp_path):
+    from metricssl.ssl.trainer import Trainer
+
+    ds = CountingPairs()
+    trainer = Trainer("simclr", dataset=ds, out=tmp_path / "a", steps_per_epoch=1, **SMALL_SIMCLR)
+    # The labels were never read (the channel statistics read images, not labels).
+    assert not trainer.train_data.labels_known
+    assert trainer.val_data is None and trainer.num_classes is None
+    # A method that needs labels reads them (once) and gets a held-out split.
+    supervised = Trainer(
+        "supervised",
+        dataset=CountingPairs(),
+        out=tmp_path / "b",
+        steps_per_epoch=1,
+        **{**SMALL_SIMCLR, "hparams": {"samples_per_class": 4}},
+    )
+    assert supervised.num_classes == 2 and supervised.val_data is not None
+
+
+class Endless(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        g = torch.Generator().manual_seed(0)
+        while True:
+            yield torch.randint(0, 256, (1, 8, 8), dtype=torch.uint8, generator=g)
+
+
+def test_trainer_from_an_iterable_dataset_and_a_dataloader(tmp_path):
+    from metricssl.ssl.trainer import Trainer
+
+    trainer = Trainer(
+        "simclr", dataset=Endless(), out=tmp_path / "a", steps_per_epoch=3, **SMALL_SIMCLR
+    )
+    assert trainer.steps_per_epoch == 3 and trainer.batch_size == 8
+    row = trainer.fit()
+    assert trainer.step == 3 and math.isfinite(row["loss"])
+    images = torch.randint(0, 256, (40, 1, 8, 8), dtype=torch.uint8)
+    loader = DataLoader(torch.utils.data.TensorDataset(images), batch_size=10, shuffle=True)
+    args = {k: v for k, v in SMALL_SIMCLR.items() if k != "batch_size"}
+    from_loader = Trainer("simclr", dataset=loader, out=tmp_path / "b", **args)
+    assert from_loader.batch_size == 10 and from_loader.steps_per_epoch == 4
+    from_loader.fit()
+    assert from_loader.step == 4
+    with pytest.raises(ValueError, match="batch_size"):
+        Trainer("simclr", dataset=Endless(), out=tmp_path / "c", steps_per_epoch=1, **args)
+    with pytest.raises(ValueError, match="reads the training images by position"):
+        Trainer(
+            "npid",
+            dataset=loader,
+            out=tmp_path / "d",
+            **{**args, "hparams": {"embedding_dim": 16, "num_negatives": 16}},
+        )
