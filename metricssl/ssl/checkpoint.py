@@ -1,18 +1,28 @@
-"""Checkpoint files: written atomically, read with ``torch.load(weights_only=True)``.
+"""Checkpoint files: written atomically with a SHA-256 checksum, read with
+``torch.load(weights_only=True)`` after the checksum is verified.
 
 A checkpoint is a dict of tensors and plain Python values only (no pickled objects), so
 loading never runs code from the file. ``format`` and ``version`` mark it as ours; ``method``
 names the SSL method and ``config`` holds everything needed to rebuild it (see
 :func:`metricssl.ssl.registry.build_method`).
+
+The file is the zip archive ``torch.save`` writes, with the SHA-256 of that archive stored
+in the archive's comment field: ``torch.load`` (and any zip tool) still reads it, and
+:func:`read_checkpoint` refuses a file whose bytes changed since it was saved (torch itself
+does not check the zip CRCs: a flipped byte would load and give other scores).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import random
+import struct
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -22,31 +32,150 @@ from ..core.atomic import atomic_write
 FORMAT = "metricssl-ssl-checkpoint"
 VERSION = 1
 
+# The zip comment that carries the checksum: a tag, then the hex digest.
+_CHECKSUM_TAG = b"metricssl-sha256:"
+_COMMENT_BYTES = len(_CHECKSUM_TAG) + 64
+_EOCD_BYTES = 22  # zip "end of central directory" record without its comment
+_READ_CHUNK = 1 << 20
+
 
 class CheckpointError(ValueError):
     """A file that is not a usable metricssl checkpoint (corrupted, truncated, foreign)."""
 
 
-def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
-    """Write ``payload`` to ``path`` atomically: a temporary file in the same folder, flushed
-    to disk, then renamed over ``path``. A crash mid-write leaves the previous file intact."""
+class _HashingWriter:
+    """A write-only file wrapper that hashes what passes through and keeps the last bytes."""
+
+    def __init__(self, f):
+        self.f = f
+        self.sha = hashlib.sha256()
+        self.tail = b""
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        self.sha.update(data)
+        self.tail = (self.tail + data[-_EOCD_BYTES:])[-_EOCD_BYTES:]
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def save_checksummed_zip(path: str | os.PathLike, write: Callable[[IO], object]) -> Path:
+    """Write a zip archive atomically with its SHA-256 as the archive's comment.
+
+    ``write(f)`` writes the archive (``torch.save(obj, f)``, ``torch.jit.save(m, f)``); the
+    digest of what it wrote then becomes the zip comment, so that torch and zip tools still
+    read the file and :func:`verify_zip_checksum` can tell whether a byte changed since.
+    """
     path = Path(path)
     with atomic_write(path) as f:
-        torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
+        writer = _HashingWriter(f)
+        write(writer)
+        # torch ends its archive with an empty comment (the record's last 2 bytes are its
+        # length): the digest covers the archive as written, then becomes its comment.
+        tail = writer.tail
+        if len(tail) != _EOCD_BYTES or tail[:4] != b"PK\x05\x06" or tail[-2:] != b"\0\0":
+            raise RuntimeError(f"{path}: the archive written does not end with an empty comment")
+        comment = _CHECKSUM_TAG + writer.sha.hexdigest().encode("ascii")
+        f.seek(-2, os.SEEK_CUR)
+        f.write(struct.pack("<H", len(comment)) + comment)
     return path
 
 
-def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+def verify_zip_checksum(path: str | os.PathLike, what: str = "checkpoint") -> bool:
+    """Check the SHA-256 :func:`save_checksummed_zip` stored in ``path``.
+
+    Returns:
+        True when the file's bytes match it; False when the file carries no checksum.
+
+    Raises:
+        CheckpointError: the bytes differ from those saved (a corrupted file).
+    """
+    path = Path(path)
+    stored, covered = _stored_checksum(path)
+    if stored is None:
+        return False
+    actual = _file_checksum(path, covered)
+    if actual != stored:
+        raise CheckpointError(
+            f"{path}: the {what} is corrupted: its SHA-256 is {actual}, it was saved with "
+            f"{stored}; use another copy (or a backup) of it"
+        )
+    return True
+
+
+def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
+    """Write ``payload`` to ``path`` atomically, with its SHA-256 in the zip comment.
+
+    A temporary file in the same folder is written, flushed to disk, then renamed over
+    ``path``: a crash mid-write leaves the previous file intact (and the temporary file of
+    a killed save is removed by the next save to ``path``).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from metricssl.ssl.checkpoint import save_checkpoint, read_checkpoint
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "last.pt"
+        >>> _ = save_checkpoint({"method": "simclr", "config": {}, "model": {}}, path)
+        >>> read_checkpoint(path)["method"]
+        'simclr'
+    """
+    data = {"format": FORMAT, "version": VERSION, **payload}
+    return save_checksummed_zip(path, lambda f: torch.save(data, f))
+
+
+def _stored_checksum(path: Path) -> tuple[str | None, int]:
+    """The hex digest in the file's zip comment (None when it has none), and how many bytes
+    of the file it covers."""
+    size = path.stat().st_size
+    covered = size - _COMMENT_BYTES - 2
+    if covered < _EOCD_BYTES:
+        return None, size
+    with open(path, "rb") as f:
+        f.seek(covered)
+        length, comment = struct.unpack("<H", f.read(2))[0], f.read(_COMMENT_BYTES)
+    if length != _COMMENT_BYTES or not comment.startswith(_CHECKSUM_TAG):
+        return None, size
+    return comment[len(_CHECKSUM_TAG) :].decode("ascii", "replace"), covered
+
+
+def _file_checksum(path: Path, covered: int) -> str:
+    """SHA-256 of the first ``covered`` bytes followed by an empty comment length."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        left = covered
+        while left:
+            chunk = f.read(min(_READ_CHUNK, left))
+            if not chunk:
+                break
+            sha.update(chunk)
+            left -= len(chunk)
+    sha.update(b"\0\0")
+    return sha.hexdigest()
+
+
+def read_checkpoint(path: str | os.PathLike, map_location="cpu", verify: bool = True) -> dict:
     """Load and check a checkpoint written by :func:`save_checkpoint`.
+
+    Args:
+        path: the checkpoint file.
+        map_location: as in ``torch.load``.
+        verify: refuse a file whose SHA-256 does not match the one stored at save time, or
+            that carries none. ``False`` loads an unverified file (one written by an older
+            metricssl); its content is still checked.
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        CheckpointError: the file is truncated or corrupted, holds objects that safe loading
-            refuses, or is not a metricssl SSL checkpoint.
+        CheckpointError: the file's bytes changed since it was saved (checksum mismatch), it
+            is truncated or corrupted, holds objects that safe loading refuses, is not a
+            metricssl SSL checkpoint, or (with ``verify``) carries no checksum.
     """
+    if not isinstance(verify, bool):
+        raise TypeError(f"verify must be a bool, got {verify!r}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
+    checked = verify_zip_checksum(path) if verify else True
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -64,6 +193,12 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         raise CheckpointError(
             f"{path}: checkpoint version {data.get('version')} is not supported "
             f"(this metricssl reads version {VERSION})"
+        )
+    if not checked:
+        raise CheckpointError(
+            f"{path}: the checkpoint carries no checksum (written by a metricssl that did "
+            f"not store one, or rewritten by another tool), so its bytes cannot be verified; "
+            f"read_checkpoint(path, verify=False) loads it unverified"
         )
     for key in ("method", "config", "model"):
         if key not in data:
@@ -190,6 +325,7 @@ def load_checkpoint(
     device: str | torch.device = "cpu",
     backbone: torch.nn.Module | None = None,
     method: torch.nn.Module | None = None,
+    verify: bool = True,
 ):
     """Rebuild the trained method from a Trainer checkpoint.
 
@@ -200,6 +336,7 @@ def load_checkpoint(
             named backbone (an empty instance of the same architecture).
         method: a ready method to load the weights into, when the run trained a custom
             :class:`~metricssl.ssl.method.SSLMethod`.
+        verify: check the file's stored SHA-256 (see :func:`read_checkpoint`).
 
     Returns:
         ``(method, metadata)``: the method in eval mode, and a dict with ``method`` (name),
@@ -218,7 +355,7 @@ def load_checkpoint(
     """
     from .registry import build_method, stored_hparams
 
-    data = read_checkpoint(path)
+    data = read_checkpoint(path, verify=verify)
     build = (data.get("config") or {}).get("build")
     if method is None:
         if build is None:
