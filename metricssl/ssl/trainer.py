@@ -284,12 +284,26 @@ class Trainer:
         self.eval_batch_size = eval_batch_size
         _seed_everything(seed)
 
-        data = resolve_data(dataset, data_dir, "train", download, num_workers)
+        # A stream (IterableDataset, DataLoader) has an epoch of steps batches, not of images.
+        stream_steps = None if steps_per_epoch is None else steps_per_epoch * accumulate_steps
+        data = resolve_data(
+            dataset,
+            data_dir,
+            "train",
+            download,
+            num_workers,
+            batch_size=batch_size,
+            steps=stream_steps,
+        )
         self.dataset_name = str(dataset) if isinstance(dataset, (str, os.PathLike)) else "custom"
         self.input_shape = data.input_shape
-        self._split(data, val_fraction, knn_max_references)
+        needs_labels = (method if isinstance(method, SSLMethod) else spec.cls).needs_labels
+        self._split(data, val_fraction, knn_max_references, read_labels=needs_labels)
         self._build_method(method, name, backbone, backbone_kwargs, hparams)
-        self.batch_size = batch_size if batch_size is not None else spec.batch_size if spec else 256
+        # A DataLoader's own batch size unless one is asked for (then they must agree).
+        default_batch_size = data.batch_size or (spec.batch_size if spec else 256)
+        self.batch_size = batch_size if batch_size is not None else default_batch_size
+        self._check_stream()
         self._check_batch_size()
         self._plan_steps(steps_per_epoch)
         self.amp_dtype = self._amp_dtype(amp)
@@ -420,14 +434,20 @@ class Trainer:
         self.device = training_device(device)
         self._owns_process_group = init_from_environment(self.device)
 
-    def _split(self, data: ImageData, val_fraction: float, max_references: int) -> None:
-        """Training images, and (with labels) a held-out query split and kNN references."""
-        self.num_classes = None if data.labels is None else int(data.labels.max()) + 1
+    def _split(
+        self, data: ImageData, val_fraction: float, max_references: int, read_labels: bool
+    ) -> None:
+        """Training images, and (with labels) a held-out query split and kNN references.
+
+        Labels that only the items know (a Dataset without ``targets``) are read (every image
+        once) only for a method that needs them; otherwise there is no held-out split."""
+        labels = data.labels if data.labels_known or read_labels else None
+        self.num_classes = None if labels is None else int(labels.max()) + 1
         self.val_data = self.reference_data = None
-        if data.labels is None or val_fraction == 0:
+        if labels is None or val_fraction == 0:
             self.train_data = data
             return
-        train_idx, val_idx = stratified_split(data.labels, val_fraction, self.seed)
+        train_idx, val_idx = stratified_split(labels, val_fraction, self.seed)
         if len(val_idx) == 0:
             self.train_data = data
             return
@@ -442,6 +462,22 @@ class Trainer:
         else:
             ref_idx = torch.arange(n_ref)
         self.reference_data = self.train_data.subset(ref_idx)
+
+    def _check_stream(self) -> None:
+        """A stream (IterableDataset, DataLoader) gives batches, not images by position."""
+        if self.train_data.random_access:
+            return
+        if type(self.method).on_epoch_start is not SSLMethod.on_epoch_start:
+            raise ValueError(
+                f"method {self.method_name!r} reads the training images by position (memory "
+                f"bank or clustering); give a map-style Dataset, a folder, a manifest or "
+                f"arrays instead of an IterableDataset or DataLoader"
+            )
+        if world_size() > 1:
+            raise ValueError(
+                "an IterableDataset or DataLoader would give every process the same batches; "
+                "under torch.distributed give a map-style Dataset, a folder or a manifest"
+            )
 
     def _check_batch_size(self) -> None:
         need = self.method.min_batch_size
