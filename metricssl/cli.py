@@ -98,33 +98,7 @@ installed package) and prints their tables; each writes its JSON to benchmarks/r
 Arguments after -- go to the script (one --suite only); `-- --help` shows them.
 """
 
-# Kept here rather than imported, so that building the parser needs no torch.
-# Spelled out (not read from metricssl.ssl.METHODS) so that --help does not import torch;
-# tests/test_cli.py checks that the two agree.
-METHOD_NAMES = (
-    "simclr",
-    "moco",
-    "byol",
-    "simsiam",
-    "barlow_twins",
-    "vicreg",
-    "swav",
-    "dino",
-    "deepcluster",
-    "npid",
-    "pirl",
-    "rotnet",
-    "jigsaw",
-    "context_encoder",
-    "denoising_autoencoder",
-    "vae",
-    "supervised",
-    # Aliases (metricssl.ssl.registry.ALIASES).
-    "inpainting",
-    "dae",
-)
 DATASET_NAMES = ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100")
-BACKBONE_NAMES = ("small_cnn", "resnet18", "resnet50")
 INDEX_KINDS = ("flat", "ivf_flat", "hnsw", "ivf_pq")
 INDEX_METRICS = ("l2", "ip", "cosine")
 # Suite -> the script's own flag for a short run.
@@ -162,6 +136,10 @@ def _add_data_arguments(parser, split: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # The registry's names (methods with their aliases, backbones, ...), never copied here.
+    from .ssl.registry import cli_choices
+
+    choices = cli_choices()
     parser = argparse.ArgumentParser(
         prog="metricssl",
         description="Metric learning and self-supervised learning on PyTorch.",
@@ -194,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Trainer. Options left out take the method's defaults.",
         TRAIN_EXAMPLES,
     )
-    train.add_argument("--method", required=True, choices=METHOD_NAMES)
+    train.add_argument("--method", required=True, choices=choices["method"])
     train.add_argument(
         "--dataset",
         required=True,
@@ -203,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a named dataset, or an image folder (ROOT/CLASS/IMAGE or ROOT/IMAGE)",
     )
     train.add_argument("--data-dir", default=None, help="folder with the dataset's files")
-    train.add_argument("--backbone", choices=BACKBONE_NAMES, default="small_cnn")
+    train.add_argument("--backbone", choices=choices["backbone"], default="small_cnn")
     train.add_argument("--epochs", type=positive_int, default=10)
     train.add_argument("--batch-size", type=positive_int, default=None)
     train.add_argument("--lr", type=positive_float, default=None)

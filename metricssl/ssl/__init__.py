@@ -7,12 +7,15 @@
 
 Methods (one module each, composable from any backbone and heads): SimCLR, MoCo (v2), BYOL,
 SimSiam, BarlowTwins, VICReg, SwAV, DINO, DeepCluster, NPID, PIRL, RotNet, Jigsaw, ContextEncoder,
-DenoisingAutoencoder, VAE, Supervised. :data:`METHODS` holds their defaults for small
-images; :func:`build_method` builds one by name; :func:`load_checkpoint` rebuilds a trained
+DenoisingAutoencoder, VAE, Supervised. :data:`METHODS` holds their typed configs
+(``SimCLRConfig``, ..., one source of each method's defaults) and training defaults for small
+images; :func:`build_method` builds one by name; :func:`build_model`,
+:func:`build_optimizer` and :func:`build_schedule` are the Trainer's builders; :func:`load_checkpoint` rebuilds a trained
 one from ``OUT/checkpoints/last.pt``; :func:`embed_dataset` embeds clean images with it.
 """
 
 from .barlow_twins import BarlowTwins
+from .builders import build_model, build_optimizer, build_schedule, training_settings
 from .byol import BYOL
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from .clusterfit import clusterfit_labels
@@ -25,12 +28,20 @@ from .inpainting import ContextEncoder
 from .jigsaw import Jigsaw
 from .lars import LARS
 from .memory_bank import MemoryBank
-from .method import Batch, SSLMethod
+from .method import Batch, MethodConfig, SSLMethod
 from .moco import MoCo
 from .monitor import CollapseWarning
 from .npid import NPID
 from .pirl import PIRL
-from .registry import ALIASES, BACKBONES, METHODS, MethodSpec, build_method
+from .registry import (
+    ALIASES,
+    BACKBONES,
+    METHODS,
+    MethodSpec,
+    TrainingDefaults,
+    build_method,
+    method_config,
+)
 from .rotnet import RotNet
 from .schedule import WarmupCosineSchedule
 from .simclr import SimCLR
@@ -61,6 +72,7 @@ __all__ = [
     "DenoisingAutoencoder",
     "Jigsaw",
     "MemoryBank",
+    "MethodConfig",
     "MethodSpec",
     "MoCo",
     "RotNet",
@@ -70,12 +82,18 @@ __all__ = [
     "Supervised",
     "SwAV",
     "Trainer",
+    "TrainingDefaults",
     "VICReg",
     "WarmupCosineSchedule",
     "build_method",
+    "build_model",
+    "build_optimizer",
+    "build_schedule",
     "clusterfit_labels",
     "embed_dataset",
     "load_checkpoint",
     "load_dataset",
+    "method_config",
     "read_checkpoint",
+    "training_settings",
 ]

@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..core.validation import check_number
 from ..losses.barlow_twins_loss import BarlowTwinsLoss
-from .method import Batch, SSLMethod
+from .method import Batch, MethodConfig, SSLMethod, param
+
+
+@dataclass(frozen=True)
+class BarlowTwinsConfig(MethodConfig):
+    """Barlow Twins' hyper-parameters: projection widths and the loss weights.
+
+    Example:
+        >>> from metricssl.ssl.barlow_twins import BarlowTwinsConfig
+        >>> BarlowTwinsConfig().scale_loss
+        1.0
+    """
+
+    proj_hidden_dim: int = param(1024, low=1, integer=True)
+    proj_output_dim: int = param(1024, low=1, integer=True)
+    lambda_param: float = param(5e-3, low=0)
+    scale_loss: float = param(1.0, low=0, low_inclusive=False)
 
 
 class BarlowTwins(SSLMethod):
@@ -45,16 +61,15 @@ class BarlowTwins(SSLMethod):
         self,
         backbone: nn.Module,
         projection_head: nn.Module,
-        lambda_param: float = 5e-3,
-        scale_loss: float = 1.0,
+        lambda_param: float = BarlowTwinsConfig.lambda_param,
+        scale_loss: float = BarlowTwinsConfig.scale_loss,
         feature_dim: int | None = None,
         views: Callable | None = None,
         preprocess: Callable | None = None,
         input_shape: Sequence[int] | None = None,
     ):
         super().__init__(backbone, feature_dim, views, preprocess, input_shape)
-        check_number("lambda_param", lambda_param, low=0)
-        check_number("scale_loss", scale_loss, low=0, low_inclusive=False)
+        BarlowTwinsConfig.check(lambda_param=lambda_param, scale_loss=scale_loss)
         self.projection_head = projection_head
         self.criterion = BarlowTwinsLoss(
             lambda_param=lambda_param, scale_loss=scale_loss, gather_distributed=True

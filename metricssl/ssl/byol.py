@@ -3,14 +3,39 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..core.validation import check_number
 from ..losses.negative_cosine_loss import NegativeCosineSimilarityLoss
-from .method import Batch, SSLMethod, ema_update, momentum_copy
+from .method import Batch, MethodConfig, SSLMethod, ema_update, momentum_copy, param
 from .schedule import cosine_momentum
+
+
+@dataclass(frozen=True)
+class BYOLConfig(MethodConfig):
+    """BYOL's hyper-parameters: head widths and the target encoder's momentum schedule.
+
+    Example:
+        >>> from metricssl.ssl.byol import BYOLConfig
+        >>> BYOLConfig().final_momentum
+        1.0
+    """
+
+    proj_hidden_dim: int = param(1024, low=1, integer=True)
+    proj_output_dim: int = param(128, low=1, integer=True)
+    pred_hidden_dim: int = param(1024, low=1, integer=True)
+    momentum: float = param(0.99, low=0, high=1)
+    final_momentum: float = param(1.0, low=0, high=1)
+
+    @classmethod
+    def check(cls, **values) -> None:
+        super().check(**values)
+        if "momentum" in values and "final_momentum" in values:
+            low = values["momentum"]
+            check_number("final_momentum", values["final_momentum"], low=low, high=1)
 
 
 class BYOL(SSLMethod):
@@ -53,16 +78,15 @@ class BYOL(SSLMethod):
         backbone: nn.Module,
         projection_head: nn.Module,
         prediction_head: nn.Module,
-        momentum: float = 0.99,
-        final_momentum: float = 1.0,
+        momentum: float = BYOLConfig.momentum,
+        final_momentum: float = BYOLConfig.final_momentum,
         feature_dim: int | None = None,
         views: Callable | None = None,
         preprocess: Callable | None = None,
         input_shape: Sequence[int] | None = None,
     ):
         super().__init__(backbone, feature_dim, views, preprocess, input_shape)
-        check_number("momentum", momentum, low=0, high=1)
-        check_number("final_momentum", final_momentum, low=momentum, high=1)
+        BYOLConfig.check(momentum=momentum, final_momentum=final_momentum)
         self.projection_head = projection_head
         self.prediction_head = prediction_head
         self.target_backbone = momentum_copy(backbone)

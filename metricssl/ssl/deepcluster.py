@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +14,7 @@ from ..core.validation import check_number
 from ..eval.clustering import cluster
 from ..models.heads import ProjectionHead
 from .datasets import ImageData
-from .method import Batch, SSLMethod, adopt_stored_shapes
+from .method import Batch, MethodConfig, SSLMethod, adopt_stored_shapes, param
 
 
 def deepcluster_views(image_size, *, mean=None, std=None, **options):
@@ -28,6 +29,25 @@ def check_num_clusters(num_clusters: int, num_samples: int) -> None:
         raise ValueError(
             f"num_clusters={num_clusters} is larger than the training set ({num_samples} images)"
         )
+
+
+@dataclass(frozen=True)
+class DeepClusterConfig(MethodConfig):
+    """DeepCluster's hyper-parameters: projection widths, clusters and re-clustering.
+
+    Example:
+        >>> from metricssl.ssl.deepcluster import DeepClusterConfig
+        >>> DeepClusterConfig().cluster_batch_size
+        512
+    """
+
+    proj_hidden_dim: int = param(512, low=1, integer=True)
+    proj_output_dim: int = param(128, low=1, integer=True)
+    num_clusters: int = param(100, low=2, integer=True)
+    temperature: float = param(0.1, low=0, low_inclusive=False)
+    recluster_every: int = param(1, low=1, integer=True)
+    kmeans_iterations: int = param(10, low=1, integer=True)
+    cluster_batch_size: int = param(512, low=1, integer=True)
 
 
 class DeepCluster(SSLMethod):
@@ -83,11 +103,11 @@ class DeepCluster(SSLMethod):
         backbone: nn.Module,
         projection_head: nn.Module,
         num_samples: int,
-        num_clusters: int = 100,
-        temperature: float = 0.1,
-        recluster_every: int = 1,
-        kmeans_iterations: int = 10,
-        cluster_batch_size: int = 512,
+        num_clusters: int = DeepClusterConfig.num_clusters,
+        temperature: float = DeepClusterConfig.temperature,
+        recluster_every: int = DeepClusterConfig.recluster_every,
+        kmeans_iterations: int = DeepClusterConfig.kmeans_iterations,
+        cluster_batch_size: int = DeepClusterConfig.cluster_batch_size,
         feature_dim: int | None = None,
         views: Callable | None = None,
         preprocess: Callable | None = None,
@@ -96,10 +116,12 @@ class DeepCluster(SSLMethod):
         super().__init__(backbone, feature_dim, views, preprocess, input_shape)
         check_number("num_samples", num_samples, low=2, integer=True)
         check_num_clusters(num_clusters, num_samples)
-        check_number("temperature", temperature, low=0, low_inclusive=False)
-        check_number("recluster_every", recluster_every, low=1, integer=True)
-        check_number("kmeans_iterations", kmeans_iterations, low=1, integer=True)
-        check_number("cluster_batch_size", cluster_batch_size, low=1, integer=True)
+        DeepClusterConfig.check(
+            temperature=temperature,
+            recluster_every=recluster_every,
+            kmeans_iterations=kmeans_iterations,
+            cluster_batch_size=cluster_batch_size,
+        )
         self.projection_head = projection_head
         self.num_samples = int(num_samples)
         self.num_clusters = int(num_clusters)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..augment import random as rnd
 from ..core.validation import check_number
-from .method import Batch, SSLMethod
+from .method import Batch, MethodConfig, SSLMethod, param
 from .reconstruction import backbone_width, build_decoder, check_reconstruction
 
 
@@ -40,6 +41,22 @@ def pixel_masks(
         chosen = rnd.permutations(n, height * width, torch.device(device), generator)[:, :k]
         mask.scatter_(1, chosen, True)
     return mask.view(n, 1, height, width)
+
+
+@dataclass(frozen=True)
+class DenoisingAutoencoderConfig(MethodConfig):
+    """The denoising autoencoder's hyper-parameters: the corruption and the decoder.
+
+    Example:
+        >>> from metricssl.ssl.denoising_autoencoder import DenoisingAutoencoderConfig
+        >>> DenoisingAutoencoderConfig().decoder_width
+        16
+    """
+
+    masking_fraction: float = param(0.25, low=0, high=1, high_inclusive=False)
+    noise_std: float = param(0.0, low=0)
+    mask_value: float = param(0.0)
+    decoder_width: int = param(16, low=1, integer=True)
 
 
 class DenoisingAutoencoder(SSLMethod):
@@ -95,19 +112,19 @@ class DenoisingAutoencoder(SSLMethod):
         self,
         backbone: nn.Module,
         decoder_head: nn.Module | None = None,
-        masking_fraction: float = 0.25,
-        noise_std: float = 0.0,
-        mask_value: float = 0.0,
-        decoder_width: int = 16,
+        masking_fraction: float = DenoisingAutoencoderConfig.masking_fraction,
+        noise_std: float = DenoisingAutoencoderConfig.noise_std,
+        mask_value: float = DenoisingAutoencoderConfig.mask_value,
+        decoder_width: int = DenoisingAutoencoderConfig.decoder_width,
         feature_dim: int | None = None,
         views: Callable | None = None,
         preprocess: Callable | None = None,
         input_shape: Sequence[int] | None = None,
     ):
         super().__init__(backbone, feature_dim, views, preprocess, input_shape)
-        check_number("masking_fraction", masking_fraction, low=0, high=1, high_inclusive=False)
-        check_number("noise_std", noise_std, low=0)
-        check_number("mask_value", mask_value)
+        DenoisingAutoencoderConfig.check(
+            masking_fraction=masking_fraction, noise_std=noise_std, mask_value=mask_value
+        )
         if not math.isfinite(noise_std) or not math.isfinite(mask_value):
             raise ValueError("noise_std and mask_value must be finite")
         if masking_fraction == 0 and noise_std == 0:

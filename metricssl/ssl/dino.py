@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -15,11 +16,13 @@ from ..core.validation import check_bool, check_module, check_number
 from ..losses.dino_loss import DINOLoss
 from .method import (
     Batch,
+    MethodConfig,
     SSLMethod,
     check_multi_crop_views,
     ema_update,
     features_by_size,
     momentum_copy,
+    param,
 )
 from .schedule import cosine_momentum
 
@@ -227,6 +230,44 @@ def dino_heads(feature_dim: int, hparams: dict) -> dict[str, nn.Module]:
     }
 
 
+@dataclass(frozen=True)
+class DINOConfig(MethodConfig):
+    """DINO's hyper-parameters: the head, the temperatures, centring and the teacher.
+
+    ``momentum`` is the paper's 0.996 (the registry said 0.99 before; pass 0.99 for a short run
+    whose teacher must keep up). ``freeze_last_layer_iters`` is 200: the paper freezes the
+    head's last layer for the first epoch, and 200 steps is about one Fashion-MNIST epoch at
+    batch 256. ``output_dim`` is the head's width; :class:`DINO` itself reads it from the
+    head when not given.
+
+    Example:
+        >>> from metricssl.ssl.dino import DINOConfig
+        >>> DINOConfig().freeze_last_layer_iters
+        200
+    """
+
+    proj_hidden_dim: int = param(512, low=1, integer=True)
+    proj_bottleneck_dim: int = param(128, low=1, integer=True)
+    output_dim: int = param(2048, low=1, integer=True)
+    proj_batch_norm: bool = param(True)
+    norm_last_layer: bool = param(True)
+    warmup_teacher_temp: float = param(0.04, low=0, low_inclusive=False)
+    teacher_temp: float = param(0.04, low=0, low_inclusive=False)
+    warmup_teacher_temp_steps: int = param(0, low=0, integer=True)
+    student_temp: float = param(0.1, low=0, low_inclusive=False)
+    center_momentum: float = param(0.9, low=0, high=1)
+    momentum: float = param(0.996, low=0, high=1)
+    final_momentum: float = param(1.0, low=0, high=1)
+    freeze_last_layer_iters: int = param(200, low=0, integer=True)
+
+    @classmethod
+    def check(cls, **values) -> None:
+        super().check(**values)
+        if "momentum" in values and "final_momentum" in values:
+            low = values["momentum"]
+            check_number("final_momentum", values["final_momentum"], low=low, high=1)
+
+
 class DINO(SSLMethod):
     """DINO: self-distillation with no labels, a student against a momentum teacher.
 
@@ -269,7 +310,7 @@ class DINO(SSLMethod):
         momentum: the teacher momentum at step 0, in [0, 1] (0.996).
         final_momentum: the teacher momentum at the end of training, in [momentum, 1] (1).
         freeze_last_layer_iters: optimizer steps during which the head's last layer does not
-            move (0: never frozen).
+            move (0: never frozen; default 200, see :class:`DINOConfig`).
         feature_dim, views, preprocess, input_shape: see :class:`SSLMethod`. ``views`` must
             give the 2 global crops first; a :class:`~metricssl.augment.MultiCrop` whose
             crops do not fit ``input_shape`` is refused here.
@@ -301,14 +342,14 @@ class DINO(SSLMethod):
         backbone: nn.Module,
         dino_head: nn.Module,
         output_dim: int | None = None,
-        warmup_teacher_temp: float = 0.04,
-        teacher_temp: float = 0.04,
-        warmup_teacher_temp_steps: int = 0,
-        student_temp: float = 0.1,
-        center_momentum: float = 0.9,
-        momentum: float = 0.996,
-        final_momentum: float = 1.0,
-        freeze_last_layer_iters: int = 0,
+        warmup_teacher_temp: float = DINOConfig.warmup_teacher_temp,
+        teacher_temp: float = DINOConfig.teacher_temp,
+        warmup_teacher_temp_steps: int = DINOConfig.warmup_teacher_temp_steps,
+        student_temp: float = DINOConfig.student_temp,
+        center_momentum: float = DINOConfig.center_momentum,
+        momentum: float = DINOConfig.momentum,
+        final_momentum: float = DINOConfig.final_momentum,
+        freeze_last_layer_iters: int = DINOConfig.freeze_last_layer_iters,
         feature_dim: int | None = None,
         views: Callable | None = None,
         preprocess: Callable | None = None,
@@ -326,9 +367,11 @@ class DINO(SSLMethod):
         check_number("output_dim", output_dim, low=1, integer=True)
         if head_dim is not None and head_dim != output_dim:
             raise ValueError(f"output_dim is {output_dim} but dino_head outputs {head_dim}")
-        check_number("momentum", momentum, low=0, high=1)
-        check_number("final_momentum", final_momentum, low=momentum, high=1)
-        check_number("freeze_last_layer_iters", freeze_last_layer_iters, low=0, integer=True)
+        DINOConfig.check(
+            momentum=momentum,
+            final_momentum=final_momentum,
+            freeze_last_layer_iters=freeze_last_layer_iters,
+        )
         if freeze_last_layer_iters > 0 and not isinstance(dino_head, DINOHead):
             raise TypeError(
                 "freeze_last_layer_iters > 0 needs a DINOHead (its last layer is what is "

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..augment import random as rnd
 from ..core.validation import check_number
-from .method import Batch, SSLMethod
+from .method import Batch, MethodConfig, SSLMethod, param
 from .reconstruction import backbone_width, build_decoder, check_reconstruction
 
 
@@ -110,6 +112,28 @@ class MaskedReconstructionLoss(nn.Module):
         return masked + self.context_weight * context if self.context_weight else masked
 
 
+def _check_finite(name: str, value) -> None:
+    check_number(name, value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+
+
+@dataclass(frozen=True)
+class ContextEncoderConfig(MethodConfig):
+    """The context encoder's hyper-parameters: the masked region and the decoder.
+
+    Example:
+        >>> from metricssl.ssl.inpainting import ContextEncoderConfig
+        >>> ContextEncoderConfig().decoder_width
+        16
+    """
+
+    mask_fraction: float = param(0.25, low=0, high=1, low_inclusive=False, high_inclusive=False)
+    context_weight: float = param(0.0, low=0)
+    fill_value: float = dataclasses.field(default=0.0, metadata={"check": _check_finite})
+    decoder_width: int = param(16, low=1, integer=True)
+
+
 class ContextEncoder(SSLMethod):
     """Context encoder: hide a random square of each image, rebuild it from the rest.
 
@@ -160,23 +184,19 @@ class ContextEncoder(SSLMethod):
         self,
         backbone: nn.Module,
         decoder_head: nn.Module | None = None,
-        mask_fraction: float = 0.25,
-        context_weight: float = 0.0,
-        fill_value: float = 0.0,
-        decoder_width: int = 16,
+        mask_fraction: float = ContextEncoderConfig.mask_fraction,
+        context_weight: float = ContextEncoderConfig.context_weight,
+        fill_value: float = ContextEncoderConfig.fill_value,
+        decoder_width: int = ContextEncoderConfig.decoder_width,
         feature_dim: int | None = None,
         views: Callable | None = None,
         preprocess: Callable | None = None,
         input_shape: Sequence[int] | None = None,
     ):
         super().__init__(backbone, feature_dim, views, preprocess, input_shape)
-        check_number(
-            "mask_fraction", mask_fraction, low=0, high=1, low_inclusive=False, high_inclusive=False
+        ContextEncoderConfig.check(
+            mask_fraction=mask_fraction, fill_value=fill_value, context_weight=context_weight
         )
-        check_number("fill_value", fill_value)
-        if not math.isfinite(fill_value):
-            raise ValueError(f"fill_value must be finite, got {fill_value}")
-        check_number("context_weight", context_weight, low=0)
         width = backbone_width(backbone, feature_dim, input_shape)
         self.decoder_head = build_decoder(
             type(self).__name__, decoder_head, width, input_shape, decoder_width

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -14,9 +15,9 @@ from torch import nn
 from ..augment import random as rnd
 from ..augment.compose import MultiView
 from ..augment.recipes import light_view
-from ..core.validation import check_bool, check_module, check_number
+from ..core.validation import check_module, check_number
 from ..models.heads import ProjectionHead
-from .method import Batch, SSLMethod
+from .method import Batch, MethodConfig, SSLMethod, param
 
 MIN_TILE_SIZE = 2
 MAX_PERMUTATIONS = 1000
@@ -332,6 +333,25 @@ def jigsaw_heads(feature_dim: int, hparams: dict) -> dict[str, nn.Module]:
 # -- the method ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class JigsawConfig(MethodConfig):
+    """Jigsaw's hyper-parameters: tiles, permutations and head widths.
+
+    Example:
+        >>> from metricssl.ssl.jigsaw import JigsawConfig
+        >>> JigsawConfig().head_hidden_dim
+        512
+    """
+
+    grid: int = param(3, low=2, integer=True)
+    num_permutations: int = param(100, low=2, integer=True)
+    permutation_seed: int = param(0, low=0, integer=True)
+    tile_jitter: int | None = param(None, low=0, integer=True, allow_none=True)
+    normalize_tiles: bool = param(False)
+    tile_dim: int | None = param(128, low=1, integer=True, allow_none=True)
+    head_hidden_dim: int = param(512, low=1, integer=True)
+
+
 class Jigsaw(SSLMethod):
     """Jigsaw puzzles: tell which of a fixed set of permutations shuffled an image's tiles.
 
@@ -406,11 +426,11 @@ class Jigsaw(SSLMethod):
         backbone: nn.Module,
         classification_head: nn.Module,
         tile_head: nn.Module | None = None,
-        grid: int = 3,
-        num_permutations: int = 100,
-        permutation_seed: int = 0,
-        tile_jitter: int | None = None,
-        normalize_tiles: bool = False,
+        grid: int = JigsawConfig.grid,
+        num_permutations: int = JigsawConfig.num_permutations,
+        permutation_seed: int = JigsawConfig.permutation_seed,
+        tile_jitter: int | None = JigsawConfig.tile_jitter,
+        normalize_tiles: bool = JigsawConfig.normalize_tiles,
         feature_dim: int | None = None,
         views: Callable | None = None,
         preprocess: Callable | None = None,
@@ -419,10 +439,12 @@ class Jigsaw(SSLMethod):
         super().__init__(backbone, feature_dim, views, preprocess, input_shape)
         check_module("classification_head", classification_head)
         check_module("tile_head", tile_head, allow_none=True)
-        check_number("grid", grid, low=2, integer=True)
-        check_number("tile_jitter", tile_jitter, low=0, integer=True, allow_none=True)
-        check_number("permutation_seed", permutation_seed, low=0, integer=True)
-        check_bool("normalize_tiles", normalize_tiles)
+        JigsawConfig.check(
+            grid=grid,
+            tile_jitter=tile_jitter,
+            permutation_seed=permutation_seed,
+            normalize_tiles=normalize_tiles,
+        )
         if self.input_shape is not None:
             tile_geometry(self.input_shape[1], self.input_shape[2], grid, tile_jitter)
         permutations = jigsaw_permutations(grid * grid, num_permutations, permutation_seed)

@@ -3,15 +3,96 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import inspect
 from collections.abc import Callable, Sequence
-from typing import ClassVar, NamedTuple
+from functools import partial
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
 
 from ..augment.multi_crop import MultiCrop
-from ..core.validation import check_module, check_number
+from ..core.validation import check_bool, check_choice, check_module, check_number
 from .datasets import ImageData
+
+
+def param(default: Any, *, choices: Sequence | None = None, **number_rule) -> Any:
+    """A :class:`CheckedConfig` field: its default and the check that a value must pass.
+
+    A bool default is checked as a flag, ``choices`` as one of them, anything else with
+    :func:`~metricssl.core.validation.check_number` and ``number_rule`` (``low``, ``high``,
+    ``integer``, ``allow_none``, ...).
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass(frozen=True)
+        ... class Config(MethodConfig):
+        ...     temperature: float = param(0.2, low=0, low_inclusive=False)
+        >>> Config.temperature, Config(temperature=0.5).temperature
+        (0.2, 0.5)
+    """
+    if isinstance(default, bool):
+        check = check_bool
+    elif choices is not None:
+        check = partial(check_choice, choices=tuple(choices))
+    else:
+        check = partial(check_number, **number_rule)
+    return dataclasses.field(default=default, metadata={"check": check})
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckedConfig:
+    """A frozen dataclass whose fields made with :func:`param` are checked when an instance
+    is made: a bad value is refused with the field's name."""
+
+    def __post_init__(self) -> None:
+        type(self).check(**self.as_dict())
+
+    @classmethod
+    def check(cls, **values) -> None:
+        """Check ``values`` by the rules of the fields of those names: what a method's
+        constructor calls with the arguments it shares with its config, so that each rule is
+        written once."""
+        rules = {f.name: f.metadata.get("check") for f in dataclasses.fields(cls)}
+        for name, value in values.items():
+            if rules[name] is not None:
+                rules[name](name, value)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (what a checkpoint stores)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodConfig(CheckedConfig):
+    """A method's hyper-parameters, typed and checked: the one source of their defaults.
+
+    Each method module defines a frozen subclass (``SimCLRConfig``, ...) whose fields are the
+    method's constructor arguments and the widths of the heads the registry builds for it.
+    The method's constructor takes its defaults from these fields, and the registry
+    (:data:`~metricssl.ssl.registry.METHODS`) builds the method from an instance, so the two
+    cannot disagree. Every field is checked when an instance is made, before any model is
+    built.
+
+    Example:
+        >>> from metricssl.ssl.simclr import SimCLRConfig
+        >>> SimCLRConfig(temperature=0.1).as_dict()
+        {'proj_hidden_dim': 512, 'proj_output_dim': 128, 'temperature': 0.1}
+        >>> SimCLRConfig(temperature=0)
+        Traceback (most recent call last):
+        ...
+        metricssl.core.validation.ArgumentError: temperature must be > 0, got 0
+    """
+
+    def method_kwargs(
+        self, method_cls: type, *, feature_dim: int, num_classes: int | None
+    ) -> dict[str, Any]:
+        """The fields ``method_cls``'s constructor takes (the heads' widths go to the heads
+        builder instead). A config whose arguments depend on the data (a loss with one
+        proxy per class) builds them here from ``feature_dim`` and ``num_classes``."""
+        params = inspect.signature(method_cls.__init__).parameters
+        return {k: v for k, v in self.as_dict().items() if k in params}
 
 
 class Batch(NamedTuple):
@@ -122,8 +203,11 @@ class SSLMethod(nn.Module):
         input_shape: (C, H, W) the backbone expects; images of another shape are refused.
 
     Class attributes (per method): ``name``; ``min_batch_size`` (the smallest batch the loss
-    is defined for); ``needs_labels``; ``num_views``; ``sync_batchnorm`` (convert BatchNorm
-    to SyncBatchNorm under DDP so batch statistics are global, where it matters).
+    is defined for); ``needs_labels`` (the Trainer refuses data without labels);
+    ``num_views``; ``sync_batchnorm`` (convert BatchNorm to SyncBatchNorm under DDP so batch
+    statistics are global, where it matters). How the Trainer draws batches is the method's
+    :meth:`samples_per_class_in`. The Trainer asks only these: it has no case for any one
+    method.
     """
 
     name: ClassVar[str] = ""
@@ -174,6 +258,17 @@ class SSLMethod(nn.Module):
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         """Called after optimizer step ``step`` (1-based) of ``total_steps``."""
+
+    def samples_per_class_in(self, batch_size: int, num_classes: int | None) -> int | None:
+        """Images of each class in every batch the Trainer draws, for a (global) batch of
+        ``batch_size`` images of ``num_classes`` classes (None: the data have no labels);
+        None, the default, draws batches uniformly at random.
+
+        A method whose loss needs positives in every batch (``Supervised``) returns its
+        ``m``; the Trainer then draws batches as
+        :class:`~metricssl.samplers.MPerClassSampler` does.
+        """
+        return None
 
     def param_groups(self) -> list[dict]:
         """The optimizer's parameter groups: every trainable parameter in one group.

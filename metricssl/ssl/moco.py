@@ -3,15 +3,41 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..core.distributed import gather_with_grad
-from ..core.validation import check_bool, check_number
 from .counters import HostCounters
-from .method import Batch, SSLMethod, adopt_stored_shapes, ema_update, momentum_copy
+from .method import (
+    Batch,
+    MethodConfig,
+    SSLMethod,
+    adopt_stored_shapes,
+    ema_update,
+    momentum_copy,
+    param,
+)
+
+
+@dataclass(frozen=True)
+class MoCoConfig(MethodConfig):
+    """MoCo v2's hyper-parameters: projection widths, the queue and the key encoder's momentum.
+
+    Example:
+        >>> from metricssl.ssl.moco import MoCoConfig
+        >>> MoCoConfig().symmetric
+        False
+    """
+
+    proj_hidden_dim: int = param(512, low=1, integer=True)
+    proj_output_dim: int = param(128, low=1, integer=True)
+    queue_size: int = param(4096, low=1, integer=True)
+    temperature: float = param(0.2, low=0, low_inclusive=False)
+    momentum: float = param(0.99, low=0, high=1)
+    symmetric: bool = param(False)
 
 
 class MoCo(HostCounters, SSLMethod):
@@ -64,20 +90,19 @@ class MoCo(HostCounters, SSLMethod):
         self,
         backbone: nn.Module,
         projection_head: nn.Module,
-        queue_size: int = 4096,
-        temperature: float = 0.2,
-        momentum: float = 0.99,
-        symmetric: bool = False,
+        queue_size: int = MoCoConfig.queue_size,
+        temperature: float = MoCoConfig.temperature,
+        momentum: float = MoCoConfig.momentum,
+        symmetric: bool = MoCoConfig.symmetric,
         feature_dim: int | None = None,
         views: Callable | None = None,
         preprocess: Callable | None = None,
         input_shape: Sequence[int] | None = None,
     ):
         super().__init__(backbone, feature_dim, views, preprocess, input_shape)
-        check_number("queue_size", queue_size, low=1, integer=True)
-        check_number("temperature", temperature, low=0, low_inclusive=False)
-        check_number("momentum", momentum, low=0, high=1)
-        check_bool("symmetric", symmetric)
+        MoCoConfig.check(
+            queue_size=queue_size, temperature=temperature, momentum=momentum, symmetric=symmetric
+        )
         self.projection_head = projection_head
         self.key_backbone = momentum_copy(backbone)
         self.key_projection_head = momentum_copy(projection_head)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..augment.recipes import simclr_views
-from ..core.validation import check_choice, check_number
+from ..core.validation import check_number
 from .datasets import ImageData
 from .memory_bank import BANK_INITS, MemoryBank, positive_softmax_loss, start_from_features
-from .method import Batch, SSLMethod
+from .method import Batch, MethodConfig, SSLMethod, param
 
 NPID_LOSSES = ("softmax", "nce")
 
@@ -39,6 +40,28 @@ def nce_loss(
     data = log_p_pos - torch.logaddexp(log_p_pos, torch.full_like(log_p_pos, log_k_pn))
     noise = log_k_pn - torch.logaddexp(log_p_neg, torch.full_like(log_p_neg, log_k_pn))
     return -(data + noise.sum(dim=1)).mean()
+
+
+@dataclass(frozen=True)
+class NPIDConfig(MethodConfig):
+    """NPID's hyper-parameters: the embedding, the memory bank and the loss.
+
+    ``bank_init`` is the paper's ``"random"`` (random unit rows); the Trainer used
+    ``"features"`` before (the bank starts from the untrained network's embeddings), which
+    is one argument away: ``hparams={"bank_init": "features"}``.
+
+    Example:
+        >>> from metricssl.ssl.npid import NPIDConfig
+        >>> NPIDConfig().bank_init
+        'random'
+    """
+
+    embedding_dim: int = param(128, low=1, integer=True)
+    num_negatives: int = param(4096, low=1, integer=True)
+    temperature: float = param(0.07, low=0, low_inclusive=False)
+    memory_momentum: float = param(0.5, low=0, high=1, high_inclusive=False)
+    loss: str = param("softmax", choices=NPID_LOSSES)
+    bank_init: str = param("random", choices=BANK_INITS)
 
 
 class NPID(SSLMethod):
@@ -94,12 +117,12 @@ class NPID(SSLMethod):
         backbone: nn.Module,
         projection_head: nn.Module,
         num_samples: int,
-        embedding_dim: int = 128,
-        num_negatives: int = 4096,
-        temperature: float = 0.07,
-        memory_momentum: float = 0.5,
-        loss: str = "softmax",
-        bank_init: str = "random",
+        embedding_dim: int = NPIDConfig.embedding_dim,
+        num_negatives: int = NPIDConfig.num_negatives,
+        temperature: float = NPIDConfig.temperature,
+        memory_momentum: float = NPIDConfig.memory_momentum,
+        loss: str = NPIDConfig.loss,
+        bank_init: str = NPIDConfig.bank_init,
         feature_dim: int | None = None,
         views: Callable | None = None,
         preprocess: Callable | None = None,
@@ -107,10 +130,9 @@ class NPID(SSLMethod):
     ):
         super().__init__(backbone, feature_dim, views, preprocess, input_shape)
         check_number("num_samples", num_samples, low=2, integer=True)
-        check_number("num_negatives", num_negatives, low=1, integer=True)
-        check_number("temperature", temperature, low=0, low_inclusive=False)
-        check_choice("loss", loss, NPID_LOSSES)
-        check_choice("bank_init", bank_init, BANK_INITS)
+        NPIDConfig.check(
+            num_negatives=num_negatives, temperature=temperature, loss=loss, bank_init=bank_init
+        )
         self.projection_head = projection_head
         self.memory = MemoryBank(num_samples, embedding_dim, memory_momentum)
         self.num_negatives = int(num_negatives)

@@ -1,16 +1,18 @@
 """The methods the Trainer knows by name, their defaults, and how to build one from a config.
 
-:data:`METHODS` maps a name to a :class:`MethodSpec`: the method class, its augmentation
-recipe, its heads and the training defaults that suit small images (8x8 to 32x32) on a CPU
-with the default ``small_cnn`` backbone. :func:`build_method` turns a plain-dict config
-(what a checkpoint stores) into a ready :class:`~metricssl.ssl.method.SSLMethod`.
+:data:`METHODS` maps a name to a :class:`MethodSpec`: the method class, its typed config
+(the one source of its hyper-parameters' defaults), its augmentation recipe, its heads and
+the training defaults that suit small images (8x8 to 32x32) on a CPU with the default
+``small_cnn`` backbone. :func:`build_method` turns a plain-dict config (what a checkpoint
+stores) into a ready :class:`~metricssl.ssl.method.SSLMethod`; :func:`cli_choices` gives
+the command line its name lists.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from torch import nn
 
@@ -24,30 +26,30 @@ from ..augment.recipes import (
     simsiam_views,
     vicreg_views,
 )
-from ..core.validation import check_number
 from ..models.embedder import infer_num_features
 from ..models.heads import PredictionHead, ProjectionHead
 from ..models.resnet import resnet18, resnet50
 from ..models.small_cnn import SmallCNN
-from .barlow_twins import BarlowTwins
-from .byol import BYOL
-from .deepcluster import DeepCluster, deepcluster_heads, deepcluster_views
-from .denoising_autoencoder import DenoisingAutoencoder
-from .dino import DINO, dino_heads, dino_views
-from .inpainting import ContextEncoder
-from .jigsaw import Jigsaw, jigsaw_heads, jigsaw_views
-from .method import SSLMethod
-from .moco import MoCo
-from .npid import NPID, npid_heads, npid_views
-from .pirl import PIRL, pirl_heads, pirl_views
+from .amp import AMP_MODES
+from .barlow_twins import BarlowTwins, BarlowTwinsConfig
+from .byol import BYOL, BYOLConfig
+from .deepcluster import DeepCluster, DeepClusterConfig, deepcluster_heads, deepcluster_views
+from .denoising_autoencoder import DenoisingAutoencoder, DenoisingAutoencoderConfig
+from .dino import DINO, DINOConfig, dino_heads, dino_views
+from .inpainting import ContextEncoder, ContextEncoderConfig
+from .jigsaw import Jigsaw, JigsawConfig, jigsaw_heads, jigsaw_views
+from .method import CheckedConfig, MethodConfig, SSLMethod, param
+from .moco import MoCo, MoCoConfig
+from .npid import NPID, NPIDConfig, npid_heads, npid_views
+from .pirl import PIRL, PIRLConfig, pirl_heads, pirl_views
 from .reconstruction import reconstruction_heads, reconstruction_views
-from .rotnet import RotNet, rotnet_heads, rotnet_views
-from .simclr import SimCLR
-from .simsiam import SimSiam
-from .supervised import Supervised
-from .swav import SwAV, swav_heads, swav_views
-from .vae import VAE
-from .vicreg import VICReg
+from .rotnet import RotNet, RotNetConfig, rotnet_heads, rotnet_views
+from .simclr import SimCLR, SimCLRConfig
+from .simsiam import SimSiam, SimSiamConfig
+from .supervised import Supervised, SupervisedConfig, supervised_heads
+from .swav import SwAV, SwAVConfig, swav_heads, swav_views
+from .vae import VAE, VAEConfig
+from .vicreg import VICReg, VICRegConfig
 
 
 def _supervised_views(image_size, *, mean=None, std=None, **options):
@@ -64,9 +66,10 @@ def _supervised_views(image_size, *, mean=None, std=None, **options):
     return simclr_views(image_size, mean=mean, std=std, **{**settings, **options})
 
 
-def _projection(hidden: str, output: str, **fixed) -> Callable:
+def _projection(**fixed) -> Callable:
     def build(f: int, hp: dict) -> dict[str, nn.Module]:
-        return {"projection_head": ProjectionHead(f, hp[hidden], hp[output], **fixed)}
+        head = ProjectionHead(f, hp["proj_hidden_dim"], hp["proj_output_dim"], **fixed)
+        return {"projection_head": head}
 
     return build
 
@@ -84,304 +87,121 @@ def _projection_and_predictor(num_layers: int, last_bn: bool) -> Callable:
     return build
 
 
-def _embedding_head(f: int, hp: dict) -> dict[str, nn.Module]:
-    # A linear embedder on the pooled (non-negative, post-ReLU) features, as in PML's
-    # trunk + embedder recipe: it lets the loss use the whole sphere, not one orthant.
-    dim = hp.get("embedding_dim")
-    check_number("embedding_dim", dim, low=1, integer=True, allow_none=True)
-    return {} if dim is None else {"embedding_head": nn.Linear(f, int(dim))}
+OPTIMIZERS = ("sgd", "adam", "adamw", "lars")
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+BACKBONES = ("small_cnn", "resnet18", "resnet50")
+
+
+@dataclass(frozen=True)
+class TrainingDefaults(CheckedConfig):
+    """What the Trainer uses for the arguments left out: the optimiser (``sgd`` with momentum
+    0.9, ``adam``, ``adamw`` or ``lars``), its learning rate and weight decay, the batch size
+    per process and the warmup in epochs.
+
+    The defaults suit small images (8x8 to 32x32) on a CPU with ``small_cnn``; every method
+    shares them but supervised learning.
+
+    Example:
+        >>> TrainingDefaults().lr, METHODS["supervised"].training.lr
+        (0.002, 0.001)
+    """
+
+    optimizer: str = param("adamw", choices=OPTIMIZERS)
+    lr: float = param(2e-3, low=0, low_inclusive=False)
+    weight_decay: float = param(1e-5, low=0)
+    batch_size: int = param(256, low=1, integer=True)
+    warmup_epochs: float = param(1.0, low=0)
+
+
+# A ready-made method the registry does not know: no warmup and no weight decay.
+CUSTOM_TRAINING = TrainingDefaults(lr=1e-3, weight_decay=0.0, warmup_epochs=0.0)
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A method's class, recipe, heads and defaults.
+    """A method's class, hyper-parameters, recipe, heads and training defaults.
 
     Attributes:
         cls: the :class:`SSLMethod` subclass.
+        config: its :class:`~metricssl.ssl.method.MethodConfig` (hyper-parameters with their
+            defaults: head widths and the constructor's arguments); the class's constructor
+            defaults are the same fields'.
         views: recipe factory ``views(image_size, mean=, std=) -> MultiView``.
         heads: ``heads(feature_dim, hparams) -> {constructor argument: module}``.
-        hparams: default method hyper-parameters: head widths (``proj_*``, ``pred_*``) and
-            the method's own constructor arguments (temperature, queue size, ...).
-        optimizer, lr, weight_decay, batch_size, warmup_epochs: training defaults.
+        training: :class:`TrainingDefaults`.
         predated: hyper-parameters added after the method's first release, with the value
             a checkpoint written before then was trained with (its stored ``hparams`` lack
             them, and today's default may build a different model).
     """
 
     cls: type[SSLMethod]
+    config: type[MethodConfig]
     views: Callable
     heads: Callable
-    hparams: Mapping = field(default_factory=dict)
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    batch_size: int = 256
-    warmup_epochs: float = 1.0
+    training: TrainingDefaults = TrainingDefaults()
     predated: Mapping = field(default_factory=dict)
+
+    @property
+    def hparams(self) -> dict:
+        """The default hyper-parameters as a plain dict."""
+        return self.config().as_dict()
 
 
 # Head widths are scaled down from the papers' (2048-8192) for a 128-feature backbone on a CPU;
 # pass larger ones through hparams for a ResNet.
 METHODS: dict[str, MethodSpec] = {
-    "simclr": MethodSpec(
-        SimCLR,
-        simclr_views,
-        _projection("proj_hidden_dim", "proj_output_dim"),
-        {"proj_hidden_dim": 512, "proj_output_dim": 128, "temperature": 0.2},
-        optimizer="adamw",
-        lr=2e-3,
-        weight_decay=1e-5,
-    ),
-    "moco": MethodSpec(
-        MoCo,
-        moco_v2_views,
-        _projection("proj_hidden_dim", "proj_output_dim", batch_norm=False),
-        {
-            "proj_hidden_dim": 512,
-            "proj_output_dim": 128,
-            "temperature": 0.2,
-            "queue_size": 4096,
-            "momentum": 0.99,
-            "symmetric": False,
-        },
-        optimizer="adamw",
-        lr=2e-3,
-        weight_decay=1e-5,
-    ),
+    "simclr": MethodSpec(SimCLR, SimCLRConfig, simclr_views, _projection()),
+    "moco": MethodSpec(MoCo, MoCoConfig, moco_v2_views, _projection(batch_norm=False)),
     "byol": MethodSpec(
-        BYOL,
-        byol_views,
-        _projection_and_predictor(num_layers=2, last_bn=False),
-        {
-            "proj_hidden_dim": 1024,
-            "proj_output_dim": 128,
-            "pred_hidden_dim": 1024,
-            "momentum": 0.99,
-            "final_momentum": 1.0,
-        },
-        optimizer="adamw",
-        lr=2e-3,
-        weight_decay=1e-5,
+        BYOL, BYOLConfig, byol_views, _projection_and_predictor(num_layers=2, last_bn=False)
     ),
+    # AdamW (the default), not the paper's SGD at 0.05: on the validation split it reached a
+    # kNN score of 0.795 after 3 epochs against SGD's 0.756 (0.785 at lr 0.5).
     "simsiam": MethodSpec(
-        SimSiam,
-        simsiam_views,
-        _projection_and_predictor(num_layers=3, last_bn=True),
-        {"proj_hidden_dim": 512, "proj_output_dim": 512, "pred_hidden_dim": 128},
-        # AdamW, not the paper's SGD at 0.05: on the validation split it reached a kNN score
-        # of 0.795 after 3 epochs against SGD's 0.756 (0.785 at lr 0.5).
-        optimizer="adamw",
-        lr=2e-3,
-        weight_decay=1e-5,
+        SimSiam, SimSiamConfig, simsiam_views, _projection_and_predictor(3, last_bn=True)
     ),
     "barlow_twins": MethodSpec(
-        BarlowTwins,
-        barlow_twins_views,
-        _projection("proj_hidden_dim", "proj_output_dim", num_layers=3),
-        {
-            "proj_hidden_dim": 1024,
-            "proj_output_dim": 1024,
-            "lambda_param": 5e-3,
-            "scale_loss": 1.0,
-        },
-        optimizer="adamw",
-        lr=2e-3,
-        weight_decay=1e-5,
+        BarlowTwins, BarlowTwinsConfig, barlow_twins_views, _projection(num_layers=3)
     ),
-    "vicreg": MethodSpec(
-        VICReg,
-        vicreg_views,
-        _projection("proj_hidden_dim", "proj_output_dim", num_layers=3),
-        {
-            "proj_hidden_dim": 1024,
-            "proj_output_dim": 1024,
-            "invariance_lambda": 25.0,
-            "variance_mu": 25.0,
-            "covariance_v": 1.0,
-        },
-        optimizer="adamw",
-        lr=2e-3,
-        weight_decay=1e-5,
-    ),
-    "swav": MethodSpec(
-        SwAV,
-        swav_views,
-        swav_heads,
-        {
-            "proj_hidden_dim": 512,
-            "proj_output_dim": 128,
-            "num_prototypes": 100,
-            "temperature": 0.1,
-            "sinkhorn_epsilon": 0.05,
-            "sinkhorn_iterations": 3,
-            "freeze_prototypes_iters": 200,
-            "queue_length": 0,
-            "queue_start_step": 0,
-        },
-        optimizer="adamw",
-        lr=2e-3,
-        weight_decay=1e-5,
-    ),
-    "dino": MethodSpec(
-        DINO,
-        dino_views,
-        dino_heads,
-        {
-            "proj_hidden_dim": 512,
-            "proj_bottleneck_dim": 128,
-            "output_dim": 2048,
-            "proj_batch_norm": True,
-            "norm_last_layer": True,
-            "warmup_teacher_temp": 0.04,
-            "teacher_temp": 0.04,
-            "warmup_teacher_temp_steps": 0,
-            "student_temp": 0.1,
-            "center_momentum": 0.9,
-            # 0.996 suits the paper's hundreds of epochs; a short CPU run needs a teacher
-            # that keeps up (as BYOL's 0.99 here).
-            "momentum": 0.99,
-            "final_momentum": 1.0,
-            # About one Fashion-MNIST epoch at batch 256, the paper's frozen first epoch.
-            "freeze_last_layer_iters": 200,
-        },
-        optimizer="adamw",
-        lr=2e-3,
-        weight_decay=1e-5,
-    ),
-    "npid": MethodSpec(
-        NPID,
-        npid_views,
-        npid_heads,
-        {
-            "embedding_dim": 128,
-            "num_negatives": 4096,
-            "temperature": 0.07,
-            "memory_momentum": 0.5,
-            "loss": "softmax",
-            "bank_init": "features",
-        },
-        optimizer="adamw",
-        lr=2e-3,
-        weight_decay=1e-5,
-        predated={"bank_init": "random"},
-    ),
+    "vicreg": MethodSpec(VICReg, VICRegConfig, vicreg_views, _projection(num_layers=3)),
+    "swav": MethodSpec(SwAV, SwAVConfig, swav_views, swav_heads),
+    "dino": MethodSpec(DINO, DINOConfig, dino_views, dino_heads),
+    "npid": MethodSpec(NPID, NPIDConfig, npid_views, npid_heads, predated={"bank_init": "random"}),
     "pirl": MethodSpec(
         PIRL,
+        PIRLConfig,
         pirl_views,
         pirl_heads,
-        {
-            "embedding_dim": 128,
-            "grid": 3,
-            "tile_dim": 128,
-            # An MLP head and a bank that starts from the network's own features: each
-            # raised the held-out kNN after 8 epochs (0.770 -> 0.793, then 0.804 by epoch 2).
-            "proj_hidden_dim": 512,
-            "tile_jitter": None,
-            "num_negatives": 4096,
-            "temperature": 0.07,
-            "memory_momentum": 0.5,
-            "loss_weight": 0.5,
-            "bank_init": "features",
-        },
-        optimizer="adamw",
-        lr=2e-3,
-        weight_decay=1e-5,
         predated={"proj_hidden_dim": 0, "bank_init": "random"},
     ),
     "deepcluster": MethodSpec(
         DeepCluster,
+        DeepClusterConfig,
         deepcluster_views,
         deepcluster_heads,
-        {
-            "proj_hidden_dim": 512,
-            "proj_output_dim": 128,
-            "num_clusters": 100,
-            "temperature": 0.1,
-            "recluster_every": 1,
-            "kmeans_iterations": 10,
-        },
-        optimizer="adamw",
-        lr=2e-3,
-        weight_decay=1e-5,
+        # A constructor argument the registry's hyper-parameters did not list before.
+        predated={"cluster_batch_size": 512},
     ),
-    "rotnet": MethodSpec(
-        RotNet,
-        rotnet_views,
-        rotnet_heads,
-        {"head_hidden_dim": 512, "head_num_layers": 2, "all_rotations": True},
-        optimizer="adamw",
-        lr=2e-3,
-        weight_decay=1e-5,
-    ),
-    "jigsaw": MethodSpec(
-        Jigsaw,
-        jigsaw_views,
-        jigsaw_heads,
-        {
-            "grid": 3,
-            "num_permutations": 100,
-            "permutation_seed": 0,
-            "tile_jitter": None,
-            "normalize_tiles": False,
-            "tile_dim": 128,
-            "head_hidden_dim": 512,
-        },
-        optimizer="adamw",
-        lr=2e-3,
-        weight_decay=1e-5,
-    ),
+    "rotnet": MethodSpec(RotNet, RotNetConfig, rotnet_views, rotnet_heads),
+    "jigsaw": MethodSpec(Jigsaw, JigsawConfig, jigsaw_views, jigsaw_heads),
     "context_encoder": MethodSpec(
-        ContextEncoder,
-        reconstruction_views,
-        reconstruction_heads,
-        {"mask_fraction": 0.25, "context_weight": 0.0, "fill_value": 0.0, "decoder_width": 16},
-        optimizer="adamw",
-        lr=2e-3,
-        weight_decay=1e-5,
+        ContextEncoder, ContextEncoderConfig, reconstruction_views, reconstruction_heads
     ),
     "denoising_autoencoder": MethodSpec(
         DenoisingAutoencoder,
+        DenoisingAutoencoderConfig,
         reconstruction_views,
         reconstruction_heads,
-        {"masking_fraction": 0.25, "noise_std": 0.0, "mask_value": 0.0, "decoder_width": 16},
-        optimizer="adamw",
-        lr=2e-3,
-        weight_decay=1e-5,
     ),
-    "vae": MethodSpec(
-        VAE,
-        reconstruction_views,
-        reconstruction_heads,
-        {
-            "latent_dim": 32,
-            "beta": 1.0,
-            "capacity": 0.0,
-            "capacity_warmup": 1.0,
-            "decoder_width": 16,
-        },
-        optimizer="adamw",
-        lr=2e-3,
-        weight_decay=1e-5,
-    ),
+    "vae": MethodSpec(VAE, VAEConfig, reconstruction_views, reconstruction_heads),
     "supervised": MethodSpec(
         Supervised,
+        SupervisedConfig,
         _supervised_views,
-        _embedding_head,
-        {
-            "embedding_dim": 128,
-            "loss": "MultiSimilarityLoss",
-            "miner": "MultiSimilarityMiner",
-            "samples_per_class": "auto",
-        },
-        optimizer="adamw",
-        lr=1e-3,
-        weight_decay=1e-4,
-        warmup_epochs=0.5,
+        supervised_heads,
+        TrainingDefaults(lr=1e-3, weight_decay=1e-4, warmup_epochs=0.5),
     ),
 }
-
-BACKBONES = ("small_cnn", "resnet18", "resnet50")
-
 
 # Short names the field also uses; a run stores the full name.
 ALIASES = {"inpainting": "context_encoder", "dae": "denoising_autoencoder"}
@@ -434,25 +254,45 @@ def stored_hparams(name: str, hparams: Mapping | None) -> dict:
     return {**METHODS[canonical_method_name(name)].predated, **dict(hparams or {})}
 
 
-def method_hparams(name: str, hparams: Mapping | None = None) -> dict:
-    """The method's default hyper-parameters updated with ``hparams`` (unknown keys refused)."""
+def method_config(name: str, hparams: Mapping | None = None) -> MethodConfig:
+    """The method's :class:`~metricssl.ssl.method.MethodConfig` with ``hparams`` applied
+    (an unknown key or a bad value is refused with its name).
+
+    Example:
+        >>> method_config("dino", {"momentum": 0.99}).momentum
+        0.99
+    """
     name = canonical_method_name(name)
-    spec = METHODS[name]
-    merged = dict(spec.hparams)
-    allowed = set(merged) | _constructor_args(spec.cls)
-    for key, value in (hparams or {}).items():
-        if key not in allowed:
-            raise ValueError(
-                f"unknown hyper-parameter {key!r} for method {name!r}; known: {sorted(allowed)}"
-            )
-        merged[key] = value
-    return merged
+    config = METHODS[name].config
+    known = {f.name for f in fields(config)}
+    unknown = sorted(set(hparams or {}) - known)
+    if unknown:
+        raise ValueError(
+            f"unknown hyper-parameter {unknown[0]!r} for method {name!r}; known: {sorted(known)}"
+        )
+    return config(**dict(hparams or {}))
 
 
-def _constructor_args(cls: type) -> set[str]:
-    skip = {"self", "backbone", "feature_dim", "views", "preprocess", "input_shape", "num_samples"}
-    params = inspect.signature(cls.__init__).parameters
-    return {p for p in params if p not in skip and not p.endswith("_head")}
+def method_hparams(name: str, hparams: Mapping | None = None) -> dict:
+    """The method's default hyper-parameters updated with ``hparams``, as a plain dict."""
+    return method_config(name, hparams).as_dict()
+
+
+def cli_choices() -> dict[str, tuple]:
+    """The names the command line offers, by argument: ``method`` (aliases included),
+    ``backbone``, ``optimizer``, ``amp`` and ``memory_format``.
+
+    Example:
+        >>> "inpainting" in cli_choices()["method"]
+        True
+    """
+    return {
+        "method": (*METHODS, *ALIASES),
+        "backbone": BACKBONES,
+        "optimizer": OPTIMIZERS,
+        "amp": AMP_MODES,
+        "memory_format": MEMORY_FORMATS,
+    }
 
 
 def build_method(
@@ -474,7 +314,8 @@ def build_method(
         input_shape: (C, H, W) of the training images.
         backbone: a name from :data:`BACKBONES` or any module (images -> features).
         backbone_kwargs: arguments of the named backbone (e.g. ``{"embedding_dim": 256}``).
-        hparams: method hyper-parameters overriding the spec's defaults.
+        hparams: method hyper-parameters overriding the defaults of the method's config
+            (see :func:`method_config`).
         mean, std: per-channel normalisation applied after augmentation (and in ``embed``).
         num_classes: classes of the labelled data (losses with proxies need it).
         view_kwargs: keyword arguments of the method's recipe (e.g. ``{"flip_p": 0.0}`` for
@@ -493,7 +334,7 @@ def build_method(
     input_shape = tuple(int(s) for s in input_shape)
     if len(input_shape) != 3:
         raise ValueError(f"input_shape must be (C, H, W), got {input_shape}")
-    hp = method_hparams(method, hparams)
+    config = method_config(method, hparams)
     if isinstance(backbone, str):
         net = build_backbone(backbone, input_shape, **dict(backbone_kwargs or {}))
     elif isinstance(backbone, nn.Module):
@@ -501,15 +342,8 @@ def build_method(
     else:
         raise TypeError(f"backbone must be a name or an nn.Module, got {type(backbone).__name__}")
     feature_dim = infer_num_features(net, input_shape)
-    heads = spec.heads(feature_dim, hp)
-    args = {k: v for k, v in hp.items() if k in _constructor_args(spec.cls)}
-    if spec.cls is Supervised and isinstance(args.get("loss"), str):
-        from .supervised import make_loss
-
-        embedding_size = hp.get("embedding_dim") or feature_dim
-        args["loss"] = make_loss(
-            args["loss"], num_classes=num_classes, embedding_size=embedding_size
-        )
+    heads = spec.heads(feature_dim, config.as_dict())
+    args = config.method_kwargs(spec.cls, feature_dim=feature_dim, num_classes=num_classes)
     views = spec.views(input_shape[1:], mean=mean, std=std, **dict(view_kwargs or {}))
     if "num_samples" in inspect.signature(spec.cls.__init__).parameters:
         if num_samples is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -12,9 +13,9 @@ from ..augment import random as rnd
 from ..augment.checks import check_size
 from ..augment.compose import MultiView
 from ..augment.recipes import light_view
-from ..core.validation import check_bool, check_module, check_number
+from ..core.validation import check_module, check_number
 from ..models.heads import ProjectionHead
-from .method import Batch, SSLMethod
+from .method import Batch, MethodConfig, SSLMethod, param
 
 NUM_ROTATIONS = 4
 
@@ -113,6 +114,21 @@ def rotate_batch(
     return rotated, labels
 
 
+@dataclass(frozen=True)
+class RotNetConfig(MethodConfig):
+    """RotNet's hyper-parameters: the classifier head and the rotations.
+
+    Example:
+        >>> from metricssl.ssl.rotnet import RotNetConfig
+        >>> RotNetConfig().all_rotations
+        True
+    """
+
+    head_hidden_dim: int = param(512, low=1, integer=True)
+    head_num_layers: int = param(2, low=1, integer=True)
+    all_rotations: bool = param(True)
+
+
 class RotNet(SSLMethod):
     """RotNet: classify the rotation (0, 90, 180 or 270 degrees) of each image.
 
@@ -164,7 +180,7 @@ class RotNet(SSLMethod):
         self,
         backbone: nn.Module,
         classification_head: nn.Module,
-        all_rotations: bool = True,
+        all_rotations: bool = RotNetConfig.all_rotations,
         feature_dim: int | None = None,
         views: Callable | None = None,
         preprocess: Callable | None = None,
@@ -178,7 +194,7 @@ class RotNet(SSLMethod):
                 f"classification_head must give {NUM_ROTATIONS} logits (one per rotation), "
                 f"its output_dim is {out}"
             )
-        check_bool("all_rotations", all_rotations)
+        RotNetConfig.check(all_rotations=all_rotations)
         if self.input_shape is not None:
             _check_square("input_shape", self.input_shape[1], self.input_shape[2])
         self.classification_head = classification_head

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..core.distributed import gather_with_grad, rank, world_size
-from ..core.validation import check_number
-from .method import Batch, SSLMethod
+from .method import Batch, MethodConfig, SSLMethod, param
 
 
 def gathered_ntxent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -46,6 +46,21 @@ def gathered_ntxent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> t
         return F.cross_entropy(logits, positives)
 
 
+@dataclass(frozen=True)
+class SimCLRConfig(MethodConfig):
+    """SimCLR's hyper-parameters: projection widths and the InfoNCE temperature.
+
+    Example:
+        >>> from metricssl.ssl.simclr import SimCLRConfig
+        >>> SimCLRConfig().temperature
+        0.2
+    """
+
+    proj_hidden_dim: int = param(512, low=1, integer=True)
+    proj_output_dim: int = param(128, low=1, integer=True)
+    temperature: float = param(0.2, low=0, low_inclusive=False)
+
+
 class SimCLR(SSLMethod):
     """SimCLR: a backbone and a projection head trained with NT-Xent on two views.
 
@@ -78,14 +93,14 @@ class SimCLR(SSLMethod):
         self,
         backbone: nn.Module,
         projection_head: nn.Module,
-        temperature: float = 0.2,
+        temperature: float = SimCLRConfig.temperature,
         feature_dim: int | None = None,
         views: Callable | None = None,
         preprocess: Callable | None = None,
         input_shape: Sequence[int] | None = None,
     ):
         super().__init__(backbone, feature_dim, views, preprocess, input_shape)
-        check_number("temperature", temperature, low=0, low_inclusive=False)
+        SimCLRConfig.check(temperature=temperature)
         self.projection_head = projection_head
         self.temperature = float(temperature)
 

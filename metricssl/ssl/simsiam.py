@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..losses.negative_cosine_loss import NegativeCosineSimilarityLoss
-from .method import Batch, SSLMethod
+from .method import Batch, MethodConfig, SSLMethod, param
+
+
+@dataclass(frozen=True)
+class SimSiamConfig(MethodConfig):
+    """SimSiam's hyper-parameters: the projection and prediction widths.
+
+    Example:
+        >>> from metricssl.ssl.simsiam import SimSiamConfig
+        >>> SimSiamConfig().pred_hidden_dim
+        128
+    """
+
+    proj_hidden_dim: int = param(512, low=1, integer=True)
+    proj_output_dim: int = param(512, low=1, integer=True)
+    pred_hidden_dim: int = param(128, low=1, integer=True)
 
 
 class SimSiam(SSLMethod):

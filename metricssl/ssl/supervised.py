@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -15,7 +17,7 @@ from ..core.validation import check_module, check_number
 from ..losses.base_metric_loss_function import BaseMetricLossFunction
 from ..losses.two_view_loss import TwoViewLoss
 from ..miners.base_miner import BaseMiner
-from .method import Batch, SSLMethod
+from .method import Batch, MethodConfig, SSLMethod, param
 
 
 def _public_classes(module, base, exclude=()) -> dict[str, type]:
@@ -45,16 +47,30 @@ def miner_names() -> list[str]:
     return sorted(_public_classes(miners_module, BaseMiner))
 
 
+def _by_name(kind: str, name, classes: dict[str, type]) -> type:
+    if not isinstance(name, str) or name not in classes:
+        raise ValueError(f"unknown {kind} {name!r}; choose one of {sorted(classes)}")
+    return classes[name]
+
+
+def check_loss_name(name: str, value) -> None:
+    """Refuse ``value`` unless :func:`make_loss` can build it (``name`` is the argument)."""
+    _by_name("loss", value, _label_losses())
+
+
+def check_miner_name(name: str, value) -> None:
+    """Refuse ``value`` unless it is None or :func:`make_miner` can build it."""
+    if value is not None:
+        _by_name("miner", value, _public_classes(miners_module, BaseMiner))
+
+
 def make_loss(name: str, num_classes: int | None = None, embedding_size: int | None = None):
     """A loss from ``metricssl.losses`` by class name, with its default arguments.
 
     Losses with class proxies or weights (``num_classes``, ``embedding_size`` in their
     signature, e.g. ProxyAnchorLoss, ArcFaceLoss) get those from the data and backbone.
     """
-    classes = _label_losses()
-    if not isinstance(name, str) or name not in classes:
-        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(classes)}")
-    cls = classes[name]
+    cls = _by_name("loss", name, _label_losses())
     params = inspect.signature(cls).parameters
     kwargs = {}
     for arg, value in (("num_classes", num_classes), ("embedding_size", embedding_size)):
@@ -79,10 +95,7 @@ def make_loss(name: str, num_classes: int | None = None, embedding_size: int | N
 
 def make_miner(name: str):
     """A miner from ``metricssl.miners`` by class name, with its default arguments."""
-    classes = _public_classes(miners_module, BaseMiner)
-    if not isinstance(name, str) or name not in classes:
-        raise ValueError(f"unknown miner {name!r}; choose one of {sorted(classes)}")
-    return classes[name]()
+    return _by_name("miner", name, _public_classes(miners_module, BaseMiner))()
 
 
 def auto_samples_per_class(batch_size: int, num_classes: int) -> int:
@@ -95,6 +108,56 @@ def auto_samples_per_class(batch_size: int, num_classes: int) -> int:
     while batch_size % m:
         m += 1
     return m
+
+
+def _check_samples_per_class(name: str, value) -> None:
+    if value != "auto":
+        check_number(name, value, low=1, integer=True, allow_none=True)
+
+
+@dataclass(frozen=True)
+class SupervisedConfig(MethodConfig):
+    """Supervised metric learning's hyper-parameters: the embedding, the loss, the miner and
+    the batches' images per class.
+
+    ``loss`` and ``miner`` are class names of :mod:`metricssl.losses` and
+    :mod:`metricssl.miners` (``miner=None``: no miner); the default pair is
+    MultiSimilarityLoss with its own MultiSimilarityMiner. ``embedding_dim`` is the width of
+    a linear embedder on the backbone's features (None: the features themselves).
+
+    Example:
+        >>> from metricssl.ssl.supervised import SupervisedConfig
+        >>> SupervisedConfig(loss="TripletMarginLoss", miner=None).miner is None
+        True
+    """
+
+    embedding_dim: int | None = param(128, low=1, integer=True, allow_none=True)
+    loss: str = dataclasses.field(
+        default="MultiSimilarityLoss", metadata={"check": check_loss_name}
+    )
+    miner: str | None = dataclasses.field(
+        default="MultiSimilarityMiner", metadata={"check": check_miner_name}
+    )
+    samples_per_class: int | str | None = dataclasses.field(
+        default="auto", metadata={"check": _check_samples_per_class}
+    )
+
+    def method_kwargs(self, method_cls, *, feature_dim, num_classes):
+        # Losses with class proxies or weights are sized by the data and the embedding.
+        kwargs = super().method_kwargs(method_cls, feature_dim=feature_dim, num_classes=num_classes)
+        embedding_size = self.embedding_dim or feature_dim
+        kwargs["loss"] = make_loss(
+            self.loss, num_classes=num_classes, embedding_size=embedding_size
+        )
+        return kwargs
+
+
+def supervised_heads(feature_dim: int, hparams: dict) -> dict[str, nn.Module]:
+    """The registry's heads builder: a linear embedder (``embedding_dim``) on the pooled,
+    non-negative (post-ReLU) features, as in PML's trunk + embedder recipe: it lets the loss
+    use the whole sphere, not one orthant; none when ``embedding_dim`` is None."""
+    dim = hparams.get("embedding_dim")
+    return {} if dim is None else {"embedding_head": nn.Linear(feature_dim, int(dim))}
 
 
 class Supervised(SSLMethod):
@@ -110,7 +173,8 @@ class Supervised(SSLMethod):
     Args:
         backbone: images -> features.
         loss: a loss module (e.g. ``MultiSimilarityLoss()``) or a loss class name.
-        miner: a miner module, a miner class name, or None.
+        miner: a miner module, a miner class name, or None (no mining); default
+            MultiSimilarityMiner, the default loss's own (see :class:`SupervisedConfig`).
         embedding_head: optional features -> embeddings module (the loss's space and what
             :meth:`embed` returns); None uses the backbone's features.
         samples_per_class: images of each class per batch (``m``); ``"auto"`` picks the
@@ -140,20 +204,17 @@ class Supervised(SSLMethod):
     def __init__(
         self,
         backbone: nn.Module,
-        loss: nn.Module | str = "MultiSimilarityLoss",
-        miner: nn.Module | str | None = None,
+        loss: nn.Module | str = SupervisedConfig.loss,
+        miner: nn.Module | str | None = SupervisedConfig.miner,
         embedding_head: nn.Module | None = None,
-        samples_per_class: int | str | None = "auto",
+        samples_per_class: int | str | None = SupervisedConfig.samples_per_class,
         feature_dim: int | None = None,
         views: Callable | None = None,
         preprocess: Callable | None = None,
         input_shape: Sequence[int] | None = None,
     ):
         super().__init__(backbone, feature_dim, views, preprocess, input_shape)
-        if samples_per_class != "auto":
-            check_number(
-                "samples_per_class", samples_per_class, low=1, integer=True, allow_none=True
-            )
+        _check_samples_per_class("samples_per_class", samples_per_class)
         if isinstance(loss, str):
             loss = make_loss(loss, embedding_size=feature_dim)
         if not isinstance(loss, nn.Module):
@@ -172,6 +233,28 @@ class Supervised(SSLMethod):
         # A batch of m images per class needs at least two classes for negatives.
         if isinstance(samples_per_class, int):
             self.min_batch_size = max(2, 2 * samples_per_class)
+
+    def samples_per_class_in(self, batch_size: int, num_classes: int | None) -> int | None:
+        """``samples_per_class`` for a global batch of ``batch_size`` (``"auto"`` resolved by
+        :func:`auto_samples_per_class`); a batch it cannot fill with whole classes is refused."""
+        m = self.samples_per_class
+        if m is None:
+            return None
+        if num_classes is None:
+            raise ValueError(f"{type(self).__name__} needs labels, the data have none")
+        if m == "auto":
+            return auto_samples_per_class(batch_size, num_classes)
+        if batch_size % m:
+            raise ValueError(
+                f"a global batch of {batch_size} images (batch_size x processes) must be a "
+                f"multiple of samples_per_class {m}"
+            )
+        if m * num_classes < batch_size:
+            raise ValueError(
+                f"a batch of {batch_size} needs more than samples_per_class x classes = "
+                f"{m} x {num_classes} images; raise samples_per_class"
+            )
+        return m
 
     def _embed_features(self, features: torch.Tensor) -> torch.Tensor:
         return features if self.embedding_head is None else self.embedding_head(features)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,7 @@ from ..core.validation import check_module, check_number
 from ..losses.swav_loss import SwAVLoss
 from ..models.heads import ProjectionHead, PrototypesHead
 from .counters import HostCounters
-from .method import Batch, SSLMethod, check_multi_crop_views, features_by_size
+from .method import Batch, MethodConfig, SSLMethod, check_multi_crop_views, features_by_size, param
 
 
 def swav_views(
@@ -132,6 +133,31 @@ def check_num_prototypes(num_prototypes: int, dataset_size: int) -> None:
         )
 
 
+@dataclass(frozen=True)
+class SwAVConfig(MethodConfig):
+    """SwAV's hyper-parameters: projection widths, prototypes, Sinkhorn and the queue.
+
+    ``freeze_prototypes_iters`` is 200: the paper keeps the prototypes fixed for the first
+    epoch (313 iterations in its code), and 200 steps is about one Fashion-MNIST epoch at
+    batch 256.
+
+    Example:
+        >>> from metricssl.ssl.swav import SwAVConfig
+        >>> SwAVConfig().queue_start_step
+        0
+    """
+
+    proj_hidden_dim: int = param(512, low=1, integer=True)
+    proj_output_dim: int = param(128, low=1, integer=True)
+    num_prototypes: int = param(100, low=1, integer=True)
+    temperature: float = param(0.1, low=0, low_inclusive=False)
+    sinkhorn_epsilon: float = param(0.05, low=0, low_inclusive=False)
+    sinkhorn_iterations: int = param(3, low=1, integer=True)
+    freeze_prototypes_iters: int = param(200, low=0, integer=True)
+    queue_length: int = param(0, low=0, integer=True)
+    queue_start_step: int = param(0, low=0, integer=True)
+
+
 class SwAV(HostCounters, SSLMethod):
     """SwAV: swapped prediction of online cluster codes, with multi-crop.
 
@@ -177,7 +203,8 @@ class SwAV(HostCounters, SSLMethod):
         temperature: of the predictions' softmax (0.1).
         sinkhorn_epsilon: entropy regularisation of the codes (0.05).
         sinkhorn_iterations: Sinkhorn-Knopp iterations (3).
-        freeze_prototypes_iters: optimizer steps during which the prototypes do not move.
+        freeze_prototypes_iters: optimizer steps during which the prototypes do not move
+            (default 200, see :class:`SwAVConfig`).
         queue_length: past global-crop projections kept per global crop (0: no queue).
         queue_start_step: optimizer step from which the queue is filled.
         feature_dim, views, preprocess, input_shape: see :class:`SSLMethod`. ``views`` must
@@ -210,12 +237,12 @@ class SwAV(HostCounters, SSLMethod):
         backbone: nn.Module,
         projection_head: nn.Module,
         prototype_head: nn.Module,
-        temperature: float = 0.1,
-        sinkhorn_epsilon: float = 0.05,
-        sinkhorn_iterations: int = 3,
-        freeze_prototypes_iters: int = 0,
-        queue_length: int = 0,
-        queue_start_step: int = 0,
+        temperature: float = SwAVConfig.temperature,
+        sinkhorn_epsilon: float = SwAVConfig.sinkhorn_epsilon,
+        sinkhorn_iterations: int = SwAVConfig.sinkhorn_iterations,
+        freeze_prototypes_iters: int = SwAVConfig.freeze_prototypes_iters,
+        queue_length: int = SwAVConfig.queue_length,
+        queue_start_step: int = SwAVConfig.queue_start_step,
         feature_dim: int | None = None,
         views: Callable | None = None,
         preprocess: Callable | None = None,
@@ -224,9 +251,11 @@ class SwAV(HostCounters, SSLMethod):
         super().__init__(backbone, feature_dim, views, preprocess, input_shape)
         check_module("projection_head", projection_head)
         _check_prototype_head(prototype_head)
-        check_number("freeze_prototypes_iters", freeze_prototypes_iters, low=0, integer=True)
-        check_number("queue_length", queue_length, low=0, integer=True)
-        check_number("queue_start_step", queue_start_step, low=0, integer=True)
+        SwAVConfig.check(
+            freeze_prototypes_iters=freeze_prototypes_iters,
+            queue_length=queue_length,
+            queue_start_step=queue_start_step,
+        )
         # Checks temperature, sinkhorn_epsilon and sinkhorn_iterations under these names.
         self.criterion = SwAVLoss(
             temperature, sinkhorn_epsilon, sinkhorn_iterations, gather_distributed=True

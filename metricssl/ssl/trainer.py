@@ -4,6 +4,14 @@
     >>> trainer.fit()  # doctest: +SKIP
     >>> encoder = trainer.method.backbone  # doctest: +SKIP
 
+Built from typed pieces, in order: the data (:func:`~metricssl.ssl.datasets.resolve_data`),
+the model (:func:`~metricssl.ssl.builders.build_model`, from the method's typed config), the
+training settings (:func:`~metricssl.ssl.builders.training_settings`), the optimiser and its
+schedule (:func:`~metricssl.ssl.builders.build_optimizer`,
+:func:`~metricssl.ssl.builders.build_schedule`). The Trainer asks the method only what the
+:class:`~metricssl.ssl.method.SSLMethod` contract says (``needs_labels``,
+``samples_per_class_in``, ...); no method has a case of its own.
+
 What one epoch does, in order: train over a fresh permutation of the training images
 (augmented views made on the training device, AMP, gradient accumulation, learning-rate
 schedule, the method's momentum updates); then, on rank 0, a clean pass over a held-out
@@ -23,6 +31,7 @@ continues exactly as the uninterrupted run would have.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import os
 import time
@@ -50,6 +59,7 @@ from ..core.validation import check_bool, check_choice, check_number
 from ..data.splits import stratified_split
 from ..samplers import MPerClassSampler
 from .amp import AMP_MODES, autocast_dtype
+from .builders import build_model, build_optimizer, build_schedule, training_settings
 from .checkpoint import (
     CheckpointError,
     capture_rng_state,
@@ -60,25 +70,19 @@ from .checkpoint import (
 )
 from .datasets import ImageData, resolve_data
 from .embed import embed_dataset
-from .lars import LARS
 from .method import Batch, SSLMethod
 from .monitor import collapse_diagnostics, knn_accuracy, warn_if_collapsed
 from .registry import (
     BACKBONES,
+    MEMORY_FORMATS,
     METHODS,
-    build_method,
+    OPTIMIZERS,
     canonical_method_name,
-    method_hparams,
+    method_config,
     stored_hparams,
 )
-from .schedule import WarmupCosineSchedule
-from .supervised import Supervised, auto_samples_per_class
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "lars")
-MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
-# Images used to estimate the per-channel normalisation, and to measure collapse when the
-# data have no labels.
-_STATS_IMAGES = 10_000
+# Images used to measure collapse when the data have no labels.
 _DIAGNOSTIC_IMAGES = 5_000
 # On CUDA the augmentation/step timing needs a synchronisation; do it on one step in N.
 _CUDA_TIMING_EVERY = 20
@@ -92,36 +96,6 @@ _SHOWN = (
     ("effective_rank", "erank", ".1f"),
 )
 _CARRIED = ("knn_accuracy", "embedding_std", "effective_rank", "collapse")
-
-
-def _plain(value):
-    """Config values must survive ``torch.load(weights_only=True)`` and a CSV."""
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    raise TypeError(
-        f"{value!r} ({type(value).__name__}) cannot be stored in a checkpoint config; "
-        f"use plain numbers, strings, lists or dicts"
-    )
-
-
-def _channel_stats(data: ImageData, indices: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of the images (in [0, 1]) at ``indices``."""
-    total, sq, count = None, None, 0
-    for images, _ in data.batches(indices, 1024):
-        x = images.to(torch.float64)
-        if images.dtype == torch.uint8:
-            x = x / 255.0
-        s = x.sum(dim=(0, 2, 3))
-        q = x.pow(2).sum(dim=(0, 2, 3))
-        total, sq = (s, q) if total is None else (total + s, sq + q)
-        count += x.shape[0] * x.shape[2] * x.shape[3]
-    mean = total / count
-    std = (sq / count - mean.pow(2)).clamp(min=1e-12).sqrt()
-    return [round(float(m), 6) for m in mean], [round(max(float(s), 1e-3), 6) for s in std]
 
 
 class Trainer:
@@ -159,7 +133,8 @@ class Trainer:
             as a module stays contiguous under ``auto``: code such as ``x.view(n, -1)``
             after a convolution fails on a channels-last tensor.
         hparams: method hyper-parameters (temperature, queue_size, head widths, loss/miner
-            for ``supervised``); see :func:`~metricssl.ssl.registry.method_hparams`.
+            for ``supervised``): fields of the method's config (``SimCLRConfig``, ...; see
+            :func:`~metricssl.ssl.registry.method_config`).
         loss, miner: shortcuts for ``hparams["loss"]``/``hparams["miner"]`` (``supervised``;
             default MultiSimilarityLoss with MultiSimilarityMiner; a ``loss`` given without a
             ``miner`` runs without one).
@@ -228,10 +203,9 @@ class Trainer:
     ):
         if isinstance(method, SSLMethod):
             name = method.name
-            spec = METHODS.get(name)
         else:
             method = name = canonical_method_name(method)
-            spec = METHODS[name]
+        spec = METHODS.get(name)
         check_number("epochs", epochs, low=1, integer=True)
         check_number("batch_size", batch_size, low=1, integer=True, allow_none=True)
         check_number("lr", lr, low=0, low_inclusive=False, allow_none=True)
@@ -262,14 +236,21 @@ class Trainer:
             raise TypeError(f"resume must be 'auto', True, False or a path, got {resume!r}")
 
         hparams = dict(hparams or {})
+        # Shortcuts for the metric-learning loss and miner of the methods whose config has a
+        # miner (supervised); NPID's "loss" is its own kind of hyper-parameter.
         for key, value in (("loss", loss), ("miner", miner)):
             if value is not None:
-                if name != "supervised":
-                    raise ValueError(f"{key}= is for method 'supervised', not {name!r}")
+                if spec is None or not _has_field(spec.config, "miner"):
+                    having = [n for n, s in METHODS.items() if _has_field(s.config, "miner")]
+                    raise ValueError(
+                        f"{key}= is for method {' or '.join(map(repr, having))}, not {name!r}"
+                    )
                 hparams[key] = value
         if loss is not None and miner is None:
             # The default miner goes with the default loss; another loss runs without one.
             hparams.setdefault("miner", None)
+        if not isinstance(method, SSLMethod):
+            method_config(name, hparams)  # a bad hyper-parameter is refused before any work
 
         self._setup_distributed(device)
         self.out = Path(out)
@@ -299,10 +280,24 @@ class Trainer:
         self.input_shape = data.input_shape
         needs_labels = (method if isinstance(method, SSLMethod) else spec.cls).needs_labels
         self._split(data, val_fraction, knn_max_references, read_labels=needs_labels)
-        self._build_method(method, name, backbone, backbone_kwargs, hparams)
-        # A DataLoader's own batch size unless one is asked for (then they must agree).
-        default_batch_size = data.batch_size or (spec.batch_size if spec else 256)
-        self.batch_size = batch_size if batch_size is not None else default_batch_size
+        self.method, self.method_name, self.build_config = build_model(
+            method,
+            self.train_data,
+            backbone=backbone,
+            backbone_kwargs=backbone_kwargs,
+            hparams=hparams,
+            num_classes=self.num_classes,
+        )
+        settings = training_settings(
+            method,
+            optimizer=optimizer,
+            lr=lr,
+            weight_decay=weight_decay,
+            # A DataLoader's own batch size unless one is asked for (then they must agree).
+            batch_size=batch_size if batch_size is not None else data.batch_size,
+            warmup_epochs=warmup_epochs,
+        )
+        self.batch_size = settings.batch_size
         self._check_stream()
         self._check_batch_size()
         self._plan_steps(steps_per_epoch)
@@ -311,14 +306,10 @@ class Trainer:
         self._wrap_model()
 
         self.hyper = {
-            "optimizer": optimizer or (spec.optimizer if spec else "adamw"),
-            "lr": float(lr if lr is not None else spec.lr if spec else 1e-3),
-            "weight_decay": float(
-                weight_decay if weight_decay is not None else spec.weight_decay if spec else 0
-            ),
-            "warmup_epochs": float(
-                warmup_epochs if warmup_epochs is not None else spec.warmup_epochs if spec else 0
-            ),
+            "optimizer": settings.optimizer,
+            "lr": float(settings.lr),
+            "weight_decay": float(settings.weight_decay),
+            "warmup_epochs": float(settings.warmup_epochs),
             "final_lr_factor": float(final_lr_factor),
             "batch_size": self.batch_size,
             "accumulate_steps": accumulate_steps,
@@ -330,10 +321,12 @@ class Trainer:
             "memory_format": str(self.memory_format).replace("torch.", ""),
             "dataset": self.dataset_name,
         }
-        self.optimizer = self._make_optimizer()
-        warmup = round(self.hyper["warmup_epochs"] * self.steps_per_epoch)
-        self.scheduler = WarmupCosineSchedule(
-            self.optimizer, self.total_steps, min(warmup, self.total_steps - 1), final_lr_factor
+        self.optimizer = build_optimizer(self.method, settings)
+        self.scheduler = build_schedule(
+            self.optimizer,
+            self.total_steps,
+            round(self.hyper["warmup_epochs"] * self.steps_per_epoch),
+            final_lr_factor,
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.augment_generator = torch.Generator(device=self.device)
@@ -345,50 +338,6 @@ class Trainer:
         self._maybe_resume(resume)
 
     # -- setup helpers ---------------------------------------------------------------------
-
-    def _build_method(self, method, name, backbone, backbone_kwargs, hparams) -> None:
-        """The method by name (normalised with the training images' channel statistics),
-        or the ready-made one; ``build_config`` is what a checkpoint needs to rebuild it."""
-        if isinstance(method, SSLMethod):
-            if hparams:
-                raise ValueError("hparams cannot be applied to a ready-made method")
-            self.method = method
-            self.build_config = None
-        else:
-            stats_idx = torch.randperm(len(self.train_data))[:_STATS_IMAGES]
-            mean, std = _channel_stats(self.train_data, stats_idx)
-            hparams = _plain(method_hparams(name, hparams))
-            self.build_config = {
-                "method": name,
-                "input_shape": list(self.input_shape),
-                "backbone": backbone if isinstance(backbone, str) else None,
-                "backbone_kwargs": _plain(dict(backbone_kwargs or {})),
-                "hparams": hparams,
-                "mean": mean,
-                "std": std,
-                "num_classes": self.num_classes,
-                "num_samples": len(self.train_data),
-            }
-            self.method = build_method(
-                name,
-                self.input_shape,
-                backbone=backbone,
-                backbone_kwargs=backbone_kwargs,
-                hparams=hparams,
-                mean=mean,
-                std=std,
-                num_classes=self.num_classes,
-                num_samples=len(self.train_data),
-            )
-        self.method_name = name
-        self.method.check_dataset_size(len(self.train_data))
-        if self.method.input_shape is not None and self.method.input_shape != self.input_shape:
-            raise ValueError(
-                f"the dataset's images have shape (C, H, W) = {self.input_shape} but the "
-                f"method was built for {self.method.input_shape}"
-            )
-        if self.method.needs_labels and self.train_data.labels is None:
-            raise ValueError(f"method {name!r} needs labels, and the dataset has none")
 
     def _augment_seed(self) -> int:
         return self.seed * 7919 + 1 + rank()
@@ -486,23 +435,10 @@ class Trainer:
                 f"batch_size {self.batch_size} is too small for method {self.method_name!r}: "
                 f"it needs at least {need} images per batch (per process)"
             )
-        self.samples_per_class = None
-        if isinstance(self.method, Supervised) and self.method.samples_per_class is not None:
-            m = self.method.samples_per_class
-            if m == "auto":
-                m = auto_samples_per_class(self.batch_size * world_size(), self.num_classes)
-            elif (self.batch_size * world_size()) % m:
-                raise ValueError(
-                    f"batch_size {self.batch_size} (x {world_size()} processes) must be a "
-                    f"multiple of samples_per_class {m}"
-                )
-            elif m * self.num_classes < self.batch_size * world_size():
-                raise ValueError(
-                    f"a batch of {self.batch_size * world_size()} needs more than "
-                    f"samples_per_class x classes = {m} x {self.num_classes} images; raise "
-                    f"samples_per_class"
-                )
-            self.samples_per_class = m
+        # m images per class in each global batch, when the method asks for it.
+        self.samples_per_class = self.method.samples_per_class_in(
+            self.batch_size * world_size(), self.num_classes
+        )
 
     def _amp_dtype(self, amp: str) -> torch.dtype | None:
         return autocast_dtype(amp, self.device)
@@ -518,17 +454,6 @@ class Trainer:
             )
             choice = "channels_last" if named and fast else "contiguous"
         return torch.channels_last if choice == "channels_last" else torch.contiguous_format
-
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        groups = self.method.param_groups()
-        name, lr, wd = self.hyper["optimizer"], self.hyper["lr"], self.hyper["weight_decay"]
-        if name == "sgd":
-            return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=wd)
-        if name == "adam":
-            return torch.optim.Adam(groups, lr=lr, weight_decay=wd)
-        if name == "adamw":
-            return torch.optim.AdamW(groups, lr=lr, weight_decay=wd)
-        return LARS(groups, lr=lr, momentum=0.9, weight_decay=wd)
 
     # -- checkpoints --------------------------------------------------------------------------
 
@@ -893,6 +818,10 @@ class Trainer:
         if row.get("collapse"):
             parts.append("COLLAPSE")
         return ", ".join(parts)
+
+
+def _has_field(config: type, name: str) -> bool:
+    return any(f.name == name for f in dataclasses.fields(config))
 
 
 def _seed_everything(seed: int) -> None:

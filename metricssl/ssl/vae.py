@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..core.validation import check_number
-from .method import Batch, SSLMethod
+from .method import Batch, MethodConfig, SSLMethod, param
 from .reconstruction import backbone_width, build_decoder, check_reconstruction
 
 # exp(logvar) overflows float32 above logvar = 88, which a bad early step can reach; the clamp
@@ -33,6 +33,23 @@ def gaussian_kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tens
             f"{tuple(logvar.shape)}"
         )
     return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(dim=1)
+
+
+@dataclass(frozen=True)
+class VAEConfig(MethodConfig):
+    """The VAE's hyper-parameters: the latent, the KL weight and capacity, the decoder.
+
+    Example:
+        >>> from metricssl.ssl.vae import VAEConfig
+        >>> VAEConfig().decoder_width
+        16
+    """
+
+    latent_dim: int = param(32, low=1, integer=True)
+    beta: float = param(1.0, low=0)
+    capacity: float = param(0.0, low=0)
+    capacity_warmup: float = param(1.0, low=0, high=1, low_inclusive=False)
+    decoder_width: int = param(16, low=1, integer=True)
 
 
 class VAE(SSLMethod):
@@ -109,21 +126,20 @@ class VAE(SSLMethod):
         mu_head: nn.Module | None = None,
         logvar_head: nn.Module | None = None,
         decoder_head: nn.Module | None = None,
-        latent_dim: int = 32,
-        beta: float = 1.0,
-        capacity: float = 0.0,
-        capacity_warmup: float = 1.0,
-        decoder_width: int = 16,
+        latent_dim: int = VAEConfig.latent_dim,
+        beta: float = VAEConfig.beta,
+        capacity: float = VAEConfig.capacity,
+        capacity_warmup: float = VAEConfig.capacity_warmup,
+        decoder_width: int = VAEConfig.decoder_width,
         feature_dim: int | None = None,
         views: Callable | None = None,
         preprocess: Callable | None = None,
         input_shape: Sequence[int] | None = None,
     ):
         super().__init__(backbone, feature_dim, views, preprocess, input_shape)
-        check_number("latent_dim", latent_dim, low=1, integer=True)
-        check_number("beta", beta, low=0)
-        check_number("capacity", capacity, low=0)
-        check_number("capacity_warmup", capacity_warmup, low=0, high=1, low_inclusive=False)
+        VAEConfig.check(
+            latent_dim=latent_dim, beta=beta, capacity=capacity, capacity_warmup=capacity_warmup
+        )
         if not math.isfinite(beta) or not math.isfinite(capacity):
             raise ValueError("beta and capacity must be finite")
         width = backbone_width(backbone, feature_dim, input_shape)

@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..core.validation import check_number
 from ..losses.vicreg_loss import VICRegLoss
-from .method import Batch, SSLMethod
+from .method import Batch, MethodConfig, SSLMethod, param
+
+
+@dataclass(frozen=True)
+class VICRegConfig(MethodConfig):
+    """VICReg's hyper-parameters: projection widths and the three loss weights.
+
+    Example:
+        >>> from metricssl.ssl.vicreg import VICRegConfig
+        >>> VICRegConfig().covariance_v
+        1.0
+    """
+
+    proj_hidden_dim: int = param(1024, low=1, integer=True)
+    proj_output_dim: int = param(1024, low=1, integer=True)
+    invariance_lambda: float = param(25.0, low=0)
+    variance_mu: float = param(25.0, low=0)
+    covariance_v: float = param(1.0, low=0)
 
 
 class VICReg(SSLMethod):
@@ -43,21 +60,18 @@ class VICReg(SSLMethod):
         self,
         backbone: nn.Module,
         projection_head: nn.Module,
-        invariance_lambda: float = 25.0,
-        variance_mu: float = 25.0,
-        covariance_v: float = 1.0,
+        invariance_lambda: float = VICRegConfig.invariance_lambda,
+        variance_mu: float = VICRegConfig.variance_mu,
+        covariance_v: float = VICRegConfig.covariance_v,
         feature_dim: int | None = None,
         views: Callable | None = None,
         preprocess: Callable | None = None,
         input_shape: Sequence[int] | None = None,
     ):
         super().__init__(backbone, feature_dim, views, preprocess, input_shape)
-        for name, value in (
-            ("invariance_lambda", invariance_lambda),
-            ("variance_mu", variance_mu),
-            ("covariance_v", covariance_v),
-        ):
-            check_number(name, value, low=0)
+        VICRegConfig.check(
+            invariance_lambda=invariance_lambda, variance_mu=variance_mu, covariance_v=covariance_v
+        )
         self.projection_head = projection_head
         self.criterion = VICRegLoss(
             invariance_lambda=invariance_lambda,

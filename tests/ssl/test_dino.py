@@ -403,7 +403,12 @@ def test_construction_errors():
     plain = nn.Linear(16, 10)
     with pytest.raises(ValueError, match="output_dim must be given"):
         DINO(linear_backbone(), plain)
-    assert DINO(linear_backbone(), plain, output_dim=10).criterion.output_dim == 10
+    # freeze_last_layer_iters=0: the default (200, the paper's frozen first epoch) needs a
+    # DINOHead, as the next check says.
+    plain_dino = DINO(linear_backbone(), plain, output_dim=10, freeze_last_layer_iters=0)
+    assert plain_dino.criterion.output_dim == 10
+    with pytest.raises(TypeError, match="needs a DINOHead"):
+        DINO(linear_backbone(), plain, output_dim=10)
     with pytest.raises(TypeError, match="needs a DINOHead"):
         DINO(linear_backbone(), plain, output_dim=10, freeze_last_layer_iters=5)
     # The recipe's crops must fit the images: refused at construction, not at the first batch.

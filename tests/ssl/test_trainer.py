@@ -360,6 +360,41 @@ def test_supervised_batches_are_m_per_class(tmp_path):
     assert "mined" in final and torch.isfinite(torch.tensor(final["loss"]))
 
 
+class PairsPerClass(SSLMethod):
+    """A custom labelled method: it needs labels and two images of each class per batch,
+    and says so through the SSLMethod contract alone (no Supervised in its ancestry)."""
+
+    name = "pairs_per_class"
+    needs_labels = True
+    num_views = 1
+
+    def __init__(self):
+        backbone = nn.Sequential(nn.Flatten(), nn.Linear(64, 8))
+        super().__init__(backbone, 8, views=lambda x, g: [x.float() / 255])
+        self.seen: list[torch.Tensor] = []
+
+    def samples_per_class_in(self, batch_size, num_classes):
+        return 2
+
+    def training_step(self, batch: Batch):
+        self.seen.append(batch.labels.cpu())
+        embeddings = self.backbone(batch.views[0])
+        same = batch.labels[:, None] == batch.labels[None, :]
+        return {"loss": (torch.cdist(embeddings, embeddings) * same).mean()}
+
+
+def test_a_custom_method_with_labels_trains_on_its_own_batches(tmp_path):
+    args = dict(epochs=1, batch_size=8, steps_per_epoch=3, out=tmp_path, progress=False, knn_k=5)
+    trainer = Trainer(method=PairsPerClass(), dataset=tiny_data(n=160, classes=8), **args)
+    trainer.fit()
+    assert len(trainer.method.seen) == 3
+    for labels in trainer.method.seen:
+        counts = torch.bincount(labels)
+        assert sorted(counts[counts > 0].tolist()) == [2, 2, 2, 2]
+    with pytest.raises(ValueError, match="needs labels"):
+        Trainer(method=PairsPerClass(), dataset=(tiny_data()[0], None), **args)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", ["simclr", "moco", "byol"])
 def test_cuda_amp_run_and_resume(name, tmp_path):
