@@ -19,6 +19,7 @@ from metricssl.ssl.registry import (
     cli_choices,
     method_config,
     method_hparams,
+    stored_hparams,
 )
 from metricssl.ssl.trainer import Trainer
 
@@ -120,6 +121,13 @@ def test_unknown_hyperparameters_are_refused_with_the_known_ones():
     with pytest.raises(ValueError, match=r"unknown hyper-parameter 'temprature'.*temperature"):
         method_config("simclr", {"temprature": 0.1})
     assert method_config("inpainting", {"decoder_width": 8}).decoder_width == 8  # an alias
+
+
+def test_a_checkpoint_from_before_a_field_existed_matches_todays_defaults():
+    # DeepCluster's cluster_batch_size was a constructor argument the registry did not list,
+    # so older checkpoints lack it: resuming them must not see a changed model.
+    old = {k: v for k, v in method_hparams("deepcluster").items() if k != "cluster_batch_size"}
+    assert stored_hparams("deepcluster", old) == method_hparams("deepcluster")
 
 
 def test_training_defaults_are_written_once():
