@@ -19,6 +19,8 @@ _LAZY = {"augment", "data", "eval", "index", "models", "samplers", "ssl", "utils
 def __getattr__(name):
     if name in _LAZY:
         return importlib.import_module(f".{name}", __name__)
+    if name == "load_encoder":  # an exported encoder back as a module (metricssl.export)
+        return importlib.import_module(".export", __name__).load_encoder
     raise AttributeError(f"module 'metricssl' has no attribute {name!r}")
 
 
@@ -28,6 +30,7 @@ __all__ = [
     "distances",
     "eval",
     "index",
+    "load_encoder",
     "losses",
     "miners",
     "models",

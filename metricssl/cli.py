@@ -3,6 +3,7 @@
     metricssl demo [--dataset digits|fashion-mnist] [--out DIR] [--epochs N] [--json]
     metricssl train --method NAME --dataset NAME [--out DIR] [--epochs N] [...] [--json]
     metricssl embed --checkpoint PATH --dataset NAME --output FILE.npy [--json]
+    metricssl export --checkpoint PATH --format safetensors|torchscript|onnx --out FILE [--json]
     metricssl evaluate --checkpoint PATH --dataset NAME [--json]
     metricssl plot --checkpoint PATH --dataset NAME --output FILE.png [--json]
     metricssl index build (EMBEDDINGS | --checkpoint PATH --dataset NAME) --output FILE [--json]
@@ -43,6 +44,15 @@ EMBED_EXAMPLES = """examples:
       --output digits-test.npy
   metricssl embed --checkpoint runs/simclr/checkpoints/last.pt --dataset digits \\
       --split train --output digits-train.safetensors   # tensors "embeddings" and "labels"
+"""
+
+EXPORT_EXAMPLES = """examples:
+  metricssl export --checkpoint runs/simclr/checkpoints/last.pt --out encoder.safetensors
+  metricssl export --checkpoint runs/simclr/checkpoints/last.pt --format torchscript \\
+      --out encoder.pt
+
+The file holds the encoder alone with its input size and normalisation; in Python,
+metricssl.load_encoder(FILE) gives a module that embeds uint8 images of any size.
 """
 
 EVALUATE_EXAMPLES = """examples:
@@ -216,6 +226,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_arguments(embed, split=True)
     embed.add_argument("--output", required=True, help="FILE.npy or FILE.safetensors")
     embed.add_argument("--json", action="store_true", help="print one JSON object")
+
+    export = _subparser(
+        sub,
+        "export",
+        "write the encoder of a checkpoint alone (safetensors, TorchScript, ONNX)",
+        "Write the trained backbone with its input size and normalisation, without the "
+        "heads, optimiser and training state.",
+        EXPORT_EXAMPLES,
+    )
+    export.add_argument("--checkpoint", required=True, help="a file written by metricssl train")
+    from .export import FORMATS as EXPORT_FORMATS  # the formats export_encoder writes
+
+    export.add_argument("--format", choices=EXPORT_FORMATS, default="safetensors")
+    export.add_argument("--out", required=True, help="the file to write")
+    export.add_argument("--json", action="store_true", help="print one JSON object")
 
     evaluate = _subparser(
         sub,
@@ -498,6 +523,24 @@ def run_embed_command(args) -> int:
         print(json.dumps({"output": str(path), "split": args.split, "shape": shape}))
     else:
         print(f"wrote {shape[0]} x {shape[1]} embeddings of {args.dataset} {args.split} to {path}")
+    return 0
+
+
+def run_export_command(args) -> int:
+    from .export import export_encoder, load_encoder
+
+    try:
+        path = export_encoder(args.checkpoint, args.out, args.format)
+    except ImportError as err:  # a format whose optional packages are missing: a usage error
+        raise ValueError(str(err)) from None
+    if args.format == "onnx":
+        shape = None
+    else:
+        shape = load_encoder(path).metadata["input_shape"]
+    if args.json:
+        print(json.dumps({"output": str(path), "format": args.format, "input_shape": shape}))
+    else:
+        print(f"wrote the {args.format} encoder of {args.checkpoint} to {path}")
     return 0
 
 
@@ -870,6 +913,7 @@ COMMANDS = {
     "demo": run_demo_command,
     "train": run_train_command,
     "embed": run_embed_command,
+    "export": run_export_command,
     "evaluate": run_evaluate_command,
     "plot": run_plot_command,
     "index": run_index_command,

@@ -40,7 +40,7 @@ def _import_faiss():
     except ImportError:
         raise ImportError(
             "k-means clustering (and so the NMI/AMI/ARI metrics) needs FAISS: pip install "
-            "faiss-cpu, or exclude those metrics, or pass kmeans_func"
+            "'metricssl[cpu]' (or 'metricssl[gpu]'), or exclude those metrics, or pass kmeans_func"
         ) from None
     return faiss
 
