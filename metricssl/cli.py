@@ -1,16 +1,20 @@
 """The ``metricssl`` command.
 
     metricssl demo [--dataset digits|fashion-mnist] [--out DIR] [--epochs N] [--json]
-    metricssl train --method NAME --dataset NAME [--out DIR] [--epochs N] [...] [--json]
-    metricssl embed --checkpoint PATH --dataset NAME --output FILE.npy [--json]
-    metricssl export --checkpoint PATH --format safetensors|torchscript|onnx --out FILE [--json]
-    metricssl evaluate --checkpoint PATH --dataset NAME [--json]
-    metricssl plot --checkpoint PATH --dataset NAME --output FILE.png [--json]
-    metricssl index build (EMBEDDINGS | --checkpoint PATH --dataset NAME) --output FILE [--json]
+    metricssl train --method NAME (--dataset NAME | --data PATH) [--config FILE] [...] [--json]
+    metricssl embed --checkpoint PATH (--dataset NAME | --data PATH) --output FILE.npy [--json]
+    metricssl evaluate (--checkpoint PATH (--dataset NAME | --data PATH) | --embeddings FILE) [--json]
+    metricssl plot (--checkpoint PATH (--dataset NAME | --data PATH) | --embeddings FILE)
+        --output FILE.png [--json]
+    metricssl index build (EMBEDDINGS | --checkpoint PATH (--dataset NAME | --data PATH))
+        --output FILE [--json]
     metricssl index search INDEX QUERIES -k K [--output FILE.npy|.npz|.json] [--json]
+    metricssl search --checkpoint PATH --index FILE [--data PATH] [--grid FILE.png] IMAGE...
     metricssl bench [--suite losses|eval|index|ssl] [--quick] [--json] [-- SCRIPT ARGS]
 
-Bad arguments exit with status 2 and a one-line reason; ``--json`` prints one JSON object.
+Bad arguments exit with status 2 and a one-line reason, checked before any work (``--out``,
+``--data-dir``, ``--device``, the settings of a run being resumed); ``--json`` prints one
+JSON object.
 Heavy imports (torch, the trainers, plotting) happen inside the commands, so that
 ``metricssl --help`` answers at once.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -44,15 +49,6 @@ EMBED_EXAMPLES = """examples:
       --output digits-test.npy
   metricssl embed --checkpoint runs/simclr/checkpoints/last.pt --dataset digits \\
       --split train --output digits-train.safetensors   # tensors "embeddings" and "labels"
-"""
-
-EXPORT_EXAMPLES = """examples:
-  metricssl export --checkpoint runs/simclr/checkpoints/last.pt --out encoder.safetensors
-  metricssl export --checkpoint runs/simclr/checkpoints/last.pt --format torchscript \\
-      --out encoder.pt
-
-The file holds the encoder alone with its input size and normalisation; in Python,
-metricssl.load_encoder(FILE) gives a module that embeds uint8 images of any size.
 """
 
 EVALUATE_EXAMPLES = """examples:
@@ -96,6 +92,20 @@ Missing results (fewer than k found) have id -1 and distance +-inf (null in JSON
 "l2" distances are squared Euclidean distances.
 """
 
+SEARCH_EXAMPLES = """examples:
+  metricssl index build --checkpoint runs/photos/checkpoints/last.pt --data photos/ \\
+      --metric cosine --output photos.msidx
+  metricssl search --checkpoint runs/photos/checkpoints/last.pt --index photos.msidx \\
+      --data photos/ -k 8 --grid grid.png query1.jpg query2.jpg
+  metricssl search --checkpoint runs/photos/checkpoints/last.pt --index photos.msidx \\
+      query.jpg --out neighbours.json
+
+Prints (or writes to --out) one JSON object: {"checkpoint", "index", "metric", "k", "queries":
+[{"image", "neighbours": [{"id", "distance", "path", "label"}]}]}; "path" and "label" need
+--data. Neighbour ids are positions in --data, as `index build --data` numbers them; results
+an approximate index did not find are left out.
+"""
+
 BENCH_EXAMPLES = """examples:
   metricssl bench --suite losses --quick          # minutes: N=256, 2 repeats
   metricssl bench --suite index -- --kinds flat hnsw --k 20
@@ -108,7 +118,33 @@ installed package) and prints their tables; each writes its JSON to benchmarks/r
 Arguments after -- go to the script (one --suite only); `-- --help` shows them.
 """
 
+# Kept here rather than imported, so that building the parser needs no torch.
+# Spelled out (not read from metricssl.ssl.METHODS) so that --help does not import torch;
+# tests/test_cli.py checks that the two agree.
+METHOD_NAMES = (
+    "simclr",
+    "moco",
+    "byol",
+    "simsiam",
+    "barlow_twins",
+    "vicreg",
+    "swav",
+    "dino",
+    "deepcluster",
+    "npid",
+    "pirl",
+    "rotnet",
+    "jigsaw",
+    "context_encoder",
+    "denoising_autoencoder",
+    "vae",
+    "supervised",
+    # Aliases (metricssl.ssl.registry.ALIASES).
+    "inpainting",
+    "dae",
+)
 DATASET_NAMES = ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100")
+BACKBONE_NAMES = ("small_cnn", "resnet18", "resnet50")
 INDEX_KINDS = ("flat", "ivf_flat", "hnsw", "ivf_pq")
 INDEX_METRICS = ("l2", "ip", "cosine")
 # Suite -> the script's own flag for a short run.
@@ -126,30 +162,64 @@ EVALUATE_METRICS = {
 }
 
 
-def _subparser(sub, name: str, help: str, description: str, examples: str):
+def _subparser(sub, name: str, help: str, description: str, examples: str, **kwargs):
     return sub.add_parser(
         name,
         help=help,
         description=description,
         epilog=examples,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        **kwargs,
     )
 
 
-def _add_data_arguments(parser, split: bool) -> None:
-    parser.add_argument("--checkpoint", required=True, help="a file written by metricssl train")
-    parser.add_argument("--dataset", required=True, choices=DATASET_NAMES)
+def _add_data_arguments(parser, split: bool, files: bool = False) -> None:
+    """The images a checkpoint embeds: a named dataset's split or ``--data``; with ``files``
+    also embeddings and labels from any encoder instead of a checkpoint."""
+    parser.add_argument(
+        "--checkpoint",
+        required=not files,
+        default=None,
+        help="a file written by metricssl train",
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--dataset", choices=DATASET_NAMES, default=None)
+    source.add_argument(
+        "--data",
+        type=existing_path,
+        default=None,
+        metavar="PATH",
+        help="your images: a folder (ROOT/CLASS/IMAGE or ROOT/IMAGE), resized to the "
+        "checkpoint's input size",
+    )
+    if files:
+        source.add_argument(
+            "--embeddings",
+            default=None,
+            metavar="FILE",
+            help="embeddings from any encoder instead of a checkpoint: .npy or .safetensors",
+        )
+        parser.add_argument(
+            "--labels",
+            default=None,
+            metavar="FILE",
+            help='labels of --embeddings (.npy or .safetensors; default: its "labels" tensor)',
+        )
     if split:
-        parser.add_argument("--split", choices=["train", "test"], default="test")
+        parser.add_argument(
+            "--split", choices=["train", "test"], default=None, help="of --dataset (default test)"
+        )
     parser.add_argument("--data-dir", default=None, help="folder with the dataset's files")
+    parser.add_argument(
+        "--download", action="store_true", help="download a named dataset that is not found"
+    )
+    parser.add_argument(
+        "--num-workers", type=non_negative_int, default=0, help="processes decoding --data"
+    )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # The registry's names (methods with their aliases, backbones, ...), never copied here.
-    from .ssl.registry import cli_choices
-
-    choices = cli_choices()
     parser = argparse.ArgumentParser(
         prog="metricssl",
         description="Metric learning and self-supervised learning on PyTorch.",
@@ -179,41 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         "train an encoder (self-supervised or supervised) and checkpoint it",
         "Train a self-supervised method (or supervised metric learning) with metricssl.ssl."
-        "Trainer. Options left out take the method's defaults.",
+        "Trainer. Options left out take the --config file's values, then the method's "
+        "defaults; every Trainer argument can be set in the file or with --set.",
         TRAIN_EXAMPLES,
+        argument_default=argparse.SUPPRESS,  # only the flags given override the config file
     )
-    train.add_argument("--method", required=True, choices=choices["method"])
-    train.add_argument(
-        "--dataset",
-        required=True,
-        type=dataset_name_or_folder,
-        metavar="{" + ",".join(DATASET_NAMES) + "} or FOLDER",
-        help="a named dataset, or an image folder (ROOT/CLASS/IMAGE or ROOT/IMAGE)",
-    )
-    train.add_argument("--data-dir", default=None, help="folder with the dataset's files")
-    train.add_argument("--backbone", choices=choices["backbone"], default="small_cnn")
-    train.add_argument("--epochs", type=positive_int, default=10)
-    train.add_argument("--batch-size", type=positive_int, default=None)
-    train.add_argument("--lr", type=positive_float, default=None)
-    train.add_argument("--out", default="runs/ssl", help="run folder (checkpoints and log)")
-    train.add_argument("--seed", type=non_negative_int, default=0)
-    train.add_argument("--loss", default=None, help="loss class name (--method supervised)")
-    train.add_argument("--miner", default=None, help="miner class name (--method supervised)")
-    train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    train.add_argument(
-        "--num-workers",
-        type=non_negative_int,
-        default=0,
-        help="worker processes decoding an image folder (they persist across epochs); named "
-        "datasets are held in memory and need none",
-    )
-    train.add_argument(
-        "--steps-per-epoch", type=positive_int, default=None, help="cap on steps per epoch"
-    )
-    train.add_argument(
-        "--no-resume", action="store_true", help="start afresh even if OUT has a checkpoint"
-    )
-    train.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_train_arguments(train)
 
     embed = _subparser(
         sub,
@@ -227,21 +268,6 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--output", required=True, help="FILE.npy or FILE.safetensors")
     embed.add_argument("--json", action="store_true", help="print one JSON object")
 
-    export = _subparser(
-        sub,
-        "export",
-        "write the encoder of a checkpoint alone (safetensors, TorchScript, ONNX)",
-        "Write the trained backbone with its input size and normalisation, without the "
-        "heads, optimiser and training state.",
-        EXPORT_EXAMPLES,
-    )
-    export.add_argument("--checkpoint", required=True, help="a file written by metricssl train")
-    from .export import FORMATS as EXPORT_FORMATS  # the formats export_encoder writes
-
-    export.add_argument("--format", choices=EXPORT_FORMATS, default="safetensors")
-    export.add_argument("--out", required=True, help="the file to write")
-    export.add_argument("--json", action="store_true", help="print one JSON object")
-
     evaluate = _subparser(
         sub,
         "evaluate",
@@ -251,7 +277,21 @@ def build_parser() -> argparse.ArgumentParser:
         "(weighted, k=200, T=0.1), nmi, ami.",
         EVALUATE_EXAMPLES,
     )
-    _add_data_arguments(evaluate, split=False)
+    _add_data_arguments(evaluate, split=False, files=True)
+    evaluate.add_argument(
+        "--reference-data",
+        type=existing_path,
+        default=None,
+        metavar="PATH",
+        help="images searched by the --data queries (default: the queries themselves)",
+    )
+    evaluate.add_argument(
+        "--reference-embeddings",
+        default=None,
+        metavar="FILE",
+        help="embeddings searched by --embeddings (default: the queries themselves)",
+    )
+    evaluate.add_argument("--reference-labels", default=None, metavar="FILE")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
 
     plot = _subparser(
@@ -261,15 +301,102 @@ def build_parser() -> argparse.ArgumentParser:
         "Embed a split, project it to 2-D and save a scatter plot coloured by class.",
         PLOT_EXAMPLES,
     )
-    _add_data_arguments(plot, split=True)
+    _add_data_arguments(plot, split=True, files=True)
     plot.add_argument("--method", choices=["umap", "tsne", "pca"], default="umap")
     plot.add_argument("--output", required=True, help="FILE.png")
     plot.add_argument("--seed", type=non_negative_int, default=0)
     plot.add_argument("--json", action="store_true", help="print one JSON object")
 
     _add_index_parsers(sub)
+    _add_search_parser(sub)
     _add_bench_parser(sub)
     return parser
+
+
+# Train flags that are not Trainer arguments (every other flag's dest is one).
+TRAIN_CLI_ONLY = ("config", "set", "json", "allow_changed_settings")
+
+
+def _add_train_arguments(train) -> None:
+    """``train``'s flags. Their dests are the Trainer's argument names; none has a default
+    (the parser's argument_default is SUPPRESS), so the namespace holds only what was given."""
+    train.add_argument(
+        "--config",
+        default=None,
+        help="YAML, TOML or JSON file of Trainer arguments (flags override it)",
+    )
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any Trainer argument (VALUE read as JSON, else a string), e.g. knn_k=50 or "
+        "hparams.temperature=0.2; repeatable; overrides --config",
+    )
+    train.add_argument("--method", choices=METHOD_NAMES)
+    source = train.add_mutually_exclusive_group()
+    source.add_argument(
+        "--dataset",
+        type=dataset_name_or_folder,
+        metavar="{" + ",".join(DATASET_NAMES) + "} or FOLDER",
+        help="a named dataset, or an image folder (ROOT/CLASS/IMAGE or ROOT/IMAGE)",
+    )
+    source.add_argument(
+        "--data",
+        dest="dataset",
+        type=existing_path,
+        metavar="PATH",
+        help="your images: a folder (ROOT/CLASS/IMAGE or ROOT/IMAGE) or a CSV/Parquet manifest",
+    )
+    train.add_argument("--data-dir", help="folder with the named dataset's files")
+    train.add_argument(
+        "--download", action="store_true", help="download a named dataset that is not found"
+    )
+    train.add_argument("--backbone", choices=BACKBONE_NAMES, help="default: small_cnn")
+    train.add_argument("--epochs", type=positive_int, help="default: 10")
+    train.add_argument("--batch-size", type=positive_int)
+    train.add_argument("--lr", type=positive_float)
+    train.add_argument("--optimizer", help="sgd, adam, adamw or lars (default: the method's)")
+    train.add_argument("--weight-decay", type=non_negative_float)
+    train.add_argument("--warmup-epochs", type=non_negative_float)
+    train.add_argument("--final-lr-factor", type=non_negative_float)
+    train.add_argument("--accumulate-steps", type=positive_int)
+    train.add_argument("--amp", help="auto, off, bf16 or fp16 (default: auto)")
+    train.add_argument("--memory-format", help="auto, channels_last or contiguous")
+    train.add_argument("--out", help="run folder (checkpoints, log, resolved.json)")
+    train.add_argument("--seed", type=non_negative_int)
+    train.add_argument("--loss", help="loss class name (--method supervised)")
+    train.add_argument("--miner", help="miner class name (--method supervised)")
+    train.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    train.add_argument(
+        "--num-workers",
+        type=non_negative_int,
+        help="worker processes decoding an image folder (they persist across epochs); named "
+        "datasets are held in memory and need none",
+    )
+    train.add_argument("--val-fraction", type=non_negative_float)
+    train.add_argument("--knn-k", type=positive_int)
+    train.add_argument("--knn-temperature", type=positive_float)
+    train.add_argument("--knn-every", type=positive_int)
+    train.add_argument("--knn-max-references", type=positive_int)
+    train.add_argument("--steps-per-epoch", type=positive_int, help="cap on steps per epoch")
+    train.add_argument("--eval-batch-size", type=positive_int)
+    resume = train.add_mutually_exclusive_group()
+    resume.add_argument(
+        "--no-resume",
+        dest="resume",
+        action="store_const",
+        const=False,
+        help="start afresh even if OUT has a checkpoint",
+    )
+    resume.add_argument("--resume", metavar="CHECKPOINT", help="continue from this file")
+    train.add_argument(
+        "--allow-changed-settings",
+        action="store_true",
+        default=False,
+        help="resume although the settings differ from the checkpoint's (they are applied)",
+    )
+    train.add_argument("--json", action="store_true", default=False, help="print one JSON object")
 
 
 def _add_index_parsers(sub) -> None:
@@ -297,8 +424,21 @@ def _add_index_parsers(sub) -> None:
     build.add_argument("--tensor", default=None, help="tensor name in a .safetensors file")
     build.add_argument("--checkpoint", default=None, help="embed a dataset with this checkpoint")
     build.add_argument("--dataset", choices=DATASET_NAMES, default=None)
+    build.add_argument(
+        "--data",
+        type=existing_path,
+        default=None,
+        metavar="PATH",
+        help="embed your images (a folder) with --checkpoint; ids are their positions",
+    )
     build.add_argument("--split", choices=["train", "test"], default=None, help="default: train")
     build.add_argument("--data-dir", default=None, help="folder with the dataset's files")
+    build.add_argument(
+        "--download", action="store_true", help="download a named dataset that is not found"
+    )
+    build.add_argument(
+        "--num-workers", type=non_negative_int, default=0, help="processes decoding --data"
+    )
     build.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     build.add_argument("--output", required=True, help="the index file to write")
     build.add_argument("--kind", choices=INDEX_KINDS, default=None, help="default: flat")
@@ -333,6 +473,35 @@ def _add_index_parsers(sub) -> None:
         "--show", type=non_negative_int, default=10, help="queries to print (default 10)"
     )
     search.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _add_search_parser(sub) -> None:
+    search = _subparser(
+        sub,
+        "search",
+        "embed query images with a checkpoint and find their neighbours in an index",
+        "Embed image files with a checkpoint (converted to its channels and resized to its "
+        "input size, then normalised as in training), search an index built with the same "
+        "checkpoint, and write the neighbours as JSON and, with --grid, as a picture.",
+        SEARCH_EXAMPLES,
+    )
+    search.add_argument("images", nargs="+", metavar="IMAGE", help="query image files")
+    search.add_argument("--checkpoint", required=True, help="a file written by metricssl train")
+    search.add_argument("--index", required=True, help="an index file (metricssl index build)")
+    search.add_argument("-k", type=positive_int, default=5, help="neighbours per query")
+    search.add_argument(
+        "--data",
+        type=existing_path,
+        default=None,
+        metavar="PATH",
+        help="the images the index was built from (index build --data): the neighbours' "
+        "files and classes are reported and drawn",
+    )
+    search.add_argument("--out", default=None, help="FILE.json (default: printed)")
+    search.add_argument(
+        "--grid", default=None, help="FILE.png: queries and neighbours (needs --data)"
+    )
+    search.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
 
 
 def _add_bench_parser(sub) -> None:
@@ -378,6 +547,23 @@ def dataset_name_or_folder(text: str) -> str:
     raise argparse.ArgumentTypeError(
         f"expected one of {', '.join(DATASET_NAMES)} or an image folder, got {text!r}"
     )
+
+
+def existing_path(text: str) -> str:
+    """A file or folder that exists (checked before any work)."""
+    if Path(text).expanduser().exists():
+        return text
+    raise argparse.ArgumentTypeError(f"no such file or folder: {text!r}")
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
 
 
 def non_negative_int(text: str) -> int:
@@ -436,44 +622,203 @@ def _device(name: str) -> str:
 
 
 def run_train_command(args) -> int:
+    from .cli_config import resolve_settings, save_resolved, trainer_parameters
+    from .cli_data import dataset_hint
+    from .core.distributed import rank
     from .ssl import Trainer
 
-    trainer = Trainer(
-        method=args.method,
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        backbone=args.backbone,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        loss=args.loss,
-        miner=args.miner,
-        out=args.out,
-        seed=args.seed,
-        device=args.device,
-        num_workers=args.num_workers,
-        resume=False if args.no_resume else "auto",
-        progress=not args.json,
-        steps_per_epoch=args.steps_per_epoch,
-    )
-    from .core.distributed import rank
+    given = {k: v for k, v in vars(args).items() if k in trainer_parameters()}
+    if args.json:
+        given.setdefault("progress", False)
+    settings, named = resolve_settings(args.config, args.set, given)
+    _check_train_settings(settings, named)
+    source = _resume_source(settings)
+    state = None
+    if source is not None:
+        from .ssl.checkpoint import read_checkpoint
 
+        state = read_checkpoint(source, map_location="cpu")
+        if _target_reached(state, settings):
+            return _report_reached(state, source, settings, args.json)
+    with dataset_hint():
+        trainer = Trainer(**{**settings, "resume": False})  # the state is loaded below
+    reporter = rank() == 0
     try:
+        resumed = None
+        if state is not None:
+            resumed = _resume(trainer, state, source, args.allow_changed_settings)
+            if reporter and not args.json:
+                print(_resumed_line(resumed), flush=True)
+        if reporter:
+            save_resolved(_resolved(settings, trainer), trainer.out)
         metrics = {key: _plain_number(value) for key, value in trainer.fit().items()}
-        reporter = rank() == 0
     finally:
         trainer.close()
     if not reporter:
         return 0  # under torchrun, rank 0 reports (its metrics include the kNN evaluation)
     checkpoint = str(trainer.checkpoint_path)
     if args.json:
-        print(json.dumps({"checkpoint": checkpoint, "epoch": trainer.epoch, "metrics": metrics}))
+        result = {"checkpoint": checkpoint, "epoch": trainer.epoch, "metrics": metrics}
+        print(json.dumps({**result, "resumed": resumed}))
     else:
-        print(f"epoch {trainer.epoch}/{trainer.epochs} of {args.method} on {args.dataset}")
+        print(
+            f"epoch {trainer.epoch}/{trainer.epochs} of {trainer.method_name} on {trainer.dataset_name}"
+        )
         for key, value in metrics.items():
             print(f"  {key}: {value:.6g}" if isinstance(value, float) else f"  {key}: {value}")
         print(f"checkpoint: {checkpoint}")
     return 0
+
+
+# Trainer arguments whose None means "the method's default": the file records the value used.
+METHOD_DEFAULTED = ("batch_size", "lr", "optimizer", "weight_decay", "warmup_epochs")
+
+
+def _resolved(settings: dict, trainer) -> dict:
+    """The settings with the method's defaults filled in as the Trainer resolved them."""
+    resolved = dict(settings)
+    for key in METHOD_DEFAULTED:
+        if resolved[key] is None:
+            resolved[key] = trainer.hyper[key]
+    if trainer.build_config is not None:
+        resolved["hparams"] = trainer.build_config["hparams"]
+    return resolved
+
+
+def _check_train_settings(settings: dict, named: set) -> None:
+    """What a run needs, checked before any data is read or any model built."""
+    from .cli_data import check_data_dir, check_device, check_writable_folder
+
+    for name in ("method", "dataset"):
+        if name not in named:
+            flags = "--method" if name == "method" else "--dataset or --data"
+            raise ValueError(f"train needs {flags} (or {name}: in the --config file)")
+    if not isinstance(settings["out"], (str, os.PathLike)):
+        raise TypeError(f"out must be a folder path, got {settings['out']!r}")
+    check_writable_folder(settings["out"], "--out")
+    check_writable_folder(Path(settings["out"]) / "checkpoints", "--out")
+    check_data_dir(settings["data_dir"])
+    if isinstance(settings["device"], str):
+        check_device(settings["device"])
+
+
+def _resume_source(settings: dict) -> Path | None:
+    """The checkpoint this run continues from (the Trainer's ``resume`` rule), or None."""
+    resume = settings["resume"]
+    if resume is False:
+        return None
+    auto = resume is True or resume == "auto"
+    path = Path(settings["out"]) / "checkpoints" / "last.pt" if auto else Path(resume)
+    if path.is_file():
+        return path
+    if resume == "auto":
+        return None
+    raise FileNotFoundError(f"no checkpoint to resume from at {str(path)!r}")
+
+
+def _target_reached(state: dict, settings: dict) -> bool:
+    from .ssl.registry import canonical_method_name
+
+    same_method = state.get("method") == canonical_method_name(settings["method"])
+    return same_method and int(state.get("epoch", 0)) >= settings["epochs"]
+
+
+def _report_reached(state: dict, source: Path, settings: dict, as_json: bool) -> int:
+    """An --epochs target the checkpoint has already reached: said, not silently skipped."""
+    from .core.distributed import rank
+
+    epoch = int(state.get("epoch", 0))
+    message = (
+        f"{source} is at epoch {epoch}: --epochs {settings['epochs']} is already reached, "
+        f"nothing to train (raise --epochs to continue, or --no-resume to start afresh)"
+    )
+    if rank() != 0:
+        return 0
+    history = state.get("history") or [{}]
+    metrics = {key: _plain_number(value) for key, value in history[-1].items()}
+    if as_json:
+        print(
+            json.dumps(
+                {"checkpoint": str(source), "epoch": epoch, "metrics": metrics, "message": message}
+            )
+        )
+    else:
+        print(message)
+    return 0
+
+
+def _resume(trainer, state: dict, source: Path, allow_changes: bool) -> dict:
+    """Load ``state`` into ``trainer`` after comparing the checkpoint's recorded training
+    settings with this run's: differences are refused unless ``allow_changes``, and then
+    applied (the new learning rate and weight decay replace the saved ones)."""
+    from .cli_config import settings_differences
+
+    stored = (state.get("config") or {}).get("training") or {}
+    changes = settings_differences(stored, trainer.hyper)
+    if changes and not allow_changes:
+        raise ValueError(
+            f"{source} was trained with other settings: {'; '.join(changes)}. Run with the "
+            f"checkpoint's settings, pass --allow-changed-settings to continue with these, or "
+            f"--no-resume to start afresh"
+        )
+    if changes:
+        if stored.get("optimizer", trainer.hyper["optimizer"]) != trainer.hyper["optimizer"]:
+            raise ValueError(
+                f"{source}: the optimizer cannot change on resume (its state is "
+                f"{stored['optimizer']}'s); --no-resume starts afresh"
+            )
+        # The saved schedule and optimizer groups carry the old rates; this run's are new.
+        optimizer = dict(state["optimizer"])
+        optimizer["param_groups"] = [
+            {**saved, "weight_decay": group["weight_decay"]}
+            for saved, group in zip(optimizer["param_groups"], trainer.optimizer.param_groups)
+        ]
+        scheduler = {**state["scheduler"], "base_lrs": list(trainer.scheduler.base_lrs)}
+        state = {**state, "optimizer": optimizer, "scheduler": scheduler}
+    trainer.load_state(state, source)
+    return {
+        "checkpoint": str(source),
+        "epoch": trainer.epoch,
+        "step": trainer.step,
+        "epochs": trainer.epochs,
+        "changed": changes,
+    }
+
+
+def _resumed_line(resumed: dict) -> str:
+    line = (
+        f"resuming {resumed['checkpoint']} at epoch {resumed['epoch']}/{resumed['epochs']} "
+        f"(step {resumed['step']})"
+    )
+    if resumed["changed"]:
+        line += f" with changed settings: {'; '.join(resumed['changed'])}"
+    return line
+
+
+def _check_inputs(args) -> None:
+    """Before any work: one source of vectors or images, the flags that go with it, an
+    existing --data-dir and an available --device."""
+    from .cli_data import check_data_dir, check_device
+
+    files = getattr(args, "embeddings", None) is not None
+    if args.dataset is None and args.data is None and not files:
+        raise ValueError(
+            "give --dataset NAME or --data PATH"
+            + (", or --embeddings FILE" if "embeddings" in vars(args) else "")
+        )
+    if files and args.checkpoint is not None:
+        raise ValueError(
+            "--embeddings are used as they are: --checkpoint goes with --dataset or --data"
+        )
+    if not files and args.checkpoint is None:
+        raise ValueError("--dataset and --data need --checkpoint (or give --embeddings)")
+    if getattr(args, "labels", None) is not None and not files:
+        raise ValueError("--labels goes with --embeddings")
+    for name in ("split", "data_dir"):
+        if getattr(args, name, None) is not None and args.dataset is None:
+            raise ValueError(f"--{name.replace('_', '-')} goes with --dataset")
+    check_data_dir(args.data_dir)
+    check_device(args.device)
 
 
 def _load_method(args):
@@ -483,75 +828,109 @@ def _load_method(args):
     return method
 
 
-def _embed_split(method, args, split: str):
-    """(embeddings, labels) of one split of ``args.dataset``."""
-    from .ssl import embed_dataset, load_dataset
+def _embed(method, images, progress: bool):
+    from .ssl import embed_dataset
 
-    images, labels = load_dataset(args.dataset, split, args.data_dir)
-    return embed_dataset(method, images), labels
+    return embed_dataset(method, images.data, progress=progress)
 
 
-def _output_path(text: str, suffixes: tuple[str, ...]) -> Path:
+def _labelled(images, what: str):
+    if images.labels is None:
+        raise ValueError(
+            f"{images.description} has no labels (a folder needs class sub-folders, "
+            f"ROOT/CLASS/IMAGE): {what} needs them"
+        )
+    return images.labels
+
+
+def _embeddings_and_labels(path: str, labels_path: str | None, flag: str, required: bool):
+    """Vectors of ``path`` and their labels: ``labels_path``, or the ``labels`` tensor of a
+    .safetensors ``path`` (as ``metricssl embed`` writes)."""
+    labels_flag = flag.replace("embeddings", "labels")
+    vectors = _load_vectors(path, None, flag)
+    labels = None
+    if labels_path is not None:
+        labels = _load_vectors(labels_path, None, labels_flag, default="labels")
+    elif path.lower().endswith(".safetensors") and "labels" in _tensor_names(path):
+        labels = _load_vectors(path, "labels", flag)
+    elif required:
+        raise ValueError(f"{flag} {path} needs {labels_flag} FILE (scores compare labels)")
+    if labels is not None and len(labels) != len(vectors):
+        raise ValueError(
+            f"{labels_flag} has {len(labels)} labels for the {len(vectors)} vectors of {flag}"
+        )
+    return vectors, labels
+
+
+def _output_path(text: str, suffixes: tuple[str, ...], flag: str = "--output") -> Path:
     path = Path(text)
     if path.suffix.lower() not in suffixes:
-        raise ValueError(f"--output must end with {' or '.join(suffixes)}, got {text!r}")
+        raise ValueError(f"{flag} must end with {' or '.join(suffixes)}, got {text!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def run_embed_command(args) -> int:
+    from .cli_data import checkpoint_images
+    from .data.image_data import ImageData
+    from .ssl.embed import embed_to_file
+
     path = _output_path(args.output, (".npy", ".safetensors"))
-    if path.suffix.lower() == ".safetensors":
-        try:
-            from safetensors.torch import save
-        except ImportError:
-            raise ValueError(
-                "--output .safetensors needs the safetensors package (pip install safetensors)"
-            ) from None
-    embeddings, labels = _embed_split(_load_method(args), args, args.split)
-    from .core.atomic import atomic_write
-
-    with atomic_write(path) as f:
-        if path.suffix.lower() == ".npy":
-            import numpy as np
-
-            np.save(f, embeddings.numpy())
-        else:
-            f.write(save({"embeddings": embeddings.contiguous(), "labels": labels.contiguous()}))
-    shape = list(embeddings.shape)
+    _check_inputs(args)
+    split = args.split or "test"
+    method = _load_method(args)
+    images = checkpoint_images(method, args, split)
+    data = images.data
+    if not isinstance(data, ImageData):
+        data = ImageData(data, images.labels)  # the labels travel with the batches
+    # Written batch by batch: memory stays at one batch however many images there are.
+    written = embed_to_file(method, data, path, progress=not args.json)
+    shape = [written.rows, written.dim]
     if args.json:
-        print(json.dumps({"output": str(path), "split": args.split, "shape": shape}))
+        source = {"split": split} if args.data is None else {"data": args.data}
+        print(json.dumps({"output": str(path), **source, "shape": shape}))
     else:
-        print(f"wrote {shape[0]} x {shape[1]} embeddings of {args.dataset} {args.split} to {path}")
-    return 0
-
-
-def run_export_command(args) -> int:
-    from .export import export_encoder, load_encoder
-
-    try:
-        path = export_encoder(args.checkpoint, args.out, args.format)
-    except ImportError as err:  # a format whose optional packages are missing: a usage error
-        raise ValueError(str(err)) from None
-    if args.format == "onnx":
-        shape = None
-    else:
-        shape = load_encoder(path).metadata["input_shape"]
-    if args.json:
-        print(json.dumps({"output": str(path), "format": args.format, "input_shape": shape}))
-    else:
-        print(f"wrote the {args.format} encoder of {args.checkpoint} to {path}")
+        print(f"wrote {shape[0]} x {shape[1]} embeddings of {images.description} to {path}")
     return 0
 
 
 def run_evaluate_command(args) -> int:
+    from .cli_data import checkpoint_images
     from .eval import AccuracyCalculator
 
-    method = _load_method(args)
-    test, test_labels = _embed_split(method, args, "test")
-    train, train_labels = _embed_split(method, args, "train")
+    _check_inputs(args)
+    references = (args.reference_embeddings, args.reference_labels)
+    if args.embeddings is None and any(r is not None for r in references):
+        raise ValueError("--reference-embeddings and --reference-labels go with --embeddings")
+    if args.reference_data is not None and args.data is None:
+        raise ValueError("--reference-data goes with --data")
+    reference = reference_labels = None
+    if args.embeddings is not None:
+        query, query_labels = _embeddings_and_labels(
+            args.embeddings, args.labels, "--embeddings", required=True
+        )
+        if args.reference_embeddings is not None:
+            reference, reference_labels = _embeddings_and_labels(
+                args.reference_embeddings,
+                args.reference_labels,
+                "--reference-embeddings",
+                required=True,
+            )
+        elif args.reference_labels is not None:
+            raise ValueError("--reference-labels goes with --reference-embeddings")
+    else:
+        method = _load_method(args)
+        # Named datasets: test queries against the training split. Folders: the queries
+        # against --reference-data, or against each other (each query's own entry excluded).
+        queries = checkpoint_images(method, args, "test")
+        query_labels = _labelled(queries, "evaluate")
+        query = _embed(method, queries, not args.json)
+        if args.dataset is not None or args.reference_data is not None:
+            stored = checkpoint_images(method, args, "train", data=args.reference_data)
+            reference_labels = _labelled(stored, "evaluate")
+            reference = _embed(method, stored, not args.json)
     calculator = AccuracyCalculator(include=tuple(EVALUATE_METRICS), k="max_bin_count")
-    scores = calculator.get_accuracy(test, test_labels, train, train_labels)
+    scores = calculator.get_accuracy(query, query_labels, reference, reference_labels)
     result = {key: float(scores[name]) for name, key in EVALUATE_METRICS.items()}
     if args.json:
         print(json.dumps(result))
@@ -574,18 +953,38 @@ def _class_names(dataset: str):
 
 
 def run_plot_command(args) -> int:
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from .cli_data import checkpoint_images
     from .viz import project, scatter_plot
 
     path = _output_path(args.output, (".png",))
-    embeddings, labels = _embed_split(_load_method(args), args, args.split)
-    points = project(embeddings, method=args.method, seed=args.seed)
-    scatter_plot(
-        points,
-        labels.numpy(),
-        path=path,
-        title=f"{args.dataset} {args.split}: {args.method}",
-        class_names=_class_names(args.dataset),
-    )
+    _check_inputs(args)
+    if args.embeddings is not None:
+        embeddings, labels = _embeddings_and_labels(
+            args.embeddings, args.labels, "--embeddings", required=False
+        )
+        source, class_names = Path(args.embeddings).name, None
+    else:
+        method = _load_method(args)
+        images = checkpoint_images(method, args, args.split or "test")
+        embeddings, labels = _embed(method, images, not args.json), images.labels
+        source = images.description
+        class_names = images.class_names or _class_names(args.dataset)
+    # UMAP and t-SNE run for minutes on large sets: the bar shows which step is running.
+    with tqdm(total=2, desc=f"plot: {args.method}", unit="step", disable=args.json) as bar:
+        points = project(embeddings, method=args.method, seed=args.seed)
+        bar.update()
+        bar.set_description("plot: draw")
+        scatter_plot(
+            points,
+            None if labels is None else np.asarray(labels),
+            path=path,
+            title=f"{source}: {args.method}",
+            class_names=class_names,
+        )
+        bar.update()
     if args.json:
         print(json.dumps({"output": str(path), "points": len(points)}))
     else:
@@ -596,8 +995,9 @@ def run_plot_command(args) -> int:
 # -- index build / index search ------------------------------------------------------------
 
 
-def _load_vectors(path_text: str, tensor: str | None, what: str):
-    """(n, dim) vectors from a .npy file (memory-mapped) or a tensor of a .safetensors file."""
+def _load_vectors(path_text: str, tensor: str | None, what: str, default: str = "embeddings"):
+    """An array from a .npy file (memory-mapped) or a tensor of a .safetensors file: ``tensor``,
+    else ``default``, else the file's only tensor."""
     path = Path(path_text)
     suffix = path.suffix.lower()
     if suffix not in (".npy", ".safetensors"):
@@ -626,8 +1026,8 @@ def _load_vectors(path_text: str, tensor: str | None, what: str):
             names = list(f.keys())
             name = tensor
             if name is None:
-                if "embeddings" in names:
-                    name = "embeddings"
+                if default in names:
+                    name = default
                 elif len(names) == 1:
                     name = names[0]
                 else:
@@ -637,6 +1037,16 @@ def _load_vectors(path_text: str, tensor: str | None, what: str):
             if name not in names:
                 raise ValueError(f"{path_text} has no tensor {name!r}; it holds {sorted(names)}")
             return f.get_tensor(name)
+    except SafetensorError as err:
+        raise ValueError(f"{path_text}: not a readable .safetensors file ({err})") from None
+
+
+def _tensor_names(path_text: str) -> list[str]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path_text, framework="pt") as f:
+            return list(f.keys())
     except SafetensorError as err:
         raise ValueError(f"{path_text}: not a readable .safetensors file ({err})") from None
 
@@ -660,24 +1070,29 @@ def _load_ids(path_text: str):
 
 def _build_vectors(args):
     """The vectors to index and where they came from, from a file or a checkpoint."""
+    from .cli_data import checkpoint_images
+
     from_checkpoint = args.checkpoint is not None
     if args.embeddings is not None and from_checkpoint:
         raise ValueError("give an embeddings file or --checkpoint, not both")
     if not from_checkpoint:
         if args.embeddings is None:
-            raise ValueError("give an embeddings file, or --checkpoint and --dataset")
-        for name in ("dataset", "split", "data_dir"):
+            raise ValueError("give an embeddings file, or --checkpoint and --dataset or --data")
+        for name in ("dataset", "data", "split", "data_dir"):
             if getattr(args, name) is not None:
                 flag = "--" + name.replace("_", "-")
                 raise ValueError(f"{flag} goes with --checkpoint, not with an embeddings file")
         return _load_vectors(args.embeddings, args.tensor, "embeddings"), args.embeddings
-    if args.dataset is None:
-        raise ValueError("--checkpoint needs --dataset")
+    if args.dataset is None and args.data is None:
+        raise ValueError("--checkpoint needs --dataset or --data")
+    if args.dataset is not None and args.data is not None:
+        raise ValueError("give --dataset or --data, not both")
     if args.tensor is not None:
         raise ValueError("--tensor is for a .safetensors embeddings file, not --checkpoint")
-    args.split = args.split or "train"
-    embeddings, _ = _embed_split(_load_method(args), args, args.split)
-    return embeddings, f"{args.checkpoint} on {args.dataset} {args.split}"
+    _check_inputs(args)
+    method = _load_method(args)
+    images = checkpoint_images(method, args, args.split or "train")
+    return _embed(method, images, not args.json), f"{args.checkpoint} on {images.description}"
 
 
 def run_index_build_command(args) -> int:
@@ -811,6 +1226,90 @@ def run_index_command(args) -> int:
     return INDEX_COMMANDS[args.index_command](args)
 
 
+# -- search ---------------------------------------------------------------------------------
+
+
+def run_search_command(args) -> int:
+    import math
+
+    import numpy as np
+    import torch
+
+    from .cli_data import check_device, checkpoint_images
+    from .core.atomic import atomic_write
+    from .index import EmbeddingIndex
+
+    out = None if args.out is None else _output_path(args.out, (".json",), "--out")
+    grid = None if args.grid is None else _output_path(args.grid, (".png",), "--grid")
+    if grid is not None and args.data is None:
+        raise ValueError("--grid draws the neighbours: give --data, the images the index holds")
+    for image in args.images:
+        if not Path(image).is_file():
+            raise FileNotFoundError(f"no image file at {image!r}")
+    if not Path(args.index).is_file():
+        raise FileNotFoundError(f"no index file at {args.index!r}")
+    check_device(args.device)
+    method = _load_method(args)
+    index = EmbeddingIndex.load(args.index, progress=False)
+    stored = None if args.data is None else checkpoint_images(method, args, "train")
+    queries = checkpoint_images(method, args, "test", data=list(args.images))
+    distances, ids = index.search(_embed(method, queries, False), args.k)
+    distances, ids = np.asarray(distances.cpu()), np.asarray(ids.cpu())
+    if stored is not None and ids.max(initial=-1) >= len(stored.data):
+        raise ValueError(
+            f"index id {int(ids.max())} is beyond the {len(stored.data)} images of --data "
+            f"{args.data}: give the images the index was built from (index build --data)"
+        )
+    results = []
+    for path, row_ids, row_distances in zip(args.images, ids, distances):
+        neighbours = []
+        for i, d in zip(row_ids.tolist(), row_distances.tolist()):
+            if i < 0:
+                continue  # not found by an approximate index
+            entry = {"id": i, "distance": d if math.isfinite(d) else None}
+            if stored is not None:
+                entry["path"] = None if stored.paths is None else stored.paths[i]
+                label = None if stored.labels is None else int(stored.labels[i])
+                names = stored.class_names
+                entry["label"] = names[label] if names and label is not None else label
+            neighbours.append(entry)
+        results.append({"image": path, "neighbours": neighbours})
+    payload = {
+        "checkpoint": args.checkpoint,
+        "index": args.index,
+        "metric": index.metric,
+        "k": args.k,
+        "queries": results,
+    }
+    if grid is not None:
+        from .viz import retrieval_grid
+
+        query_images = _all_images(queries.data)
+        found = torch.from_numpy(np.maximum(ids, 0)).flatten()
+        neighbour_images = _all_images(stored.data, found).view(*ids.shape, *query_images.shape[1:])
+        neighbour_images[torch.from_numpy(ids < 0)] = 0  # not found: a blank square
+        retrieval_grid(
+            query_images, neighbour_images, None, None, grid, title=Path(args.index).name
+        )
+    if out is None:
+        print(json.dumps(payload))
+        return 0
+    with atomic_write(out, "w") as f:
+        json.dump(payload, f, indent=1)
+    print(f"wrote the neighbours of {len(results)} queries to {out}")
+    if grid is not None:
+        print(f"wrote {grid}")
+    return 0
+
+
+def _all_images(data, indices=None):
+    """The prepared images of ``data`` (ImageData) at ``indices`` (default all), in order."""
+    import torch
+
+    indices = torch.arange(len(data)) if indices is None else indices
+    return torch.cat([images for images, _ in data.batches(indices, 256)])
+
+
 # -- bench ----------------------------------------------------------------------------------
 
 
@@ -913,10 +1412,10 @@ COMMANDS = {
     "demo": run_demo_command,
     "train": run_train_command,
     "embed": run_embed_command,
-    "export": run_export_command,
     "evaluate": run_evaluate_command,
     "plot": run_plot_command,
     "index": run_index_command,
+    "search": run_search_command,
     "bench": run_bench_command,
 }
 

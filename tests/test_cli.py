@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from metricssl import cli as cli_module
 from metricssl.cli import main
 from metricssl.ssl import datasets
 from metricssl.ssl import trainer as trainer_module
@@ -33,7 +34,7 @@ def test_demo_writes_pictures(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "argv",
-    [["demo", "--epochs", "0"], ["demo", "--dataset", "cifar"], ["train"], []],
+    [["demo", "--epochs", "0"], ["demo", "--dataset", "cifar"], []],
 )
 def test_bad_arguments_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -160,6 +161,27 @@ def test_corrupted_checkpoint_exits_2(checkpoint, tmp_path, capsys):
             ["train", "--method", "simclr", "--dataset", "digits", "--loss", "TripletMarginLoss"],
             "supervised",
         ),
+        (["train"], "train needs --method (or method: in the --config file)"),
+        (["train", "--method", "byol"], "train needs --dataset or --data"),
+        (["evaluate", "--dataset", "digits"], "--dataset and --data need --checkpoint"),
+        (["evaluate", "--checkpoint", "c.pt"], "give --dataset NAME or --data PATH, or --embed"),
+        (["embed", "--checkpoint", "c.pt", "--output", "x.npy"], "give --dataset NAME or --data"),
+        (
+            ["evaluate", "--embeddings", "e.npy", "--checkpoint", "c.pt"],
+            "--checkpoint goes with --dataset or --data",
+        ),
+        (
+            ["plot", "--embeddings", "e.npy", "--split", "test", "--output", "x.png"],
+            "--split goes with --dataset",
+        ),
+        (
+            ["plot", "--checkpoint", "c.pt", "--data", ".", "--data-dir", ".", "--output", "x.png"],
+            "--data-dir goes with --dataset",
+        ),
+        (
+            ["evaluate", "--checkpoint", "c.pt", "--dataset", "digits", "--labels", "l.npy"],
+            "--labels goes with --embeddings",
+        ),
     ],
 )
 def test_bad_values_exit_2_with_one_line(argv, message, capsys):
@@ -176,7 +198,10 @@ def test_bad_values_exit_2_with_one_line(argv, message, capsys):
         ["train", "--method", "simclr", "--dataset", "imagenet"],
         ["train", "--method", "simclr", "--dataset", "digits", "--lr", "-1"],
         ["train", "--method", "simclr", "--dataset", "digits", "--num-workers", "-1"],
-        ["evaluate", "--dataset", "digits"],
+        ["evaluate", "--dataset", "digits", "--data", "."],
+        ["train", "--method", "simclr", "--dataset", "digits", "--data", "."],
+        ["train", "--method", "simclr", "--data", "/nonexistent/images"],
+        ["train", "--method", "simclr", "--dataset", "digits", "--no-resume", "--resume", "x"],
         [
             "plot",
             "--checkpoint",
@@ -595,3 +620,349 @@ def test_index_search_of_a_crafted_file_exits_2_with_one_line(vectors, tmp_path,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("metricssl index search: error: ") and "nests 500000 levels" in err
+
+
+# -- train: config files, checks before any work, resume ------------------------------------
+
+
+def _train(tmp_path, *extra, out=None):
+    argv = ["train", "--method", "simclr", "--dataset", "digits", "--out", str(out or tmp_path)]
+    return main(argv + TINY_TRAIN + list(extra))
+
+
+def test_train_config_file_flags_override_and_the_resolved_file(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "method: byol\ndataset: digits\nepochs: 3\nseed: 5\nknn_k: 7\nwarmup_epochs: 0\n"
+        "backbone_kwargs: {embedding_dim: 16}\n"
+    )
+    out = tmp_path / "run"
+    argv = ["train", "--config", str(config), "--out", str(out), "--json"]
+    tiny = ["--epochs", "1", "--batch-size", "64", "--steps-per-epoch", "2", "--device", "cpu"]
+    assert main(argv + tiny + ["--set", "knn_every=1", "--seed", "6"]) == 0
+    assert json.loads(capsys.readouterr().out)["epoch"] == 1  # --epochs beat the file's 3
+    resolved = json.loads((out / "resolved.json").read_text())
+    assert resolved["method"] == "byol" and resolved["epochs"] == 1 and resolved["seed"] == 6
+    assert resolved["knn_k"] == 7 and resolved["backbone_kwargs"] == {"embedding_dim": 16}
+    # The method's defaults are recorded as used, not as null.
+    assert resolved["batch_size"] == 64 and isinstance(resolved["lr"], float)
+    assert resolved["optimizer"] and isinstance(resolved["hparams"], dict)
+    from metricssl.ssl.checkpoint import read_checkpoint
+
+    state = read_checkpoint(out / "checkpoints" / "last.pt")
+    assert state["config"]["training"]["seed"] == 6
+    assert state["config"]["build"]["backbone_kwargs"] == {"embedding_dim": 16}
+    # The resolved file is a config for the same run.
+    again = tmp_path / "again"
+    assert main(["train", "--config", str(out / "resolved.json"), "--out", str(again)]) == 0
+    assert read_checkpoint(again / "checkpoints" / "last.pt")["config"] == state["config"]
+
+
+def test_train_config_with_an_unknown_key_exits_2_naming_it(tmp_path, capsys):
+    config = tmp_path / "run.toml"
+    config.write_text('method = "simclr"\ndataset = "digits"\nlearning_rate = 0.1\n')
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--out", str(out)]) == 2
+    line = _error_line(capsys)
+    assert "unknown Trainer argument 'learning_rate'" in line and not out.exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            ["--data-dir", "/nonexistent/data", "--out", "OUT"],
+            "--data-dir '/nonexistent/data': no such folder",
+        ),
+        (["--set", "device=cuda:0", "--out", "OUT"], "--device cuda:0: "),
+        (["--set", "out=FILE/run"], "not a folder"),
+        (["--out", "FILE"], "not a folder"),
+    ],
+)
+def test_train_checks_before_any_work(tmp_path, capsys, monkeypatch, extra, message):
+    if "cuda" in message and __import__("torch").cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    (tmp_path / "file").write_text("")
+    extra = [e.replace("FILE", str(tmp_path / "file")).replace("OUT", str(tmp_path)) for e in extra]
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("data were read before the checks")
+
+    monkeypatch.setattr(trainer_module, "resolve_data", no_data)
+    assert main(["train", "--method", "simclr", "--dataset", "digits", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and message in err
+
+
+def test_train_resume_reports_refuses_changes_and_applies_them_when_allowed(tmp_path, capsys):
+    from metricssl.ssl.checkpoint import read_checkpoint
+
+    assert _train(tmp_path, "--json") == 0
+    capsys.readouterr()
+    path = tmp_path / "checkpoints" / "last.pt"
+    before = path.read_bytes()
+
+    # The same target again: said, exit 0, nothing trained.
+    assert _train(tmp_path) == 0
+    out = capsys.readouterr().out
+    assert f"{path} is at epoch 1: --epochs 1 is already reached, nothing to train" in out
+    assert path.read_bytes() == before
+
+    # Changed settings: refused with the differences, nothing trained.
+    assert _train(tmp_path, "--epochs", "2", "--lr", "0.5", "--seed", "7") == 2
+    line = _error_line(capsys)
+    assert f"{path} was trained with other settings: " in line
+    for change in ("epochs 1 -> 2", "seed 0 -> 7", "-> 0.5"):
+        assert change in line
+    assert "--allow-changed-settings" in line and path.read_bytes() == before
+
+    # Allowed: resumed from epoch 1, said so, and the new learning rate is the one used.
+    assert _train(tmp_path, "--epochs", "2", "--lr", "0.5", "--allow-changed-settings") == 0
+    out = capsys.readouterr().out
+    assert f"resuming {path} at epoch 1/2 (step 3) with changed settings: " in out
+    state = read_checkpoint(path)
+    assert state["epoch"] == 2 and state["step"] == 6
+    assert state["config"]["training"]["lr"] == 0.5
+    assert set(state["scheduler"]["base_lrs"]) == {0.5}
+    assert json.loads((tmp_path / "resolved.json").read_text())["lr"] == 0.5
+
+
+def test_train_resume_json_and_reached_json(tmp_path, capsys):
+    assert _train(tmp_path, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["resumed"] is None
+    assert _train(tmp_path, "--json", "--epochs", "2", "--allow-changed-settings") == 0
+    resumed = json.loads(capsys.readouterr().out)["resumed"]
+    assert resumed["epoch"] == 1 and resumed["changed"] == ["epochs 1 -> 2"]
+    assert _train(tmp_path, "--json", "--epochs", "2") == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["epoch"] == 2 and "already reached" in result["message"]
+    assert np.isfinite(result["metrics"]["loss"])
+
+
+def test_train_resume_from_a_missing_file_exits_2(tmp_path, capsys):
+    assert _train(tmp_path, "--resume", str(tmp_path / "none.pt")) == 2
+    assert "no checkpoint to resume from" in _error_line(capsys)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("command", ["evaluate", "embed", "plot"])
+def test_device_cuda_without_cuda_is_one_line(checkpoint, tmp_path, capsys, command):
+    argv = [command, "--checkpoint", str(checkpoint), "--dataset", "digits", "--device", "cuda"]
+    output = {"embed": ["--output", str(tmp_path / "e.npy")], "plot": ["--output", "p.png"]}
+    assert main(argv + output.get(command, [])) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"metricssl {command}: error: --device cuda: this torch is built without "
+        "CUDA; use --device cpu (or auto)\n"
+        or (err.count("\n") == 1 and "no CUDA GPU is visible" in err)
+    )
+
+
+def test_cifar_not_found_names_the_command_line_flags(tmp_path, capsys):
+    argv = ["train", "--method", "simclr", "--dataset", "cifar10", "--data-dir", str(tmp_path)]
+    assert main(argv + ["--out", str(tmp_path / "run")]) == 2
+    line = _error_line(capsys)
+    assert "on the command line: --data-dir FOLDER, or --download to fetch it" in line
+
+
+# -- evaluate / plot of embedding files from any encoder -------------------------------------
+
+
+@pytest.fixture
+def encoder_files(tmp_path):
+    """Two well-separated classes of 8-d vectors as .npy files, and the same in one
+    .safetensors file (embeddings and labels), like `metricssl embed` writes."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 20)
+    vectors = (rng.standard_normal((40, 8)) + 6 * labels[:, None]).astype(np.float32)
+    np.save(tmp_path / "q.npy", vectors)
+    np.save(tmp_path / "ql.npy", labels)
+    np.save(tmp_path / "r.npy", vectors[::2] + 0.01)
+    np.save(tmp_path / "rl.npy", labels[::2])
+    return tmp_path, vectors, labels
+
+
+def test_evaluate_embedding_files_equals_the_calculator(encoder_files, capsys):
+    from metricssl.eval import AccuracyCalculator
+
+    folder, vectors, labels = encoder_files
+    argv = ["evaluate", "--embeddings", str(folder / "q.npy"), "--labels", str(folder / "ql.npy")]
+    references = ["--reference-embeddings", str(folder / "r.npy")]
+    references += ["--reference-labels", str(folder / "rl.npy")]
+    assert main(argv + references + ["--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    calculator = AccuracyCalculator(include=tuple(cli_module.EVALUATE_METRICS), k="max_bin_count")
+    expected = calculator.get_accuracy(vectors, labels, vectors[::2] + 0.01, labels[::2])
+    for name, key in cli_module.EVALUATE_METRICS.items():
+        assert result[key] == pytest.approx(float(expected[name]))
+    # Without references: the queries against each other, each one's own entry left out.
+    assert main(argv + ["--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    expected = calculator.get_accuracy(vectors, labels)
+    assert result["precision_at_1"] == pytest.approx(float(expected["precision_at_1"]))
+
+
+def test_evaluate_and_plot_a_safetensors_file_with_labels(encoder_files, capsys):
+    torch = pytest.importorskip("torch")
+    safetensors = pytest.importorskip("safetensors.torch")
+    folder, vectors, labels = encoder_files
+    path = folder / "e.safetensors"
+    safetensors.save_file(
+        {"embeddings": torch.from_numpy(vectors), "labels": torch.from_numpy(labels)}, path
+    )
+    assert main(["evaluate", "--embeddings", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["precision_at_1"] == 1.0
+    output = folder / "pca.png"
+    argv = ["plot", "--embeddings", str(path), "--method", "pca", "--output", str(output)]
+    assert main(argv) == 0
+    assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Labels are optional for a picture.
+    argv = ["plot", "--embeddings", str(folder / "q.npy"), "--method", "pca"]
+    assert main(argv + ["--output", str(folder / "plain.png"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["points"] == 40
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ([], "--embeddings Q needs --labels FILE"),
+        (["--labels", "rl.npy"], "--labels has 20 labels for the 40 vectors of --embeddings"),
+        (
+            ["--labels", "ql.npy", "--reference-embeddings", "r.npy"],
+            "--reference-embeddings R needs --reference-labels FILE",
+        ),
+        (
+            ["--labels", "ql.npy", "--reference-labels", "rl.npy"],
+            "--reference-labels goes with --reference-embeddings",
+        ),
+        (["--labels", "ql.txt"], "--labels must be a .npy or .safetensors file"),
+    ],
+)
+def test_evaluate_embedding_files_bad_values(encoder_files, capsys, extra, message):
+    folder = encoder_files[0]
+    extra = [str(folder / e) if "." in e else e for e in extra]
+    assert main(["evaluate", "--embeddings", str(folder / "q.npy"), *extra]) == 2
+    line = _error_line(capsys)
+    assert (
+        message.replace(" Q ", f" {folder / 'q.npy'} ").replace(" R ", f" {folder / 'r.npy'} ")
+        in line
+    )
+
+
+# -- your own images: train, embed, evaluate, plot, index build and search with --data -------
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """Two classes (dark, bright) of 12 x 10 RGB images, 16 each."""
+    pil = pytest.importorskip("PIL.Image")
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for cls, base in (("dark", 40), ("bright", 210)):
+        (folder / cls).mkdir()
+        for i in range(16):
+            image = np.clip(base + rng.integers(-30, 30, (12, 10, 3)), 0, 255).astype(np.uint8)
+            pil.fromarray(image).save(folder / cls / f"{i}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def folder_checkpoint(image_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("folder-run")
+    argv = ["train", "--method", "simclr", "--data", str(image_folder), "--out", str(out)]
+    tiny = ["--epochs", "1", "--batch-size", "8", "--steps-per-epoch", "2", "--device", "cpu"]
+    assert main(argv + tiny + ["--set", "backbone_kwargs.embedding_dim=16", "--json"]) == 0
+    return out / "checkpoints" / "last.pt"
+
+
+def test_embed_evaluate_plot_a_folder(folder_checkpoint, image_folder, tmp_path, capsys):
+    safetensors = pytest.importorskip("safetensors.torch")
+    capsys.readouterr()
+    base = ["--checkpoint", str(folder_checkpoint), "--data", str(image_folder)]
+    output = tmp_path / "e.safetensors"
+    assert main(["embed", *base, "--output", str(output), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "output": str(output),
+        "data": str(image_folder),
+        "shape": [32, 16],
+    }
+    tensors = safetensors.load_file(str(output))
+    assert tensors["labels"].tolist() == [0] * 16 + [1] * 16  # sorted class folders
+
+    assert main(["evaluate", *base, "--json"]) == 0
+    from_checkpoint = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", "--embeddings", str(output), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == from_checkpoint  # the same vectors scored
+    assert main(["evaluate", *base, "--reference-data", str(image_folder), "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == set(from_checkpoint)
+
+    picture = tmp_path / "pca.png"
+    assert main(["plot", *base, "--method", "pca", "--output", str(picture)]) == 0
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_an_unlabelled_folder_exits_2(folder_checkpoint, image_folder, capsys):
+    argv = ["evaluate", "--checkpoint", str(folder_checkpoint)]
+    assert main(argv + ["--data", str(image_folder / "dark")]) == 2
+    assert "has no labels" in _error_line(capsys)
+
+
+def test_index_build_and_search_a_folder(folder_checkpoint, image_folder, tmp_path, capsys):
+    pil = pytest.importorskip("PIL.Image")
+    capsys.readouterr()
+    index = tmp_path / "images.msidx"
+    argv = ["index", "build", "--checkpoint", str(folder_checkpoint), "--data", str(image_folder)]
+    assert main(argv + ["--output", str(index), "--json"]) == 0
+    built = json.loads(capsys.readouterr().out)
+    assert built["ntotal"] == 32 and built["source"] == f"{folder_checkpoint} on {image_folder}"
+
+    # A query of another size: resized to the checkpoint's 12 x 10.
+    query = tmp_path / "query.png"
+    pil.fromarray(np.full((36, 30, 3), 40, np.uint8)).save(query)
+    stored = image_folder / "bright" / "10.png"  # the third file of the first class
+    argv = ["search", "--checkpoint", str(folder_checkpoint), "--index", str(index), "-k", "4"]
+    grid = tmp_path / "grid.png"
+    assert (
+        main(argv + ["--data", str(image_folder), "--grid", str(grid), str(stored), str(query)])
+        == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert result["k"] == 4 and result["metric"] == "l2"
+    first, second = result["queries"]
+    assert first["image"] == str(stored) and second["image"] == str(query)
+    nearest = first["neighbours"][0]
+    assert nearest == {
+        "id": 2,
+        "distance": pytest.approx(0, abs=1e-4),
+        "path": str(stored),
+        "label": "bright",
+    }
+    assert len(second["neighbours"]) == 4
+    assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # --out: the same JSON in a file; without --data: ids and distances only.
+    output = tmp_path / "n.json"
+    assert main(argv + ["--out", str(output), str(stored)]) == 0
+    assert f"to {output}" in capsys.readouterr().out
+    written = json.loads(output.read_text())
+    assert written["queries"][0]["neighbours"][0].keys() == {"id", "distance"}
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--grid", "g.png", "IMAGE"], "--grid draws the neighbours: give --data"),
+        (["--grid", "g.jpg", "IMAGE"], "--grid must end with .png"),
+        (["--out", "n.txt", "IMAGE"], "--out must end with .json"),
+        (["missing.png"], "no image file at 'missing.png'"),
+    ],
+)
+def test_search_bad_values_exit_2(
+    folder_checkpoint, image_folder, tmp_path, capsys, extra, message
+):
+    image = str(image_folder / "dark" / "0.png")
+    extra = [image if e == "IMAGE" else e for e in extra]
+    argv = ["search", "--checkpoint", str(folder_checkpoint), "--index", str(tmp_path / "x.msidx")]
+    assert main(argv + extra) == 2
+    assert message in _error_line(capsys)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -130,7 +129,7 @@ class ContextEncoderConfig(MethodConfig):
 
     mask_fraction: float = param(0.25, low=0, high=1, low_inclusive=False, high_inclusive=False)
     context_weight: float = param(0.0, low=0)
-    fill_value: float = dataclasses.field(default=0.0, metadata={"check": _check_finite})
+    fill_value: float = param(0.0, check=_check_finite)
     decoder_width: int = param(16, low=1, integer=True)
 
 

@@ -17,12 +17,18 @@ from ..core.validation import check_bool, check_choice, check_module, check_numb
 from .datasets import ImageData
 
 
-def param(default: Any, *, choices: Sequence | None = None, **number_rule) -> Any:
+def param(
+    default: Any,
+    *,
+    choices: Sequence | None = None,
+    check: Callable[[str, Any], None] | None = None,
+    **number_rule,
+) -> Any:
     """A :class:`CheckedConfig` field: its default and the check that a value must pass.
 
-    A bool default is checked as a flag, ``choices`` as one of them, anything else with
-    :func:`~metricssl.core.validation.check_number` and ``number_rule`` (``low``, ``high``,
-    ``integer``, ``allow_none``, ...).
+    ``check(name, value)`` if given; else a bool default is checked as a flag, ``choices`` as
+    one of them, anything else with :func:`~metricssl.core.validation.check_number` and
+    ``number_rule`` (``low``, ``high``, ``integer``, ``allow_none``, ...).
 
     Example:
         >>> from dataclasses import dataclass
@@ -32,11 +38,11 @@ def param(default: Any, *, choices: Sequence | None = None, **number_rule) -> An
         >>> Config.temperature, Config(temperature=0.5).temperature
         (0.2, 0.5)
     """
-    if isinstance(default, bool):
+    if check is None and isinstance(default, bool):
         check = check_bool
-    elif choices is not None:
+    elif check is None and choices is not None:
         check = partial(check_choice, choices=tuple(choices))
-    else:
+    elif check is None:
         check = partial(check_number, **number_rule)
     return dataclasses.field(default=default, metadata={"check": check})
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -132,17 +132,13 @@ class SupervisedConfig(MethodConfig):
     """
 
     embedding_dim: int | None = param(128, low=1, integer=True, allow_none=True)
-    loss: str = dataclasses.field(
-        default="MultiSimilarityLoss", metadata={"check": check_loss_name}
-    )
-    miner: str | None = dataclasses.field(
-        default="MultiSimilarityMiner", metadata={"check": check_miner_name}
-    )
-    samples_per_class: int | str | None = dataclasses.field(
-        default="auto", metadata={"check": _check_samples_per_class}
-    )
+    loss: str = param("MultiSimilarityLoss", check=check_loss_name)
+    miner: str | None = param("MultiSimilarityMiner", check=check_miner_name)
+    samples_per_class: int | str | None = param("auto", check=_check_samples_per_class)
 
-    def method_kwargs(self, method_cls, *, feature_dim, num_classes):
+    def method_kwargs(
+        self, method_cls: type, *, feature_dim: int, num_classes: int | None
+    ) -> dict[str, Any]:
         # Losses with class proxies or weights are sized by the data and the embedding.
         kwargs = super().method_kwargs(method_cls, feature_dim=feature_dim, num_classes=num_classes)
         embedding_size = self.embedding_dim or feature_dim
