@@ -3,6 +3,7 @@
     metricssl demo [--dataset digits|fashion-mnist] [--out DIR] [--epochs N] [--json]
     metricssl train --method NAME (--dataset NAME | --data PATH) [--config FILE] [...] [--json]
     metricssl embed --checkpoint PATH (--dataset NAME | --data PATH) --output FILE.npy [--json]
+    metricssl export --checkpoint PATH --format safetensors|torchscript|onnx --out FILE [--json]
     metricssl evaluate (--checkpoint PATH (--dataset NAME | --data PATH) | --embeddings FILE) [--json]
     metricssl plot (--checkpoint PATH (--dataset NAME | --data PATH) | --embeddings FILE)
         --output FILE.png [--json]
@@ -49,6 +50,15 @@ EMBED_EXAMPLES = """examples:
       --output digits-test.npy
   metricssl embed --checkpoint runs/simclr/checkpoints/last.pt --dataset digits \\
       --split train --output digits-train.safetensors   # tensors "embeddings" and "labels"
+"""
+
+EXPORT_EXAMPLES = """examples:
+  metricssl export --checkpoint runs/simclr/checkpoints/last.pt --out encoder.safetensors
+  metricssl export --checkpoint runs/simclr/checkpoints/last.pt --format torchscript \\
+      --out encoder.pt
+
+The file holds the encoder alone with its input size and normalisation; in Python,
+metricssl.load_encoder(FILE) gives a module that embeds uint8 images of any size.
 """
 
 EVALUATE_EXAMPLES = """examples:
@@ -118,33 +128,7 @@ installed package) and prints their tables; each writes its JSON to benchmarks/r
 Arguments after -- go to the script (one --suite only); `-- --help` shows them.
 """
 
-# Kept here rather than imported, so that building the parser needs no torch.
-# Spelled out (not read from metricssl.ssl.METHODS) so that --help does not import torch;
-# tests/test_cli.py checks that the two agree.
-METHOD_NAMES = (
-    "simclr",
-    "moco",
-    "byol",
-    "simsiam",
-    "barlow_twins",
-    "vicreg",
-    "swav",
-    "dino",
-    "deepcluster",
-    "npid",
-    "pirl",
-    "rotnet",
-    "jigsaw",
-    "context_encoder",
-    "denoising_autoencoder",
-    "vae",
-    "supervised",
-    # Aliases (metricssl.ssl.registry.ALIASES).
-    "inpainting",
-    "dae",
-)
 DATASET_NAMES = ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100")
-BACKBONE_NAMES = ("small_cnn", "resnet18", "resnet50")
 INDEX_KINDS = ("flat", "ivf_flat", "hnsw", "ivf_pq")
 INDEX_METRICS = ("l2", "ip", "cosine")
 # Suite -> the script's own flag for a short run.
@@ -268,6 +252,21 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--output", required=True, help="FILE.npy or FILE.safetensors")
     embed.add_argument("--json", action="store_true", help="print one JSON object")
 
+    export = _subparser(
+        sub,
+        "export",
+        "write the encoder of a checkpoint alone (safetensors, TorchScript, ONNX)",
+        "Write the trained backbone with its input size and normalisation, without the "
+        "heads, optimiser and training state.",
+        EXPORT_EXAMPLES,
+    )
+    export.add_argument("--checkpoint", required=True, help="a file written by metricssl train")
+    from .export import FORMATS as EXPORT_FORMATS  # the formats export_encoder writes
+
+    export.add_argument("--format", choices=EXPORT_FORMATS, default="safetensors")
+    export.add_argument("--out", required=True, help="the file to write")
+    export.add_argument("--json", action="store_true", help="print one JSON object")
+
     evaluate = _subparser(
         sub,
         "evaluate",
@@ -320,6 +319,10 @@ TRAIN_CLI_ONLY = ("config", "set", "json", "allow_changed_settings")
 def _add_train_arguments(train) -> None:
     """``train``'s flags. Their dests are the Trainer's argument names; none has a default
     (the parser's argument_default is SUPPRESS), so the namespace holds only what was given."""
+    # The registry's names (methods with their aliases, backbones, ...), never copied here.
+    from .ssl.registry import cli_choices
+
+    choices = cli_choices()
     train.add_argument(
         "--config",
         default=None,
@@ -333,7 +336,7 @@ def _add_train_arguments(train) -> None:
         help="any Trainer argument (VALUE read as JSON, else a string), e.g. knn_k=50 or "
         "hparams.temperature=0.2; repeatable; overrides --config",
     )
-    train.add_argument("--method", choices=METHOD_NAMES)
+    train.add_argument("--method", choices=choices["method"])
     source = train.add_mutually_exclusive_group()
     source.add_argument(
         "--dataset",
@@ -352,17 +355,17 @@ def _add_train_arguments(train) -> None:
     train.add_argument(
         "--download", action="store_true", help="download a named dataset that is not found"
     )
-    train.add_argument("--backbone", choices=BACKBONE_NAMES, help="default: small_cnn")
+    train.add_argument("--backbone", choices=choices["backbone"], help="default: small_cnn")
     train.add_argument("--epochs", type=positive_int, help="default: 10")
     train.add_argument("--batch-size", type=positive_int)
     train.add_argument("--lr", type=positive_float)
-    train.add_argument("--optimizer", help="sgd, adam, adamw or lars (default: the method's)")
+    train.add_argument("--optimizer", choices=choices["optimizer"], help="default: the method's")
     train.add_argument("--weight-decay", type=non_negative_float)
     train.add_argument("--warmup-epochs", type=non_negative_float)
     train.add_argument("--final-lr-factor", type=non_negative_float)
     train.add_argument("--accumulate-steps", type=positive_int)
-    train.add_argument("--amp", help="auto, off, bf16 or fp16 (default: auto)")
-    train.add_argument("--memory-format", help="auto, channels_last or contiguous")
+    train.add_argument("--amp", choices=choices["amp"], help="default: auto")
+    train.add_argument("--memory-format", choices=choices["memory_format"], help="default: auto")
     train.add_argument("--out", help="run folder (checkpoints, log, resolved.json)")
     train.add_argument("--seed", type=non_negative_int)
     train.add_argument("--loss", help="loss class name (--method supervised)")
@@ -894,6 +897,24 @@ def run_embed_command(args) -> int:
     return 0
 
 
+def run_export_command(args) -> int:
+    from .export import export_encoder, load_encoder
+
+    try:
+        path = export_encoder(args.checkpoint, args.out, args.format)
+    except ImportError as err:  # a format whose optional packages are missing: a usage error
+        raise ValueError(str(err)) from None
+    if args.format == "onnx":
+        shape = None
+    else:
+        shape = load_encoder(path).metadata["input_shape"]
+    if args.json:
+        print(json.dumps({"output": str(path), "format": args.format, "input_shape": shape}))
+    else:
+        print(f"wrote the {args.format} encoder of {args.checkpoint} to {path}")
+    return 0
+
+
 def run_evaluate_command(args) -> int:
     from .cli_data import checkpoint_images
     from .eval import AccuracyCalculator
@@ -1412,6 +1433,7 @@ COMMANDS = {
     "demo": run_demo_command,
     "train": run_train_command,
     "embed": run_embed_command,
+    "export": run_export_command,
     "evaluate": run_evaluate_command,
     "plot": run_plot_command,
     "index": run_index_command,
