@@ -198,7 +198,8 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu", verify: bool = 
         raise CheckpointError(
             f"{path}: the checkpoint carries no checksum (written by a metricssl that did "
             f"not store one, or rewritten by another tool), so its bytes cannot be verified; "
-            f"read_checkpoint(path, verify=False) loads it unverified"
+            f"read_checkpoint(path, verify=False) loads it unverified, and "
+            f"save_checkpoint(read_checkpoint(path, verify=False), path) gives it one"
         )
     for key in ("method", "config", "model"):
         if key not in data:

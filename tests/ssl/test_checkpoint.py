@@ -124,6 +124,8 @@ def test_a_checkpoint_without_checksum_is_refused_unless_asked(tmp_path):
     with pytest.raises(CheckpointError, match="carries no checksum.*verify=False"):
         read_checkpoint(path)
     assert read_checkpoint(path, verify=False)["method"] == "simclr"
+    save_checkpoint(read_checkpoint(path, verify=False), path)  # as the error message says
+    assert read_checkpoint(path)["method"] == "simclr"
     with pytest.raises(TypeError, match="verify must be a bool"):
         read_checkpoint(path, verify=1)
 
