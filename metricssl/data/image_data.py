@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..core.validation import check_number
 from .items import PrepareItem, label_value
 
 _LABEL_BATCH = 1024
@@ -69,6 +70,11 @@ class ImageData:
     ) -> None:
         if sum(x is not None for x in (images, dataset, stream)) != 1:
             raise ValueError("ImageData needs exactly one of images, dataset and stream")
+        check_number("num_workers", num_workers, low=0, integer=True)
+        if stream is not None:
+            # A stream's length is steps x batch_size: both must be known.
+            check_number("steps", steps, low=1, integer=True)
+            check_number("batch_size", batch_size, low=1, integer=True)
         self.images = images
         self.dataset = dataset
         self.num_workers = num_workers

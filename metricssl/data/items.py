@@ -26,7 +26,13 @@ LABEL_KEYS = ("label", "labels", "target", "targets", "cls")
 
 def split_item(item) -> tuple[object, object]:
     """``(image, label or None)`` of a dataset item: ``image``, ``(image, label, ...)`` or a
-    dict with one of :data:`IMAGE_KEYS` and optionally one of :data:`LABEL_KEYS`."""
+    dict with one of :data:`IMAGE_KEYS` and optionally one of :data:`LABEL_KEYS`.
+
+    Example:
+        >>> from metricssl.data.items import split_item
+        >>> split_item({"image": "pixels", "label": 3}), split_item("pixels")
+        (('pixels', 3), ('pixels', None))
+    """
     if isinstance(item, (tuple, list)):
         if not item:
             raise ValueError("a dataset item is an empty tuple/list; expected (image, label)")

@@ -140,6 +140,11 @@ def resolve_data(
     check_bool("download", download)
     prepare = PrepareItem(mode, image_size)
     if isinstance(dataset, ImageData):
+        if prepare.changes_images:
+            raise ValueError(
+                "image_size and mode apply when data is resolved; this ImageData already is: "
+                "resolve its source again with them"
+            )
         return dataset
     if isinstance(dataset, (str, os.PathLike)):
         return _checked(_from_path(dataset, data_dir, split, download, num_workers, prepare))

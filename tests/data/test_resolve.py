@@ -208,6 +208,10 @@ def test_named_dataset_resized_in_memory_and_imagedata_passes_through():
     ((images, labels),) = list(data.batches(torch.tensor([0, 1]), 2))
     assert images.shape == (2, 3, 16, 16) and images.dtype == torch.uint8
     assert resolve_data(data) is data
+    with pytest.raises(ValueError, match="already is"):
+        resolve_data(data, image_size=8)
+    with pytest.raises(TypeError, match="steps"):
+        ImageData(None, None, stream=[images], batch_size=2)
     assert isinstance(data, ImageData)
     for bad, match in (({"num_workers": -1}, "num_workers"), ({"steps": 0}, "steps")):
         with pytest.raises(ValueError, match=match):
