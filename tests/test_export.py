@@ -172,3 +172,15 @@ def test_an_embedding_head_is_part_of_the_exported_encoder(tmp_path):
         for p in network.parameters():
             p.zero_()  # the weights come from the file
         torch.testing.assert_close(load_encoder(path, backbone=network)(images()), expected)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("format", ["safetensors", "torchscript"])
+def test_an_encoder_loaded_onto_a_gpu_gives_the_same_embeddings(
+    checkpoint, reference, tmp_path, format
+):
+    encoder = load_encoder(export_encoder(checkpoint, tmp_path / "e", format), device="cuda")
+    with torch.no_grad():
+        features = encoder(images().cuda())
+    assert features.device.type == "cuda"
+    torch.testing.assert_close(features.cpu(), reference, atol=1e-4, rtol=1e-4)

@@ -142,3 +142,15 @@ def test_a_failed_embedding_leaves_no_file(digits_method, tmp_path):
     with pytest.raises(ValueError, match="images have shape"):
         embed_to_file(method, images[:, :, :4], tmp_path / "e.npy")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.gpu
+def test_a_gpu_method_writes_the_same_features(digits_method, tmp_path):
+    method, images, _ = digits_method
+    expected = embed_dataset(method, images, batch_size=16)
+    method.cuda()  # features computed on the GPU, copied to the host batch by batch
+    try:
+        out = embed_to_file(method, images, tmp_path / "e.npy", batch_size=16)
+    finally:
+        method.cpu()
+    np.testing.assert_allclose(np.load(out.path), expected.numpy(), atol=1e-4, rtol=1e-4)
