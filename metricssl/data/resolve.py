@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 from ..core.validation import check_bool, check_number
 from .array_dataset import ArrayDataset
@@ -193,6 +193,10 @@ def _known_labels(dataset: Dataset) -> torch.Tensor | None:
     """Labels the dataset knows without reading an image, or None."""
     if isinstance(dataset, ImageFiles):
         return dataset.targets if dataset.labelled else None
+    if isinstance(dataset, Subset):
+        # random_split's pieces: the parent's labels at the subset's indices.
+        parent = _known_labels(dataset.dataset)
+        return None if parent is None else parent[torch.as_tensor(dataset.indices)]
     for name in ("targets", "labels"):
         values = getattr(dataset, name, None)
         if values is None or callable(values):

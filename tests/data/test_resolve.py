@@ -124,6 +124,9 @@ def test_targets_attribute_gives_labels_without_reading_items():
     assert ds.reads <= 2
     sub = data.subset(torch.tensor([4, 5]))
     assert sub.labels.tolist() == [1, 2] and ds.reads <= 2
+    # A piece of random_split: the parent's labels at its indices.
+    piece = resolve_data(torch.utils.data.Subset(ds, [5, 3, 1]))
+    assert piece.labels_known and piece.labels.tolist() == [2, 0, 1] and ds.reads <= 4
 
 
 def test_unlabelled_dataset_and_subset_of_lazy_labels():
