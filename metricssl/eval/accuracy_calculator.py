@@ -22,7 +22,14 @@ from ..core.validation import check_number
 from . import retrieval_metrics as rm
 from .clustering import clustering_scores, faiss_kmeans
 from .inputs import as_embeddings, as_labels, label_codes, resolve_device
-from .knn import ReferenceSet, Search, balanced_chunks, iter_neighbors
+from .knn import (
+    ColumnGroups,
+    GroupSearch,
+    ReferenceSet,
+    Search,
+    balanced_chunks,
+    iter_neighbors,
+)
 from .knn_accuracy import knn_vote
 
 EQUALITY = torch.eq
@@ -500,14 +507,17 @@ class _Run:
         fn = self.calc.label_comparison_fn
         return fn(self.ql[rows][:, None], self.rl[columns]).to(torch.bool)
 
-    def _rank_chunk(self, rows: slice, relevant: torch.Tensor) -> None:
+    def _rank_chunk(self, rows: slice, relevance: torch.Tensor | rm.RelevantRanks) -> None:
         """Per-query ranking metrics of the non-lone queries among ``rows``, from their
-        neighbours' relevance (nearest first)."""
+        neighbours' relevance (a bool table, nearest first) or their relevant ranks."""
         keep = self.not_lone[rows].nonzero().squeeze(1)
         if keep.numel() == 0:
             return
         query_rows = keep + rows.start
-        ranks = rm.RankedRelevance(relevant[keep])
+        if isinstance(relevance, rm.RelevantRanks):
+            ranks = rm.RelevantRanks(relevance.ranks[keep], relevance.counts[keep])
+        else:
+            ranks = rm.RankedRelevance(relevance[keep])
         r = self.num_relevant[query_rows]
         k = self.num_k
         out = self.per_query
@@ -571,8 +581,20 @@ class _Run:
         # L2 order equals cosine order for unit vectors: then one search serves both.
         share = bool(k_knn) and self._unit_norm()
         collect = bool(self.custom_knn) and rank_here
+        # A full ranking on CPU with labels compared by equality: rank only where each query's
+        # class falls (the metrics read nothing else), not every neighbour.
+        by_group = (
+            rank_here
+            and self.q_codes is not None
+            and not collect
+            and self.q.device.type == "cpu"
+            and k_rank + 1 >= self.r.shape[0]
+        )
         searches = []
-        if rank_here or share:
+        if by_group:
+            groups = ColumnGroups.from_codes(self.r_codes, self.n_codes)
+            searches.append(GroupSearch(ReferenceSet(self.r, "l2"), groups, self.q_codes))
+        elif rank_here or share:
             searches.append(
                 Search(
                     ReferenceSet(self.r, "l2"),
@@ -580,27 +602,31 @@ class _Run:
                     want_values=share or collect,
                 )
             )
-        if k_knn and not share:
-            searches.append(Search(ReferenceSet(self.r, "cosine"), k_knn, want_values=True))
+        if k_knn and (by_group or not share):
+            metric = "l2" if share else "cosine"
+            searches.append(Search(ReferenceSet(self.r, metric), k_knn, want_values=True))
         if not searches:
             return
-        extra = 48 * (k_rank + k_knn)
+        extra = 48 * (0 if by_group else k_rank) + 48 * k_knn
         for rows, found in iter_neighbors(
             self.q, searches, self.ref_includes_query, extra, calc.progress
         ):
             first = found[0]
-            if rank_here and self.ranking:
+            if by_group:
+                self._rank_chunk(rows, rm.RelevantRanks(*first))
+            elif rank_here and self.ranking:
                 self._rank_chunk(rows, self._relevance(rows, first.columns[:, :k_rank]))
             if collect:
                 self.knn_indices[rows] = first.columns[:, : self.num_k]
                 self.knn_distances[rows] = first.values[:, : self.num_k]
             if k_knn:
+                # The last search lists the k-NN vote's neighbours (the first one when shared).
+                voters = found[-1]
+                cols = voters.columns[:, :k_knn]
                 if share:
-                    cols = first.columns[:, :k_knn]
-                    sims = 1 - first.values[:, :k_knn] / 2  # unit vectors: |q-r|^2 = 2 - 2 cos
+                    sims = 1 - voters.values[:, :k_knn] / 2  # unit vectors: |q-r|^2 = 2 - 2 cos
                 else:
-                    cols = found[-1].columns
-                    sims = searches[-1].reference.similarities_from(found[-1].values)
+                    sims = searches[-1].reference.similarities_from(voters.values)
                 self._knn_chunk(rows, cols, sims)
 
     def _rank_from_knn_func(self) -> None:

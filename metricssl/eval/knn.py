@@ -420,6 +420,130 @@ def _run_threads(work: Callable[[range], None], n_rows: int) -> None:
         list(pool.map(work, [range(a, b) for a, b in zip(bounds[:-1], bounds[1:])]))
 
 
+class GroupRanks(NamedTuple):
+    """Where each query's own group falls in its full ranking (see :func:`group_ranks`)."""
+
+    ranks: torch.Tensor  # (rows, m) int64 1-based ranks, ascending; padding after ``counts``
+    counts: torch.Tensor  # (rows,) int64 ranks listed per row
+
+
+class ColumnGroups(NamedTuple):
+    """Columns partitioned into groups (e.g. references by label): group g's columns are
+    ``order[bounds[g]:bounds[g + 1]]``."""
+
+    order: torch.Tensor  # (n,) int64
+    bounds: torch.Tensor  # (groups + 1,) int64
+
+    @classmethod
+    def from_codes(cls, codes: torch.Tensor, n_groups: int) -> ColumnGroups:
+        """Groups of the columns with equal ``codes`` (int, in [0, n_groups))."""
+        order = torch.argsort(codes, stable=True).cpu()
+        sizes = torch.bincount(codes.cpu().to(torch.int64), minlength=n_groups)
+        return cls(order, torch.cat([sizes.new_zeros(1), sizes.cumsum(0)]))
+
+    @property
+    def largest(self) -> int:
+        return int((self.bounds[1:] - self.bounds[:-1]).max()) if len(self.bounds) > 1 else 0
+
+
+def group_ranks(
+    block: torch.Tensor,
+    groups: ColumnGroups,
+    row_groups: torch.Tensor,
+    self_columns: torch.Tensor | None = None,
+) -> GroupRanks:
+    """The ranks of each row's group members in the row's full ranking, without sorting keys.
+
+    The ranking is :func:`nearest`'s over every column (value, then column index; the row's
+    own column left out), but only the ranks of the row's group are listed: what the
+    retrieval metrics of a full ranking read (a query's relevant references). Per CPU row,
+    in NumPy threads: the group's values and the whole row are sorted as float32 (no 64-bit
+    keys, no column order), and a member's rank is its position among the row's values plus
+    its place among equal members. That needs no index order unless a member's value equals
+    a non-member's; those rows (found by one comparison per member) are ranked from the
+    exact keys, as :func:`nearest` orders them.
+
+    Args:
+        block: (rows, n) float32 CPU block (:meth:`ReferenceSet.distances`); overwritten at
+            ``self_columns``.
+        groups: the columns of each group.
+        row_groups: (rows,) group of each row, in [0, groups); a negative one lists nothing.
+        self_columns: (rows,) column of each row's own entry, to leave out.
+
+    Returns:
+        :class:`GroupRanks`; a row's ranks hold every member but its own column.
+    """
+    rows, n = block.shape
+    if self_columns is not None:
+        block[torch.arange(rows), self_columns] = float("inf")  # ranked last, then dropped
+    values = block.numpy()
+    row_group = row_groups.tolist()
+    own = self_columns.tolist() if self_columns is not None else [-1] * rows
+    order, bounds = groups.order.numpy(), groups.bounds.tolist()
+    sizes = [bounds[g + 1] - bounds[g] for g in set(row_group) if g >= 0]
+    ranks = np.zeros((rows, max(sizes, default=0)), dtype=np.int64)
+    counts = np.zeros(rows, dtype=np.int64)
+
+    def rank_rows(row_numbers: range) -> None:
+        for i in row_numbers:
+            g = row_group[i]
+            if g < 0:
+                continue
+            row, cols = values[i], order[bounds[g] : bounds[g + 1]]
+            if own[i] >= 0:
+                cols = cols[cols != own[i]]
+            m = cols.size
+            if m == 0:
+                continue
+            mine = np.sort(row[cols])
+            everything = np.sort(row)
+            below = np.searchsorted(everything, mine)  # entries of smaller value
+            # Members of equal value take consecutive ranks (their order among themselves
+            # changes no relevance): below counts the equal members before the run, so the
+            # rank adds the member's place in the run.
+            starts = np.flatnonzero(np.r_[True, mine[1:] != mine[:-1]])
+            lengths = np.diff(np.r_[starts, m])
+            first_equal = np.repeat(starts, lengths)
+            # A non-member of equal value sits right after the run's copies in ``everything``:
+            # then the index order decides, which only the exact keys know.
+            after_run = below + np.repeat(lengths, lengths)
+            tied = after_run < n
+            tied[tied] = everything[after_run[tied]] == mine[tied]
+            ranks[i, :m] = below + (np.arange(m) - first_equal) + 1
+            if tied.any():
+                ranks[i, np.flatnonzero(tied)] = _tied_ranks(row, cols, mine[tied], everything)
+            counts[i] = m
+
+    _run_threads(rank_rows, rows)
+    return GroupRanks(torch.from_numpy(ranks), torch.from_numpy(counts))
+
+
+def _tied_ranks(
+    row: np.ndarray, members: np.ndarray, tied: np.ndarray, ordered: np.ndarray
+) -> np.ndarray:
+    """Ranks, ascending, of the members whose value some non-member shares.
+
+    Within a run of equal values the columns decide (:func:`nearest`'s order), so only the
+    row's entries of those values are keyed and sorted: a member's rank is the number of
+    smaller values, plus its place among the keys of its own value.
+
+    Args:
+        row: the row's values; members: the members' columns; tied: the members' tied values
+            (sorted); ordered: the row's values, sorted.
+    """
+    values = np.unique(tied)
+    equal = np.flatnonzero(np.isin(row, values))
+    keys = _sortable_keys_np(row[equal], equal, False)
+    keys.sort()
+    mine = members[np.isin(row[members], values)]
+    mine_keys = _sortable_keys_np(row[mine], mine, False)
+    mine_keys.sort()
+    # The keys of (value, column 0): where each value's run starts among ``keys``.
+    run_starts = np.searchsorted(keys, mine_keys & ~_LOW_MASK)
+    smaller = np.searchsorted(ordered, row[mine_keys & _LOW_MASK])
+    return smaller + (np.searchsorted(keys, mine_keys) - run_starts) + 1
+
+
 @dataclass(frozen=True)
 class Search:
     """One search run on every chunk.
@@ -433,6 +557,23 @@ class Search:
     reference: ReferenceSet
     k: int
     want_values: bool = False
+
+
+@dataclass(frozen=True)
+class GroupSearch:
+    """A search that ranks every reference for each query but returns only where the query's
+    own group falls (:func:`group_ranks`): a full ranking's retrieval metrics without sorting
+    it. CPU only.
+
+    Args:
+        reference: the prepared references.
+        groups: the reference columns of each group.
+        query_groups: (queries,) group of each query (negative: none).
+    """
+
+    reference: ReferenceSet
+    groups: ColumnGroups
+    query_groups: torch.Tensor
 
 
 def faiss_min_rows(dim: int) -> int:
@@ -462,7 +603,7 @@ def balanced_chunks(n_rows: int, max_rows: int) -> list[slice]:
 
 def iter_neighbors(
     query: torch.Tensor,
-    searches: Sequence[Search],
+    searches: Sequence[Search | GroupSearch],
     exclude_self: bool = False,
     extra_bytes_per_row: int = 0,
     progress: bool | None = None,
@@ -470,14 +611,23 @@ def iter_neighbors(
 ) -> Iterator[tuple[slice, list[Neighbors]]]:
     """Run ``searches`` chunk by chunk over ``query``.
 
-    Yields ``(rows, [Neighbors of each search])``. ``extra_bytes_per_row`` is what the caller
+    Yields ``(rows, [result of each search])``: :class:`Neighbors` of a :class:`Search`,
+    :class:`GroupRanks` of a :class:`GroupSearch`. ``extra_bytes_per_row`` is what the caller
     allocates per query row while it consumes a chunk, so that the chunk fits the memory budget.
     """
     n_q = query.shape[0]
     n_ref = searches[0].reference.size
-    via_faiss = all(s.reference.uses_faiss(s.k, n_q) for s in searches)
-    per_row = max(search_bytes_per_row(n_ref, s.k, via_faiss) for s in searches)
-    per_row += extra_bytes_per_row + 12 * sum(s.k for s in searches)  # + the caller's results
+    lists = [s for s in searches if isinstance(s, Search)]
+    via_faiss = len(lists) == len(searches) and all(s.reference.uses_faiss(s.k, n_q) for s in lists)
+    per_row = max(
+        # A group search holds the block and, per row, the ranks of its group and what the
+        # metrics derive from them.
+        search_bytes_per_row(n_ref, s.k, via_faiss)
+        if isinstance(s, Search)
+        else 4 * n_ref + 32 * s.groups.largest
+        for s in searches
+    )
+    per_row += extra_bytes_per_row + 12 * sum(s.k for s in lists)  # + the caller's results
     max_rows = rows_per_chunk(per_row, device=query.device)  # CUDA: from its free memory
     if via_faiss:
         # Chunks as large as FAISS's query block (progress bars still move), and at least
@@ -499,12 +649,15 @@ def iter_neighbors(
             )
             results = []
             for i, s in enumerate(searches):
-                if s.reference.uses_faiss(s.k, rows.stop - rows.start):
+                if isinstance(s, Search) and s.reference.uses_faiss(s.k, rows.stop - rows.start):
                     results.append(s.reference.faiss_nearest(q, s.k, self_cols))
                     continue
                 if buffers[i] is None:
                     buffers[i] = torch.empty(largest_chunk, n_ref, device=query.device)
                 block = s.reference.distances(q, out=buffers[i][: q.shape[0]])
+                if isinstance(s, GroupSearch):
+                    results.append(group_ranks(block, s.groups, s.query_groups[rows], self_cols))
+                    continue
                 nonnegative = s.reference.metric == "l2"
                 results.append(nearest(block, s.k, self_cols, nonnegative, s.want_values))
             yield rows, results
