@@ -10,7 +10,15 @@ import torch
 from pytorch_metric_learning.utils.inference import FaissKNN
 
 from metricssl.core import chunking
-from metricssl.eval.knn import ExactKNN, ReferenceSet, knn, nearest, sortable_keys
+from metricssl.eval.knn import (
+    ColumnGroups,
+    ExactKNN,
+    ReferenceSet,
+    group_ranks,
+    knn,
+    nearest,
+    sortable_keys,
+)
 
 knn_module = importlib.import_module("metricssl.eval.knn")  # the package re-exports knn()
 
@@ -177,6 +185,34 @@ def test_nearest_every_path_orders_by_value_then_column(k, quantised):
     found = nearest(block.clone(), k, self_columns, nonnegative=True, want_values=True)
     assert torch.equal(found.columns, expected)
     assert torch.equal(found.values, block.gather(1, expected))
+
+
+@pytest.mark.parametrize("values", ["continuous", "quantised", "signed_zeros"])
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_group_ranks_are_where_the_full_ranking_puts_each_group(values, exclude_self):
+    g = torch.Generator().manual_seed(7)
+    rows, n, n_groups = 40, 500, 6
+    block = torch.rand(rows, n, generator=g)
+    if values == "quantised":  # exact ties inside and across groups
+        block = (block * 12).floor()
+    elif values == "signed_zeros":  # -0.0 equals +0.0: a tie, ordered by column
+        block = (block * 3).floor() - 1
+        block[block == 0] = -0.0
+    codes = torch.randint(0, n_groups, (n,), generator=g)
+    codes[codes == 5] = 4  # group 5 has no columns
+    row_groups = torch.randint(-1, n_groups, (rows,), generator=g)
+    self_columns = torch.randperm(n, generator=g)[:rows] if exclude_self else None
+    found = group_ranks(
+        block.clone(), ColumnGroups.from_codes(codes, n_groups), row_groups, self_columns
+    )
+    # Reference: the exact (value, column) order of the whole row, read at the group's columns.
+    order = brute_force_block(block, n - int(exclude_self), self_columns)
+    for i in range(rows):
+        if row_groups[i] < 0:
+            expected = torch.tensor([], dtype=torch.int64)
+        else:
+            expected = torch.nonzero(codes[order[i]] == row_groups[i]).squeeze(1) + 1
+        assert torch.equal(found.ranks[i, : found.counts[i]], expected), i
 
 
 def test_threshold_rows_that_fall_short_are_redone(monkeypatch):

@@ -48,6 +48,25 @@ def test_metrics_by_hand():
     assert rm.recall_at_k(ranks, 4).tolist() == [1.0, 1.0, 0.0]
 
 
+def test_relevant_ranks_answer_as_the_relevance_table():
+    # The same three queries as ranks, padded with garbage past each row's count.
+    ranks = torch.tensor([[1, 3, 6], [4, 5, 99], [7, 0, 0]])
+    counts = torch.tensor([3, 2, 0])
+    listed, table = rm.RelevantRanks(ranks, counts), rm.RankedRelevance(RELEVANT)
+    assert listed.first.tolist() == table.first.tolist()
+    for k in (1, 2, 4, 6):
+        limit = torch.full((3,), k)
+        assert listed.count_up_to(limit).tolist() == table.count_up_to(limit).tolist()
+        assert listed.sum_of_precisions(limit).tolist() == pytest.approx(
+            table.sum_of_precisions(limit).tolist()
+        )
+        assert rm.mean_average_precision(listed, R, k).tolist() == pytest.approx(
+            rm.mean_average_precision(table, R, k).tolist()
+        )
+    assert rm.precision_at_1(listed).tolist() == [1.0, 0.0, 0.0]
+    assert rm.mean_reciprocal_rank(listed, 6).tolist() == pytest.approx([1.0, 0.25, 0.0])
+
+
 def test_zero_relevant_gives_nan_like_pml():
     ranks = rm.RankedRelevance(torch.zeros(1, 3, dtype=torch.bool))
     assert torch.isnan(rm.r_precision(ranks, torch.tensor([0]), 3)).all()
