@@ -366,7 +366,10 @@ def _check_metadata(path: Path, metadata: dict) -> dict:
 
 
 def _load_torchscript(path: Path) -> nn.Module:
-    verify_zip_checksum(path, what="encoder export")
+    if not verify_zip_checksum(path, what="encoder export"):
+        raise CheckpointError(
+            f"{path}: not a metricssl encoder export (a TorchScript export carries a checksum)"
+        )
     extra = {_METADATA_FILE: ""}
     try:
         with _quiet_torchscript():
@@ -384,17 +387,19 @@ def _load_safetensors(path: Path, backbone: nn.Module | None) -> EncoderModule:
     try:
         with safe_open(str(path), framework="pt") as f:
             header = dict(f.metadata() or {})
+            # Another safetensors file (embeddings, weights) is refused before it is read.
+            if header.get("format") != json.dumps(ENCODER_FORMAT):
+                raise CheckpointError(f"{path}: not a metricssl encoder export")
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
-        stored = header.pop("sha256", None)
-        metadata = {k: json.loads(v) for k, v in header.items()}
-    except (SafetensorError, OSError, ValueError) as err:
+    except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
-    _check_metadata(path, metadata)
+    stored = header.pop("sha256", None)
     if stored != _safetensors_digest(tensors, header):
         raise CheckpointError(
             f"{path}: the file is corrupted: its content does not match the SHA-256 stored "
             "when it was exported"
         )
+    metadata = _check_metadata(path, {k: json.loads(v) for k, v in header.items()})
     if backbone is None:
         if metadata.get("backbone") is None:
             raise CheckpointError(

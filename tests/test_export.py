@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 
 import metricssl
 from metricssl import cli
@@ -87,9 +88,20 @@ def test_flipped_bytes_are_refused(checkpoint, tmp_path, format):
         load_encoder(path)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit, to make a plain file
 def test_files_that_are_not_exports_are_refused(checkpoint, tmp_path):
     with pytest.raises(CheckpointError, match="not a readable TorchScript encoder"):
         load_encoder(checkpoint)  # a training checkpoint is a zip too
+    plain = tmp_path / "plain.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Identity()), str(plain))
+    with pytest.raises(CheckpointError, match="not a metricssl encoder export"):
+        load_encoder(plain)
+    embeddings = tmp_path / "embeddings.safetensors"
+    save_file(
+        {"embeddings": torch.zeros(3, 4)}, str(embeddings), {"format": "metricssl-embeddings"}
+    )
+    with pytest.raises(CheckpointError, match="not a metricssl encoder export"):
+        load_encoder(embeddings)
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"\x00" * 64)
     with pytest.raises(CheckpointError, match="not a metricssl encoder export"):
