@@ -39,10 +39,14 @@ TRAIN_EXAMPLES = """examples:
   metricssl train --method simclr --dataset digits --epochs 5 --out runs/simclr
   metricssl train --method byol --dataset fashion-mnist --data-dir ~/data/fmnist --out runs/byol
   metricssl train --method supervised --dataset digits --loss TripletMarginLoss --json
-  metricssl train --method simclr --dataset ~/photos --num-workers 4 --device cuda --out runs/p
+  metricssl train --method simclr --data ~/photos --num-workers 4 --device cuda --out runs/p
+  metricssl train --method simclr --data photos.csv --out runs/p   # a CSV/Parquet manifest
+  metricssl train --config run.yaml --epochs 100 --set hparams.temperature=0.2
 
-Writes OUT/checkpoints/last.pt after every epoch and OUT/log.csv; a run whose checkpoint
-exists continues from it unless --no-resume is given.
+Writes OUT/checkpoints/last.pt after every epoch, OUT/log.csv, and OUT/resolved.json (every
+Trainer argument as used; a --config for the same run). A run whose checkpoint exists
+continues from it (and says so) unless --no-resume is given; settings that differ from the
+checkpoint's are refused unless --allow-changed-settings is given.
 """
 
 EMBED_EXAMPLES = """examples:
@@ -50,6 +54,7 @@ EMBED_EXAMPLES = """examples:
       --output digits-test.npy
   metricssl embed --checkpoint runs/simclr/checkpoints/last.pt --dataset digits \\
       --split train --output digits-train.safetensors   # tensors "embeddings" and "labels"
+  metricssl embed --checkpoint runs/p/checkpoints/last.pt --data ~/photos --output p.npy
 """
 
 EXPORT_EXAMPLES = """examples:
@@ -64,8 +69,13 @@ metricssl.load_encoder(FILE) gives a module that embeds uint8 images of any size
 EVALUATE_EXAMPLES = """examples:
   metricssl evaluate --checkpoint runs/simclr/checkpoints/last.pt --dataset digits
   metricssl evaluate --checkpoint runs/simclr/checkpoints/last.pt --dataset digits --json
+  metricssl evaluate --checkpoint runs/p/checkpoints/last.pt --data ~/photos
+  metricssl evaluate --embeddings q.npy --labels ql.npy \\
+      --reference-embeddings r.npy --reference-labels rl.npy
 
-Test images are the queries, training images the references.
+With --dataset, test images are the queries and training images the references. With --data
+or --embeddings, the queries are scored against each other (each one's own entry left out),
+or against --reference-data / --reference-embeddings.
 """
 
 PLOT_EXAMPLES = """examples:
@@ -73,6 +83,7 @@ PLOT_EXAMPLES = """examples:
       --output umap.png
   metricssl plot --checkpoint runs/simclr/checkpoints/last.pt --dataset digits \\
       --method pca --split train --output pca.png
+  metricssl plot --embeddings clip.npy --labels labels.npy --method tsne --output tsne.png
 """
 
 INDEX_BUILD_EXAMPLES = """examples:

@@ -902,6 +902,28 @@ def test_embed_evaluate_plot_a_folder(folder_checkpoint, image_folder, tmp_path,
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_manifest_is_read_like_the_folder(folder_checkpoint, image_folder, tmp_path, capsys):
+    # The folder's files in the folder's order, relative to the manifest, labels by name.
+    files = sorted(image_folder.glob("*/*.png"), key=lambda p: (p.parent.name, p.name))
+    manifest = image_folder / "manifest.csv"
+    manifest.write_text(
+        "path,label\n" + "".join(f"{p.relative_to(image_folder)},{p.parent.name}\n" for p in files)
+    )
+    try:
+        outputs = []
+        for source in (image_folder, manifest):
+            output = tmp_path / f"{source.name}.npy"
+            argv = ["embed", "--checkpoint", str(folder_checkpoint), "--data", str(source)]
+            assert main(argv + ["--output", str(output), "--json"]) == 0
+            outputs.append(np.load(output))
+        np.testing.assert_array_equal(*outputs)
+        argv = ["evaluate", "--checkpoint", str(folder_checkpoint), "--data", str(manifest)]
+        assert main(argv + ["--json"]) == 0
+        assert 0 <= json.loads(capsys.readouterr().out.splitlines()[-1])["precision_at_1"] <= 1
+    finally:
+        manifest.unlink()  # the module's folder is shared with other tests
+
+
 def test_evaluate_an_unlabelled_folder_exits_2(folder_checkpoint, image_folder, capsys):
     argv = ["evaluate", "--checkpoint", str(folder_checkpoint)]
     assert main(argv + ["--data", str(image_folder / "dark")]) == 2
