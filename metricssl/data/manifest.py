@@ -24,7 +24,7 @@ class ManifestDataset(ImageFiles):
     are ``(image, label)`` with a label column, else ``image``. Every listed file must exist
     (checked when the dataset is built; nothing is decoded then).
 
-    CSV is read with Python's csv module; Parquet needs pyarrow (``pip install pyarrow``).
+    CSV is read with Python's csv module; Parquet needs pyarrow (the ``parquet`` extra).
 
     Args:
         path: the ``.csv`` or ``.parquet`` file.
@@ -95,8 +95,8 @@ def _read_parquet(path: Path) -> dict[str, list]:
         import pyarrow.parquet as pq
     except ImportError as err:
         raise ImportError(
-            "reading a Parquet manifest needs the optional package pyarrow: pip install pyarrow "
-            "(or write the manifest as CSV)"
+            "reading a Parquet manifest needs the optional package pyarrow: "
+            "pip install 'metricssl[parquet]' (or pyarrow), or write the manifest as CSV"
         ) from err
     return pq.read_table(path).to_pydict()
 

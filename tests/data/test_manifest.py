@@ -83,5 +83,5 @@ def test_parquet_without_pyarrow_is_a_clear_import_error(tmp_path, monkeypatch):
     (tmp_path / "list.parquet").write_bytes(b"PAR1")
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
-    with pytest.raises(ImportError, match="pip install pyarrow"):
+    with pytest.raises(ImportError, match=r"metricssl\[parquet\]"):
         ManifestDataset(tmp_path / "list.parquet")
