@@ -15,7 +15,7 @@ Example:
     >>> from metricssl.core import common
     >>> common.NUMPY_RANDOM = np.random.RandomState(0)  # seeds every sampler's draws
     >>> common.safe_random_choice([1, 2, 3], 2).tolist()
-    [1, 3]
+    [3, 2]
     >>> common.NUMPY_RANDOM = np.random
 """
 
