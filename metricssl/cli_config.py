@@ -45,7 +45,6 @@ def read_config(path: str | os.PathLike) -> dict:
         raise ValueError(f"--config must be a {', '.join(CONFIG_SUFFIXES)} file, got {str(path)!r}")
     if not path.is_file():
         raise FileNotFoundError(f"--config: no file at {str(path)!r}")
-    text = path.read_text(encoding="utf-8")
     if suffix == ".json":
         parse = json.loads
     elif suffix == ".toml":
@@ -53,7 +52,7 @@ def read_config(path: str | os.PathLike) -> dict:
     else:
         parse = _yaml().safe_load
     try:
-        data = parse(text)
+        data = parse(path.read_text(encoding="utf-8"))
     except Exception as err:  # each parser has its own error class (yaml.YAMLError, ...)
         message = " ".join(str(err).split())
         raise ValueError(f"--config {path}: not a readable {suffix[1:]} file ({message})") from None
@@ -71,7 +70,8 @@ def _yaml():
     try:
         import yaml
     except ImportError:
-        raise ImportError(
+        # A usage error (exit 2 with one line), not a crash.
+        raise ValueError(
             "--config .yaml needs PyYAML: pip install 'metricssl[config]' (or use .toml/.json)"
         ) from None
     return yaml
@@ -84,7 +84,7 @@ def _toml():
         try:
             import tomli as tomllib
         except ImportError:
-            raise ImportError(
+            raise ValueError(
                 "--config .toml needs Python 3.11 or the tomli package on 3.10"
             ) from None
     return tomllib

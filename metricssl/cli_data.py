@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,13 +125,13 @@ def checkpoint_images(method, args, split: str, data=None) -> Images:
     )
 
 
-class dataset_hint:
-    """Add the command-line way to a named dataset's "not found ... download=True" error."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, traceback):
-        if isinstance(error, FileNotFoundError) and "download=True" in str(error):
-            raise FileNotFoundError(f"{error}; {DOWNLOADABLE_HINT}") from error
-        return False
+@contextmanager
+def dataset_hint():
+    """Add the command-line way to a named dataset's "not found" error, whose own advice
+    (``root=<folder>`` or ``download=True``) is for Python callers."""
+    try:
+        yield
+    except FileNotFoundError as err:
+        if "download=True" not in str(err):
+            raise
+        raise FileNotFoundError(f"{err}; {DOWNLOADABLE_HINT}") from err

@@ -167,3 +167,20 @@ def test_settings_differences():
         "amp None -> 'off'",
     ]
     assert settings_differences(stored, dict(stored)) == []
+
+
+def test_yaml_without_pyyaml_is_a_clear_error(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "yaml", None)  # as if PyYAML were not installed
+    path = tmp_path / "run.yaml"
+    path.write_text("epochs: 3\n")
+    with pytest.raises(ValueError, match=r"needs PyYAML: pip install 'metricssl\[config\]'"):
+        read_config(path)
+
+
+def test_a_binary_file_is_not_readable(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ValueError, match="not a readable json file"):
+        read_config(path)
