@@ -331,6 +331,7 @@ def _add_train_arguments(train) -> None:
     """``train``'s flags. Their dests are the Trainer's argument names; none has a default
     (the parser's argument_default is SUPPRESS), so the namespace holds only what was given."""
     # The registry's names (methods with their aliases, backbones, ...), never copied here.
+    from .data.items import MODES
     from .ssl.registry import cli_choices
 
     choices = cli_choices()
@@ -365,6 +366,16 @@ def _add_train_arguments(train) -> None:
     train.add_argument("--data-dir", help="folder with the named dataset's files")
     train.add_argument(
         "--download", action="store_true", help="download a named dataset that is not found"
+    )
+    train.add_argument(
+        "--image-size",
+        type=size_or_height_width,
+        metavar="SIZE|H,W",
+        help="train at this size: each image scaled to cover it, then centre-cropped "
+        "(default: the images' own size)",
+    )
+    train.add_argument(
+        "--mode", choices=MODES, help="RGB (3 channels) or L (grey); default: the images' own"
     )
     train.add_argument("--backbone", choices=choices["backbone"], help="default: small_cnn")
     train.add_argument("--epochs", type=positive_int, help="default: 10")
@@ -552,6 +563,18 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def size_or_height_width(text: str) -> int | tuple[int, int]:
+    """``64`` (a square) or ``96,128`` (height, width)."""
+    parts = text.replace("x", ",").split(",")
+    try:
+        sizes = [int(part) for part in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SIZE or H,W, got {text!r}") from None
+    if len(sizes) not in (1, 2) or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected SIZE or H,W of positive integers, got {text!r}")
+    return sizes[0] if len(sizes) == 1 else (sizes[0], sizes[1])
 
 
 def dataset_name_or_folder(text: str) -> str:

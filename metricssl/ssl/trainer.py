@@ -56,6 +56,7 @@ from ..core.distributed import (
     world_size,
 )
 from ..core.validation import check_bool, check_choice, check_number
+from ..data.items import MODES, image_size_pair
 from ..data.splits import stratified_split
 from ..samplers import MPerClassSampler
 from .amp import AMP_MODES, autocast_dtype
@@ -111,6 +112,14 @@ class Trainer:
             or a torch Dataset; see :func:`~metricssl.ssl.datasets.resolve_data`.
         data_dir: where the named dataset's files are (default: the usual places).
         download: download a named dataset that is not found.
+        image_size: train at this size (an int for a square, or ``(height, width)``): each
+            image is scaled to cover it (aspect ratio kept) and its centre cropped, in the
+            DataLoader workers; None (default) keeps the data's own size.
+        mode: ``"RGB"`` (3 channels) or ``"L"`` (1 grey channel); None (default) keeps the
+            data's channels. ``image_size`` and ``mode`` are recorded in the checkpoint; a run
+            resumed at another size or channel count is refused. See
+            :func:`~metricssl.data.resolve_data` (they cannot resize a ready ``ImageData``
+            or a ``DataLoader``).
         backbone: ``small_cnn``, ``resnet18``, ``resnet50`` or any module (images -> features).
         backbone_kwargs: arguments of the named backbone, e.g. ``{"embedding_dim": 256}``.
         epochs: passes over the training split.
@@ -172,6 +181,8 @@ class Trainer:
         *,
         data_dir: str | os.PathLike | None = None,
         download: bool = False,
+        image_size: int | tuple[int, int] | None = None,
+        mode: str | None = None,
         backbone: str | nn.Module = "small_cnn",
         backbone_kwargs: Mapping | None = None,
         epochs: int = 10,
@@ -226,6 +237,9 @@ class Trainer:
         check_number("eval_batch_size", eval_batch_size, low=1, integer=True)
         check_bool("progress", progress)
         check_bool("download", download)
+        image_size = image_size_pair(image_size)
+        if mode is not None:
+            check_choice("mode", mode, MODES)
         if optimizer is not None:
             check_choice("optimizer", optimizer, OPTIMIZERS)
         if isinstance(backbone, str) and backbone not in BACKBONES:
@@ -273,6 +287,8 @@ class Trainer:
             "train",
             download,
             num_workers,
+            image_size=image_size,
+            mode=mode,
             batch_size=batch_size,
             steps=stream_steps,
         )
@@ -320,6 +336,9 @@ class Trainer:
             "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
             "memory_format": str(self.memory_format).replace("torch.", ""),
             "dataset": self.dataset_name,
+            # Recorded as lists/None, so a resume compares them with this run's as read back.
+            "image_size": None if image_size is None else list(image_size),
+            "mode": mode,
         }
         self.optimizer = build_optimizer(self.method, settings)
         self.scheduler = build_schedule(

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from metricssl.data import ImageFolder, resolve_data
 from metricssl.ssl.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -586,3 +587,51 @@ def test_device_and_backend_under_torchrun(monkeypatch):
     for device in ("cpu", torch.device("cpu")):
         trainer._setup_distributed(device)
         assert trainer.device == torch.device("cpu") and backends.pop() == "gloo"
+
+
+def colour_folder(root, per_class=12):
+    """Two classes of 12x10 (width x height) RGB PNGs, each image one colour (so its grey
+    value after any resize is Pillow's luma of that colour)."""
+    pil = pytest.importorskip("PIL.Image")
+    g = torch.Generator().manual_seed(0)
+    colours = {}
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            rgb = tuple(int(v) for v in torch.randint(0, 256, (3,), generator=g))
+            pil.new("RGB", (12, 10), rgb).save(root / cls / f"{i}.png")
+            colours[f"{cls}/{i}.png"] = pil.new("RGB", (1, 1), rgb).convert("L").getpixel((0, 0))
+    return root, colours
+
+
+@pytest.mark.filterwarnings("ignore::metricssl.ssl.monitor.CollapseWarning")
+def test_image_size_and_mode_train_a_folder_at_that_size_and_resume_only_at_it(tmp_path):
+    root, colours = colour_folder(tmp_path / "photos")
+    args = dict(dataset=str(root), image_size=16, mode="L", epochs=2, val_fraction=0)
+    trainer = make("simclr", tmp_path / "run", **args)
+    assert trainer.input_shape == (1, 16, 16)
+    images, _ = next(trainer.train_data.batches(torch.arange(24), 24))
+    assert images.shape == (24, 1, 16, 16) and images.dtype == torch.uint8
+    # Each image is one grey value: its colour's luma (the folder's order: a/0, a/1, ...).
+    assert torch.equal(images, images[:, :, :1, :1].expand_as(images))
+    order = [f"{path.parent.name}/{path.name}" for path, _ in ImageFolder(root).samples]
+    assert images[:, 0, 0, 0].tolist() == [colours[name] for name in order]
+    trainer.fit(epochs=1)
+    recorded = read_checkpoint(trainer.checkpoint_path)["config"]["training"]
+    assert recorded["image_size"] == [16, 16] and recorded["mode"] == "L"
+    # The same settings resume (an int and its (height, width) pair are one size).
+    resumed = make("simclr", tmp_path / "run", **{**args, "image_size": (16, 16)})
+    assert resumed.epoch == 1 and resumed.hyper["image_size"] == recorded["image_size"]
+    for changed in ({"image_size": 12}, {"mode": "RGB"}):
+        with pytest.raises(CheckpointError, match="input_shape"):
+            make("simclr", tmp_path / "run", **{**args, **changed})
+
+
+def test_a_bad_image_size_or_mode_is_refused_naming_it(tmp_path):
+    for image_size, error in ((0, ValueError), ("16", TypeError), ((16,), TypeError)):
+        with pytest.raises(error, match="image_size"):
+            make("simclr", tmp_path, image_size=image_size)
+    with pytest.raises(ValueError, match="mode"):
+        make("simclr", tmp_path, mode="CMYK")
+    with pytest.raises(ValueError, match="image_size and mode"):
+        make("simclr", tmp_path, dataset=resolve_data(tiny_data()), image_size=8)
