@@ -1351,7 +1351,8 @@ def run_search_command(args) -> int:
         return 0
     with atomic_write(out, "w") as f:
         json.dump(payload, f, indent=1)
-    print(f"wrote the neighbours of {len(results)} queries to {out}")
+    queries_text = "1 query" if len(results) == 1 else f"{len(results)} queries"
+    print(f"wrote the neighbours of {queries_text} to {out}")
     if grid is not None:
         print(f"wrote {grid}")
     return 0
