@@ -624,7 +624,10 @@ def positive_float(text: str) -> float:
 
 
 def run_demo_command(args) -> int:
+    from .cli_data import check_data_dir
     from .demo import run_demo
+
+    check_data_dir(args.data_dir)
 
     result = run_demo(
         dataset=args.dataset,

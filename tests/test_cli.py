@@ -162,6 +162,7 @@ def test_corrupted_checkpoint_exits_2(checkpoint, tmp_path, capsys):
             "supervised",
         ),
         (["train"], "train needs --method (or method: in the --config file)"),
+        (["demo", "--data-dir", "/nonexistent/x"], "--data-dir '/nonexistent/x': no such folder"),
         (["train", "--method", "byol"], "train needs --dataset or --data"),
         (["evaluate", "--dataset", "digits"], "--dataset and --data need --checkpoint"),
         (["evaluate", "--checkpoint", "c.pt"], "give --dataset NAME or --data PATH, or --embed"),
