@@ -522,6 +522,8 @@ def _add_search_parser(sub) -> None:
         help="the images the index was built from (index build --data): the neighbours' "
         "files and classes are reported and drawn",
     )
+    search.add_argument("--nprobe", type=positive_int, default=None, help="override the index's")
+    search.add_argument("--ef-search", type=positive_int, default=None, help="override the index's")
     search.add_argument("--out", default=None, help="FILE.json (default: printed)")
     search.add_argument(
         "--grid", default=None, help="FILE.png: queries and neighbours (needs --data)"
@@ -1226,21 +1228,27 @@ def _write_search_results(path: Path, distances, ids, metric: str, k: int) -> No
             json.dump(payload, f)
 
 
-def run_index_search_command(args) -> int:
-    import numpy as np
-
+def _load_index(args, progress):
+    """The index file ``args.index``, with the search settings given on the command line."""
     from .index import EmbeddingIndex
 
-    output = None
-    if args.output is not None:
-        output = _output_path(args.output, (".npy", ".npz", ".json"))
     if not Path(args.index).is_file():
         raise FileNotFoundError(f"no index file at {args.index!r}")
-    index = EmbeddingIndex.load(args.index, progress=False if args.json else None)
+    index = EmbeddingIndex.load(args.index, progress=progress)
     if args.nprobe is not None:
         index.nprobe = args.nprobe
     if args.ef_search is not None:
         index.ef_search = args.ef_search
+    return index
+
+
+def run_index_search_command(args) -> int:
+    import numpy as np
+
+    output = None
+    if args.output is not None:
+        output = _output_path(args.output, (".npy", ".npz", ".json"))
+    index = _load_index(args, progress=False if args.json else None)
     queries = _load_vectors(args.queries, args.tensor, "queries")
     if queries.ndim != 2:
         raise ValueError(f"queries must be 2D (nq, dim), got shape {tuple(queries.shape)}")
@@ -1295,7 +1303,6 @@ def run_search_command(args) -> int:
 
     from .cli_data import check_device, checkpoint_images
     from .core.atomic import atomic_write
-    from .index import EmbeddingIndex
 
     out = None if args.out is None else _output_path(args.out, (".json",), "--out")
     grid = None if args.grid is None else _output_path(args.grid, (".png",), "--grid")
@@ -1308,7 +1315,7 @@ def run_search_command(args) -> int:
         raise FileNotFoundError(f"no index file at {args.index!r}")
     check_device(args.device)
     method = _load_method(args)
-    index = EmbeddingIndex.load(args.index, progress=False)
+    index = _load_index(args, progress=False)
     stored = None if args.data is None else checkpoint_images(method, args, "train")
     queries = checkpoint_images(method, args, "test", data=list(args.images))
     distances, ids = index.search(_embed(method, queries, False), args.k)

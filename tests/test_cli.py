@@ -989,3 +989,19 @@ def test_search_bad_values_exit_2(
     argv = ["search", "--checkpoint", str(folder_checkpoint), "--index", str(tmp_path / "x.msidx")]
     assert main(argv + extra) == 2
     assert message in _error_line(capsys)
+
+
+def test_search_nprobe_overrides_the_index(folder_checkpoint, image_folder, tmp_path, capsys):
+    index = tmp_path / "ivf.msidx"
+    argv = ["index", "build", "--checkpoint", str(folder_checkpoint), "--data", str(image_folder)]
+    ivf = ["--kind", "ivf_flat", "--nlist", "2", "--nprobe", "1"]
+    assert main(argv + ivf + ["--output", str(index), "--json"]) == 0
+    capsys.readouterr()
+    image = str(image_folder / "dark" / "0.png")
+    argv = ["search", "--checkpoint", str(folder_checkpoint), "--index", str(index), "-k", "32"]
+    found = []
+    for extra in ([], ["--nprobe", "2"]):
+        assert main(argv + extra + [image]) == 0
+        found.append(len(json.loads(capsys.readouterr().out)["queries"][0]["neighbours"]))
+    # One list of two probed finds part of the 32 images (the rest left out); both find all.
+    assert found[0] < 32 and found[1] == 32
