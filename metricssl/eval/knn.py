@@ -28,7 +28,7 @@ Per query chunk:
    as matmul + topk there); its heap keeps equal distances in index order, so the order is the
    same.
 
-Chunks are sized by the memory budget of the query's device (:mod:`metricssl.utils.chunking`;
+Chunks are sized by the memory budget of the query's device (:mod:`metricssl.core.chunking`;
 on CUDA a share of its free memory), so memory is O(chunk x references), never
 O(queries x references); on CUDA everything stays in torch on the device.
 

@@ -30,7 +30,7 @@ class TripletMarginMiner(BaseMiner):
 
     PML lists every triplet of the batch (N^3 indices) and then filters. Here blocks of
     anchors are compared with their own positives and every negative, a (block x positives x
-    M) tensor sized by :mod:`metricssl.utils.chunking`, and only the kept triplets are
+    M) tensor sized by :mod:`metricssl.core.chunking`, and only the kept triplets are
     listed. Their number can still be of order N^3: that is the nature of the output.
 
     Args:

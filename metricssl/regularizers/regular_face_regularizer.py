@@ -21,7 +21,7 @@ class RegularFaceRegularizer(BaseRegularizer):
     default.
 
     The nearest other row is found without gradient, a block of rows at a time (memory
-    stays within :func:`metricssl.utils.chunking.get_memory_budget`); the penalty is then
+    stays within :func:`metricssl.core.chunking.get_memory_budget`); the penalty is then
     recomputed for those pairs only, so the backward pass costs O(rows x dim) instead of
     back-propagating through the full rows x rows similarity matrix, with the same gradient.
 

@@ -37,7 +37,7 @@ class BaseTrainer:
     The dictionaries' keys are checked as PML checks them (``models`` must hold ``"trunk"``,
     ``optimizers`` are named ``"<model>_optimizer"``, schedulers ``"<model>_scheduler_by_
     {iteration,epoch,plateau}"``, gradient clippers ``"<model>_grad_clipper"``): a wrong key
-    raises :class:`~metricssl.utils.validation.ArgumentError` (a ``ValueError`` and an
+    raises :class:`~metricssl.core.validation.ArgumentError` (a ``ValueError`` and an
     ``AssertionError``); a missing optional one is logged as a warning.
 
     Args:

@@ -446,7 +446,7 @@ class CustomKNN:
     Args:
         distance: a :class:`~metricssl.distances.BaseDistance`.
         batch_size: query rows per chunk (None: as many as the memory budget of
-            :mod:`metricssl.utils.chunking` allows). Results do not depend on it.
+            :mod:`metricssl.core.chunking` allows). Results do not depend on it.
 
     Example:
         >>> import torch

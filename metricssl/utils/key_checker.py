@@ -2,7 +2,7 @@
 
 A trainer's dictionaries (``models``, ``loss_funcs``, ``optimizers``, ...) are checked against
 a schema: every key must match one of the allowed patterns (regular expressions), essential
-keys must be present (else :class:`~metricssl.utils.validation.ArgumentError`, a ``ValueError`` that is also
+keys must be present (else :class:`~metricssl.core.validation.ArgumentError`, a ``ValueError`` that is also
 the ``AssertionError`` PML raises), and missing important keys or an empty
 dictionary are logged as warnings on :data:`metricssl.utils.common_functions.LOGGER`.
 """
