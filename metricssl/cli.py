@@ -682,6 +682,10 @@ def run_train_command(args) -> int:
         state = read_checkpoint(source, map_location="cpu")
         if _target_reached(state, settings):
             return _report_reached(state, source, settings, args.json)
+        if _same_method(state, settings) and not args.allow_changed_settings:
+            early = _early_changes(state, settings)
+            if early:
+                raise ValueError(_changed_message(source, early))
     with dataset_hint():
         trainer = Trainer(**{**settings, "resume": False})  # the state is loaded below
     reporter = rank() == 0
@@ -758,11 +762,15 @@ def _resume_source(settings: dict) -> Path | None:
     raise FileNotFoundError(f"no checkpoint to resume from at {str(path)!r}")
 
 
-def _target_reached(state: dict, settings: dict) -> bool:
+def _same_method(state: dict, settings: dict) -> bool:
+    """The checkpoint is of this run's method (else the Trainer refuses it, saying so)."""
     from .ssl.registry import canonical_method_name
 
-    same_method = state.get("method") == canonical_method_name(settings["method"])
-    return same_method and int(state.get("epoch", 0)) >= settings["epochs"]
+    return state.get("method") == canonical_method_name(settings["method"])
+
+
+def _target_reached(state: dict, settings: dict) -> bool:
+    return _same_method(state, settings) and int(state.get("epoch", 0)) >= settings["epochs"]
 
 
 def _report_reached(state: dict, source: Path, settings: dict, as_json: bool) -> int:
@@ -789,20 +797,47 @@ def _report_reached(state: dict, source: Path, settings: dict, as_json: bool) ->
     return 0
 
 
+def _stored_training(state: dict) -> dict:
+    return (state.get("config") or {}).get("training") or {}
+
+
+def _changed_message(source: Path, changes: list[str]) -> str:
+    return (
+        f"{source} was trained with other settings: {'; '.join(changes)}. Run with the "
+        f"checkpoint's settings, pass --allow-changed-settings to continue with these, or "
+        f"--no-resume to start afresh"
+    )
+
+
+# Recorded training settings known before any data are read; the rest (steps per epoch, AMP,
+# memory format, world size, ...) are resolved by the Trainer and compared once it is built.
+EARLY_COMPARED = ("epochs", "seed", "final_lr_factor", "accumulate_steps")
+
+
+def _early_changes(state: dict, settings: dict) -> list[str]:
+    """Differences from the checkpoint's settings that show without building the Trainer
+    (the method's defaults resolved by the builder the Trainer uses), so that a refused
+    resume reads no data and builds no model."""
+    from .cli_config import settings_differences
+    from .ssl.builders import training_settings
+
+    resolved = training_settings(settings["method"], **{k: settings[k] for k in METHOD_DEFAULTED})
+    current = {key: settings[key] for key in EARLY_COMPARED}
+    current.update({key: getattr(resolved, key) for key in METHOD_DEFAULTED})
+    stored = _stored_training(state)
+    return settings_differences({k: stored[k] for k in current if k in stored}, current)
+
+
 def _resume(trainer, state: dict, source: Path, allow_changes: bool) -> dict:
     """Load ``state`` into ``trainer`` after comparing the checkpoint's recorded training
     settings with this run's: differences are refused unless ``allow_changes``, and then
     applied (the new learning rate and weight decay replace the saved ones)."""
     from .cli_config import settings_differences
 
-    stored = (state.get("config") or {}).get("training") or {}
+    stored = _stored_training(state)
     changes = settings_differences(stored, trainer.hyper)
     if changes and not allow_changes:
-        raise ValueError(
-            f"{source} was trained with other settings: {'; '.join(changes)}. Run with the "
-            f"checkpoint's settings, pass --allow-changed-settings to continue with these, or "
-            f"--no-resume to start afresh"
-        )
+        raise ValueError(_changed_message(source, changes))
     if changes:
         if stored.get("optimizer", trainer.hyper["optimizer"]) != trainer.hyper["optimizer"]:
             raise ValueError(

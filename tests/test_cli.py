@@ -695,7 +695,9 @@ def test_train_checks_before_any_work(tmp_path, capsys, monkeypatch, extra, mess
     assert err.count("\n") == 1 and "Traceback" not in err and message in err
 
 
-def test_train_resume_reports_refuses_changes_and_applies_them_when_allowed(tmp_path, capsys):
+def test_train_resume_reports_refuses_changes_and_applies_them_when_allowed(
+    tmp_path, capsys, monkeypatch
+):
     from metricssl.ssl.checkpoint import read_checkpoint
 
     assert _train(tmp_path, "--json") == 0
@@ -709,8 +711,13 @@ def test_train_resume_reports_refuses_changes_and_applies_them_when_allowed(tmp_
     assert f"{path} is at epoch 1: --epochs 1 is already reached, nothing to train" in out
     assert path.read_bytes() == before
 
-    # Changed settings: refused with the differences, nothing trained.
-    assert _train(tmp_path, "--epochs", "2", "--lr", "0.5", "--seed", "7") == 2
+    # Changed settings: refused with the differences, nothing trained (nor read).
+    def no_data(*args, **kwargs):
+        raise AssertionError("data were read for a refused resume")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer_module, "resolve_data", no_data)
+        assert _train(tmp_path, "--epochs", "2", "--lr", "0.5", "--seed", "7") == 2
     line = _error_line(capsys)
     assert f"{path} was trained with other settings: " in line
     for change in ("epochs 1 -> 2", "seed 0 -> 7", "-> 0.5"):
@@ -1005,3 +1012,35 @@ def test_search_nprobe_overrides_the_index(folder_checkpoint, image_folder, tmp_
         found.append(len(json.loads(capsys.readouterr().out)["queries"][0]["neighbours"]))
     # One list of two probed finds part of the 32 images (the rest left out); both find all.
     assert found[0] < 32 and found[1] == 32
+
+
+def test_train_resume_of_an_unfinished_run_compares_what_the_trainer_resolves(tmp_path, capsys):
+    # A run of 2 epochs stopped after the first (as a killed run leaves it).
+    trainer = trainer_module.Trainer(
+        method="simclr",
+        dataset="digits",
+        out=tmp_path,
+        epochs=2,
+        batch_size=64,
+        steps_per_epoch=3,
+        device="cpu",
+        progress=False,
+    )
+    trainer.fit(epochs=1)
+    path = tmp_path / "checkpoints" / "last.pt"
+    argv = ["train", "--method", "simclr", "--dataset", "digits", "--out", str(tmp_path)]
+    same = ["--epochs", "2", "--batch-size", "64", "--device", "cpu"]
+    # steps_per_epoch is known once the data are: compared after the Trainer is built.
+    assert main(argv + same + ["--steps-per-epoch", "2"]) == 2
+    line = _error_line(capsys)
+    assert f"{path} was trained with other settings: steps_per_epoch 3 -> 2." in line
+    assert main(argv + same + ["--steps-per-epoch", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["resumed"] == {
+        "checkpoint": str(path),
+        "epoch": 1,
+        "step": 3,
+        "epochs": 2,
+        "changed": [],
+    }
+    assert result["epoch"] == 2 and result["metrics"]["step"] == 6
