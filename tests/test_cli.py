@@ -1044,3 +1044,11 @@ def test_train_resume_of_an_unfinished_run_compares_what_the_trainer_resolves(tm
         "changed": [],
     }
     assert result["epoch"] == 2 and result["metrics"]["step"] == 6
+
+
+def test_search_help_shows_examples(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["search", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "metricssl search --checkpoint" in out and "--grid" in out
