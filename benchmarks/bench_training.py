@@ -30,7 +30,7 @@ With 10 classes, ``MPerClassSampler`` cannot be given ``batch_size=128`` (PML re
 m x classes >= batch_size), so it is built as PML's users build it for such data, without
 it: passes of 4 images from each of the 10 classes (40 indices), ``length_before_new_iter``
 = the number of training images (rounded down to a multiple of 40), and the DataLoader cuts
-them into batches of 128 (12-13 images per class each).
+them into batches of 128 (8 to 16 images of each class).
 
 Usage::
 
