@@ -90,7 +90,11 @@ class ImageData:
         self._stream_iter: Iterator | None = None
         self._pending: list = []  # stream batches read ahead (the first, for its shape)
         self._stream_labelled = False
-        self._owner = self  # the ImageData whose iterator a stream view reads
+        # The ImageData whose iterator a stream view reads (None: this one). Never a reference
+        # to itself: an ImageData in a cycle is freed by the cycle collector, which closes the
+        # DataLoader's queues before its workers are told to stop, so each worker is waited
+        # for 5 s and then killed.
+        self._source: ImageData | None = None
 
     # -- what the data is -------------------------------------------------------------------
 
@@ -152,7 +156,7 @@ class ImageData:
                 None, None, stream=self.stream, steps=steps, batch_size=self.batch_size
             )
             # A view reads from the same iterator: a stream cannot be read twice at once.
-            view._owner = self._owner
+            view._source = self._owner
             return view
         labels = None if self._labels is None else self._labels[indices]
         if self.images is not None:
@@ -246,6 +250,10 @@ class ImageData:
         )
 
     # -- streams ----------------------------------------------------------------------------
+
+    @property
+    def _owner(self) -> ImageData:
+        return self if self._source is None else self._source
 
     def _peek(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         owner = self._owner
