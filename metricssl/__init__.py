@@ -21,6 +21,8 @@ def __getattr__(name):
         return importlib.import_module(f".{name}", __name__)
     if name == "load_encoder":  # an exported encoder back as a module (metricssl.export)
         return importlib.import_module(".export", __name__).load_encoder
+    if name == "embed_shards":  # sharded embedding under torchrun (metricssl.ssl.embed)
+        return importlib.import_module(".ssl.embed", __name__).embed_shards
     raise AttributeError(f"module 'metricssl' has no attribute {name!r}")
 
 
@@ -28,6 +30,7 @@ __all__ = [
     "augment",
     "data",
     "distances",
+    "embed_shards",
     "eval",
     "index",
     "load_encoder",

@@ -235,10 +235,10 @@ class ShardManifest:
         )
         storage = DTYPES[manifest.dtype]
         for shard in shards:
-            _check_npy(folder / shard.path, (shard.count, manifest.dim), storage)
-            _check_npy(folder / shard.ids, (shard.count,), _ID_DTYPE)
+            check_npy(folder / shard.path, (shard.count, manifest.dim), storage)
+            check_npy(folder / shard.ids, (shard.count,), _ID_DTYPE)
             if shard.labels is not None:
-                _check_npy(folder / shard.labels, (shard.count,), _ID_DTYPE)
+                check_npy(folder / shard.labels, (shard.count,), _ID_DTYPE)
             if verify and file_sha256(folder / shard.path) != shard.sha256:
                 raise ValueError(
                     f"{folder / shard.path}: its SHA-256 differs from the manifest's "
@@ -345,9 +345,15 @@ def _check_fields(data, path: str) -> None:
         raise ValueError(f"{path}: count is {data['count']} but the shards hold {total} rows")
 
 
-def _check_npy(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+def check_npy(path: str | os.PathLike, shape: tuple[int, ...], dtype: np.dtype) -> None:
     """``path`` is a ``.npy`` file of exactly ``shape`` and ``dtype`` (C order), and as long
-    as its header says: read from the header and the file's size, not its data."""
+    as its header says: read from the header and the file's size, not its data.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a ``.npy`` file, another shape or dtype, or truncated.
+    """
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"shard file missing: {str(path)!r}")
     try:

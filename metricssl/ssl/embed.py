@@ -9,15 +9,21 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from ..core.atomic import atomic_write
-from ..core.validation import check_number
+from ..core.distributed import init_from_environment, is_distributed, rank, world_size
+from ..core.validation import check_choice, check_number
 from .datasets import ImageData
 from .method import SSLMethod
+
+if TYPE_CHECKING:
+    from ..index.shards import ShardManifest
 
 # Room kept at the start of a file for its header, written once the row count is known
 # (a stream's length is only known at its end); the data follows it.
@@ -32,34 +38,48 @@ def embedded_batches(
     device: torch.device | str | None = None,
     progress: bool = False,
     out_device: torch.device | str | None = "cpu",
+    *,
+    indices: torch.Tensor | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """``(features, labels)`` batch by batch: float32 (B, F) features on ``out_device`` and
     the images' int64 (B,) labels (or None). Arguments as in :func:`embed_dataset`; the
     method is in eval mode while the batches are read, and put back in its mode after.
+    ``indices`` (int64, default all of them) picks the images read, in that order.
     The arguments are checked at the call, before any batch is read."""
     if not isinstance(method, SSLMethod):
         raise TypeError(f"method must be an SSLMethod, got {type(method).__name__}")
     check_number("batch_size", batch_size, low=1, integer=True)
-    if isinstance(images, np.ndarray):
-        images = torch.from_numpy(images)
-    data = images if isinstance(images, ImageData) else ImageData(images, None)
+    data = _image_data(images)
     if data.images is not None:
         method.check_images(data.images)
+    device = _run_device(method, device)
+    gather = device if out_device is None else torch.device(out_device)
+    if indices is None:
+        indices = torch.arange(len(data))
+    return _embedded(method, data, indices, batch_size, device, gather, progress)
+
+
+def _image_data(images) -> ImageData:
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    return images if isinstance(images, ImageData) else ImageData(images, None)
+
+
+def _run_device(method: SSLMethod, device: torch.device | str | None) -> torch.device:
+    """``device``, or where the method's parameters are (the CPU for a method without any)."""
     if device is None:
         param = next(iter(method.parameters()), None)
         device = param.device if param is not None else torch.device("cpu")
-    device = torch.device(device)
-    gather = device if out_device is None else torch.device(out_device)
-    return _embedded(method, data, batch_size, device, gather, progress)
+    return torch.device(device)
 
 
 @torch.no_grad()
-def _embedded(method, data, batch_size, device, gather, progress):
+def _embedded(method, data, indices, batch_size, device, gather, progress):
     was_training = method.training
     method.eval()
-    bar = tqdm(total=len(data), desc="embed", unit="img", disable=not progress)
+    bar = tqdm(total=len(indices), desc="embed", unit="img", disable=not progress)
     try:
-        for batch, labels in data.batches(torch.arange(len(data)), batch_size):
+        for batch, labels in data.batches(indices, batch_size):
             features = method.embed(batch.to(device, non_blocking=True))
             bar.update(len(batch))
             yield features.float().to(gather, non_blocking=True), labels
@@ -178,6 +198,225 @@ def embed_to_file(
         else:
             f.write(_safetensors_header(rows, dim, bool(labels)))
     return EmbeddingFile(path, rows, dim, bool(labels))
+
+
+# The settings of a sharded run, kept next to its parts: a rerun resumes only the same run.
+RUN_RECORD = "embed-run.json"
+
+
+@dataclass(frozen=True)
+class EmbeddedShards:
+    """What :func:`embed_shards` left on disk: the shard set's ``manifest`` and how many of
+    this run's parts (all ranks together) were written now or found complete and kept."""
+
+    manifest: ShardManifest
+    parts_written: int
+    parts_kept: int
+
+
+def rank_share(n: int, rank: int, world: int) -> range:
+    """The contiguous run of ``range(n)`` rank ``rank`` of ``world`` embeds: every item once,
+    no padding, shares that differ by at most one item.
+
+    Example:
+        >>> [list(rank_share(5, r, 2)) for r in range(2)]
+        [[0, 1], [2, 3, 4]]
+    """
+    return range(rank * n // world, (rank + 1) * n // world)
+
+
+def embed_shards(
+    method: SSLMethod,
+    images,
+    folder: str | os.PathLike,
+    *,
+    shard_rows: int = 65536,
+    dtype: str = "float32",
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    encoder_sha256: str | None = None,
+) -> EmbeddedShards:
+    """Embed every image into a shard set (:mod:`metricssl.index.shards`) in ``folder``, in
+    one process or in every process of a ``torchrun`` job.
+
+    Each rank embeds its contiguous share of the images (:func:`rank_share`) and writes it
+    in parts of at most ``shard_rows`` rows, ``part-RANK-CHUNK``: memory stays at one part.
+    Once every rank is done, rank 0 writes ``manifest.json``. The process group is the one
+    already started, or one started here from torchrun's environment (``WORLD_SIZE`` > 1)
+    and closed at the end.
+
+    Resumable: a part whose files are on disk (each written atomically) is kept, so a rerun
+    of an interrupted run embeds only what is missing. The run's settings (image count,
+    world size, ``shard_rows``, ``dtype``, ``encoder_sha256``) are recorded in
+    ``embed-run.json``; a rerun with other settings is refused before any image is read.
+
+    Args:
+        method: a trained method (e.g. from :func:`~metricssl.ssl.checkpoint.load_checkpoint`).
+        images: uint8 (N, C, H, W) tensor or array, or a random-access
+            :class:`~metricssl.data.image_data.ImageData` (not a stream).
+        folder: where the shard set goes (created when missing).
+        shard_rows: rows per part file.
+        dtype: storage of the embeddings, ``"float32"`` or ``"float16"`` (half the disk).
+        batch_size, device, progress: as in :func:`embed_dataset` (the bar on rank 0 only).
+        encoder_sha256: the encoder's checksum recorded in the manifest (the CLI passes the
+            checkpoint file's SHA-256).
+
+    Example:
+        >>> import tempfile
+        >>> from metricssl.ssl.registry import build_method
+        >>> from metricssl.data.digits import load_digits
+        >>> images, _ = load_digits("test")
+        >>> method = build_method("simclr", images.shape[1:])
+        >>> done = embed_shards(method, images[:100], tempfile.mkdtemp(), shard_rows=40)
+        >>> done.manifest.count, len(done.manifest.shards), done.parts_written
+        (100, 3, 3)
+    """
+    from ..index.shards import DTYPES
+
+    if not isinstance(method, SSLMethod):
+        raise TypeError(f"method must be an SSLMethod, got {type(method).__name__}")
+    if not isinstance(folder, (str, os.PathLike)):
+        raise TypeError(f"folder must be a str or os.PathLike, got {type(folder).__name__}")
+    check_number("shard_rows", shard_rows, low=1, integer=True)
+    check_number("batch_size", batch_size, low=1, integer=True)
+    check_choice("dtype", dtype, DTYPES)
+    if encoder_sha256 is not None and not isinstance(encoder_sha256, str):
+        raise TypeError(f"encoder_sha256 must be a str or None, got {encoder_sha256!r}")
+    data = _image_data(images)
+    if not data.random_access:
+        raise ValueError(
+            "images is a stream: sharded embedding reads images by position, give a "
+            "Dataset, a folder, a manifest or a tensor"
+        )
+    if len(data) == 0:
+        raise ValueError("images is empty: there is nothing to embed")
+    if data.images is not None:
+        method.check_images(data.images)
+    device = _run_device(method, device)
+    started = init_from_environment(device)
+    try:
+        settings = {
+            "count": len(data),
+            "world_size": world_size(),
+            "shard_rows": shard_rows,
+            "dtype": dtype,
+            "encoder_sha256": encoder_sha256,
+        }
+        return _embed_shards(method, data, Path(folder), settings, batch_size, device, progress)
+    finally:
+        if started:
+            dist.destroy_process_group()
+
+
+def _embed_shards(method, data, folder, settings, batch_size, device, progress):
+    from ..index.shards import ShardManifest, part_stem
+
+    me, world = rank(), settings["world_size"]
+    folder.mkdir(parents=True, exist_ok=True)
+    _check_run_record(folder / RUN_RECORD, settings)
+    if me == 0 and not (folder / RUN_RECORD).exists():
+        with atomic_write(folder / RUN_RECORD, "w", encoding="utf-8") as f:
+            json.dump(settings, f, indent=1)
+    share = rank_share(settings["count"], me, world)
+    shards, written, dim = [], 0, None
+    for chunk, start in enumerate(range(share.start, share.stop, settings["shard_rows"])):
+        ids = torch.arange(start, min(start + settings["shard_rows"], share.stop))
+        stem = part_stem(me, chunk)
+        shard = _kept_part(folder, stem, ids, settings["dtype"])
+        if shard is None:
+            shard = _write_part(
+                method,
+                data,
+                folder,
+                stem,
+                ids,
+                settings["dtype"],
+                batch_size,
+                device,
+                progress and me == 0,
+            )
+            written += 1
+        shards.append(shard)
+        dim = np.load(folder / shard.path, mmap_mode="r").shape[1]
+    mine = (shards, written, dim)
+    everyone = [mine]
+    if is_distributed():
+        everyone = [None] * world
+        dist.all_gather_object(everyone, mine)  # also waits for every rank to be done
+    all_shards = [shard for ranked, _, _ in everyone for shard in ranked]
+    dim = next(d for _, _, d in everyone if d is not None)
+    manifest = ShardManifest(
+        folder, dim, settings["dtype"], settings["count"], settings["encoder_sha256"], all_shards
+    )
+    if me == 0:
+        manifest.write()
+    if is_distributed():
+        dist.barrier()  # no rank returns before the manifest is on disk
+    parts_written = sum(w for _, w, _ in everyone)
+    return EmbeddedShards(manifest, parts_written, len(all_shards) - parts_written)
+
+
+def _check_run_record(path: Path, settings: dict) -> None:
+    if not path.exists():
+        return
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a readable record of a sharded run ({err})") from None
+    if recorded != settings:
+        changed = [
+            f"{key} {recorded.get(key)!r} -> {value!r}"
+            for key, value in settings.items()
+            if recorded.get(key) != value
+        ] or ["unknown fields"]
+        raise ValueError(
+            f"{path.parent} holds the shards of another run ({'; '.join(changed)}): give a "
+            "new folder, or delete this one to start again"
+        )
+
+
+def _kept_part(folder: Path, stem: str, ids: torch.Tensor, dtype: str):
+    """The :class:`~metricssl.index.shards.Shard` of a part already on disk (its embeddings
+    file is written last), checked against this run; None when it is not there."""
+    from ..index.shards import DTYPES, Shard, check_npy, file_sha256
+
+    path = folder / f"{stem}.npy"
+    if not path.exists():
+        return None
+    dim = np.load(path, mmap_mode="r").shape[-1]
+    check_npy(path, (len(ids), dim), DTYPES[dtype])
+    check_npy(folder / f"{stem}.ids.npy", (len(ids),), np.dtype("<i8"))
+    if not np.array_equal(np.load(folder / f"{stem}.ids.npy"), ids.numpy()):
+        raise ValueError(f"{folder / stem}.ids.npy: holds other ids than this run's part")
+    labels = folder / f"{stem}.labels.npy"
+    if labels.exists():
+        check_npy(labels, (len(ids),), np.dtype("<i8"))
+    label_name = labels.name if labels.exists() else None
+    return Shard(path.name, f"{stem}.ids.npy", label_name, len(ids), file_sha256(path))
+
+
+def _write_part(method, data, folder, stem, ids, dtype, batch_size, device, progress):
+    from ..index.shards import DTYPES, write_shard
+
+    vectors, labels, row = None, [], 0
+    batches = embedded_batches(method, data, batch_size, device, progress, indices=ids)
+    for features, batch_labels in batches:
+        features = features.numpy()
+        if vectors is None:
+            vectors = np.empty((len(ids), features.shape[1]), dtype=DTYPES[dtype])
+        vectors[row : row + len(features)] = features
+        row += len(features)
+        if batch_labels is not None:
+            labels.append(batch_labels.to(torch.int64).numpy())
+    if dtype == "float16" and not np.isfinite(vectors).all():
+        raise ValueError(
+            f"embeddings of {stem} exceed float16's range (65504): store them as float32"
+        )
+    if labels and sum(map(len, labels)) != len(ids):
+        raise ValueError("some batches of the images have labels and others do not")
+    part_labels = np.concatenate(labels) if labels else None
+    return write_shard(folder, stem, vectors, ids.numpy(), part_labels)
 
 
 def _npy_header(rows: int, dim: int) -> bytes:
