@@ -9,6 +9,7 @@
         --output FILE.png [--json]
     metricssl index build (EMBEDDINGS | --checkpoint PATH (--dataset NAME | --data PATH))
         --output FILE [--json]
+    metricssl index build --from-shards DIR [--kind ivf_pq|ivf_flat] --output DIR [--json]
     metricssl index search INDEX QUERIES -k K [--output FILE.npy|.npz|.json] [--json]
     metricssl search --checkpoint PATH --index FILE [--data PATH] [--grid FILE.png] IMAGE...
     metricssl bench [--suite losses|eval|index|ssl] [--quick] [--json] [-- SCRIPT ARGS]
@@ -95,17 +96,23 @@ INDEX_BUILD_EXAMPLES = """examples:
   metricssl index build --factory "IVF64,PQ8" train.npy --output train.msidx --json
   metricssl index build --checkpoint runs/simclr/checkpoints/last.pt --dataset digits \\
       --metric cosine --output digits-train.msidx
+  metricssl index build --from-shards p-shards --kind ivf_pq --nlist 4096 --m 16 \\
+      --memory-budget-mb 1024 --output p-index   # a folder: lists on disk, bigger than RAM
 
 EMBEDDINGS is a .npy file (n, dim) or a .safetensors file (--tensor names the tensor; default
 "embeddings", or the file's only tensor). With --checkpoint, a split of --dataset (default
 train) is embedded first, as `metricssl embed` does. IVF and PQ kinds are trained on the
-vectors they index.
+vectors they index. With --from-shards (a folder written by `metricssl embed --shards`), an IVF
+index is trained on a sample (--train-size), added shard by shard within --memory-budget-mb and
+its inverted lists merged into --output/lists.ivfdata (see docs/scale.md); under torchrun the
+ranks share the adding.
 """
 
 INDEX_SEARCH_EXAMPLES = """examples:
   metricssl index search train.msidx test.npy -k 10
   metricssl index search train.msidx test.safetensors -k 5 --output neighbours.json
   metricssl index search train.msidx test.npy -k 100 --nprobe 32 --output ids.npy --json
+  metricssl index search p-index test.npy -k 10 --nprobe 64   # an on-disk index folder
 
 Prints the first --show queries' neighbours as "id (distance)". --output FILE.npy saves the
 (nq, k) int64 ids, FILE.npz the ids and the float32 distances, FILE.json both as lists.
@@ -465,7 +472,9 @@ def _add_index_parsers(sub) -> None:
         "--num-workers", type=non_negative_int, default=0, help="processes decoding --data"
     )
     build.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    build.add_argument("--output", required=True, help="the index file to write")
+    build.add_argument(
+        "--output", required=True, help="the index file to write (a folder with --from-shards)"
+    )
     build.add_argument("--kind", choices=INDEX_KINDS, default=None, help="default: flat")
     build.add_argument("--factory", default=None, help='a FAISS factory string, e.g. "IVF64,PQ8"')
     build.add_argument("--metric", choices=INDEX_METRICS, default="l2")
@@ -477,6 +486,19 @@ def _add_index_parsers(sub) -> None:
     build.add_argument("--hnsw-m", type=positive_int, default=32, help="HNSW neighbours")
     build.add_argument("--ef-construction", type=positive_int, default=40)
     build.add_argument("--ef-search", type=positive_int, default=64)
+    build.add_argument(
+        "--from-shards",
+        type=existing_path,
+        default=None,
+        metavar="DIR",
+        help="build an on-disk IVF index (--output is a folder) from a shard set",
+    )
+    build.add_argument(
+        "--memory-budget-mb", type=positive_int, default=512, help="RAM for --from-shards adds"
+    )
+    build.add_argument(
+        "--train-size", type=positive_int, default=None, help="--from-shards training sample"
+    )
     build.add_argument("--json", action="store_true", help="print one JSON object")
 
     search = _subparser(
@@ -487,7 +509,7 @@ def _add_index_parsers(sub) -> None:
         "the k nearest stored vectors of each query.",
         INDEX_SEARCH_EXAMPLES,
     )
-    search.add_argument("index", help="the index file")
+    search.add_argument("index", help="the index file, or an on-disk index folder")
     search.add_argument("queries", help="FILE.npy or FILE.safetensors (nq, dim)")
     search.add_argument("-k", type=positive_int, default=10, help="neighbours per query")
     search.add_argument("--tensor", default=None, help="tensor name in a .safetensors file")
@@ -1190,9 +1212,43 @@ def _build_vectors(args):
     return _embed(method, images, not args.json), f"{args.checkpoint} on {images.description}"
 
 
+def _build_ondisk_command(args) -> int:
+    from .index.ondisk import build_ondisk
+
+    for name in ("embeddings", "checkpoint", "dataset", "data", "ids", "tensor", "split"):
+        if getattr(args, name) is not None:
+            flag = name if name == "embeddings" else "--" + name
+            raise ValueError(f"{flag} does not go with --from-shards (the shards hold the ids)")
+    if args.kind in ("flat", "hnsw"):
+        raise ValueError(f"--kind {args.kind}: --from-shards builds ivf_pq or ivf_flat")
+    meta = build_ondisk(
+        args.from_shards,
+        args.output,
+        kind=None if args.factory else (args.kind or "ivf_pq"),
+        metric=args.metric,
+        factory=args.factory,
+        nlist=args.nlist,
+        m=args.m,
+        nbits=args.nbits,
+        nprobe=args.nprobe,
+        train_size=args.train_size,
+        memory_budget_mb=args.memory_budget_mb,
+    )
+    if args.json:
+        print(json.dumps({"output": args.output, "source": args.from_shards, **meta}))
+    else:
+        print(
+            f"wrote {args.output}: {meta['ntotal']} x {meta['dim']} vectors, kind "
+            f"{meta['kind']} ({meta['factory']}), metric {meta['metric']}, lists on disk"
+        )
+    return 0
+
+
 def run_index_build_command(args) -> int:
     from .index import EmbeddingIndex
 
+    if args.from_shards is not None:
+        return _build_ondisk_command(args)
     ids = _load_ids(args.ids) if args.ids is not None else None  # before any slow work
     vectors, source = _build_vectors(args)
     if vectors.ndim != 2:
@@ -1266,7 +1322,12 @@ def _write_search_results(path: Path, distances, ids, metric: str, k: int) -> No
 def _load_index(args, progress):
     """The index file ``args.index``, with the search settings given on the command line."""
     from .index import EmbeddingIndex
+    from .index.ondisk import open_ondisk
 
+    if Path(args.index).is_dir():  # an on-disk index (index build --from-shards)
+        if args.ef_search is not None:
+            raise ValueError("--ef-search is for HNSW; an on-disk index is IVF (--nprobe)")
+        return open_ondisk(args.index, nprobe=args.nprobe, progress=progress)
     if not Path(args.index).is_file():
         raise FileNotFoundError(f"no index file at {args.index!r}")
     index = EmbeddingIndex.load(args.index, progress=progress)

@@ -30,11 +30,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import shutil
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -320,7 +322,8 @@ def merge_parts(out_dir: str | os.PathLike) -> dict:
     lists = out / LISTS_FILE
     lists.unlink(missing_ok=True)
     # merge_ondisk memory-maps each part and appends its lists, list by list, to the file.
-    merge_ondisk(trained, [str(p) for p in parts], str(lists))
+    with _quiet_c_stdout():
+        merge_ondisk(trained, [str(p) for p in parts], str(lists))
     ntotal = int(trained.ntotal)
     _write_faiss(trained, out / INDEX_FILE)
     del trained
@@ -389,7 +392,8 @@ def open_ondisk(
             f"{lists}: {lists.stat().st_size} bytes, {META_FILE} says {expected[1]} (truncated?)"
         )
     flags = faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY
-    index = faiss.read_index(str(index_path), flags)
+    with _quiet_c_stdout():
+        index = faiss.read_index(str(index_path), flags)
     if index.ntotal != expected[2] or index.d != settings.dim:
         raise ValueError(f"{index_path}: ntotal/dim differ from {META_FILE}")
     shell = EmbeddingIndex(
@@ -461,6 +465,21 @@ def _manifest(source):
 
         return ShardManifest.read(source)
     return source
+
+
+@contextlib.contextmanager
+def _quiet_c_stdout():
+    """Silence FAISS's C-level progress lines ("resizing ...", "updating ondisk filename"),
+    which would otherwise land on stdout between a command's own output (e.g. its JSON)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _barrier() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -192,3 +193,25 @@ def test_search_shards_equals_one_exact_index_ties_by_id(data):
     # every tie at the same distance has its smaller id first; the duplicates are found
     assert all(set(row[:2]) == {ids[q], ids[500 + q]} for q, row in zip(range(5), i[20:]))
     assert search_shards(parts, queries[:1], 10_000)[1].shape == (1, 600)
+
+
+def test_cli_builds_from_shards_and_searches_the_folder(data, shards, tmp_path, capfd):
+    from metricssl.cli import main
+
+    _, queries = data
+    out = tmp_path / "index"
+    np.save(tmp_path / "q.npy", queries[:3])
+    argv = ["index", "build", "--from-shards", str(shards), "--kind", "ivf_flat"]
+    assert main([*argv, "--nlist", "32", "--out", str(out), "--json"]) == 0
+    built = json.loads(capfd.readouterr().out)  # one JSON object: FAISS's C lines silenced
+    assert built["ntotal"] == N and built["factory"] == "IVF32,Flat"
+    found = tmp_path / "found.npz"
+    argv = ["index", "search", str(out), str(tmp_path / "q.npy"), "-k", "4", "--nprobe", "32"]
+    assert main([*argv, "--output", str(found), "--json"]) == 0
+    json.loads(capfd.readouterr().out)
+    exact = EmbeddingIndex(DIM)
+    exact.add(data[0], ids=np.arange(N) * 10 + 3)
+    np.testing.assert_array_equal(np.load(found)["ids"], exact.search(queries[:3], 4)[1])
+    argv = ["index", "build", "--from-shards", str(shards), "--kind", "hnsw", "--out", "x"]
+    assert main(argv) == 2
+    assert "--from-shards builds ivf_pq or ivf_flat" in capfd.readouterr().err
