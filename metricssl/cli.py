@@ -2,7 +2,8 @@
 
     metricssl demo [--dataset digits|fashion-mnist] [--out DIR] [--epochs N] [--json]
     metricssl train --method NAME (--dataset NAME | --data PATH) [--config FILE] [...] [--json]
-    metricssl embed --checkpoint PATH (--dataset NAME | --data PATH) --output FILE.npy [--json]
+    metricssl embed --checkpoint PATH (--dataset NAME | --data PATH)
+        (--output FILE.npy | --shards DIR [--shard-rows N] [--dtype float16]) [--json]
     metricssl export --checkpoint PATH --format safetensors|torchscript|onnx --out FILE [--json]
     metricssl evaluate (--checkpoint PATH (--dataset NAME | --data PATH) | --embeddings FILE) [--json]
     metricssl plot (--checkpoint PATH (--dataset NAME | --data PATH) | --embeddings FILE)
@@ -56,6 +57,8 @@ EMBED_EXAMPLES = """examples:
   metricssl embed --checkpoint runs/simclr/checkpoints/last.pt --dataset digits \\
       --split train --output digits-train.safetensors   # tensors "embeddings" and "labels"
   metricssl embed --checkpoint runs/p/checkpoints/last.pt --data ~/photos --output p.npy
+  torchrun --nproc-per-node 4 --no-python metricssl embed \\
+      --checkpoint runs/p/checkpoints/last.pt --data ~/photos --shards p-shards --dtype float16
 """
 
 EXPORT_EXAMPLES = """examples:
@@ -267,7 +270,20 @@ def build_parser() -> argparse.ArgumentParser:
         EMBED_EXAMPLES,
     )
     _add_data_arguments(embed, split=True)
-    embed.add_argument("--output", required=True, help="FILE.npy or FILE.safetensors")
+    destination = embed.add_mutually_exclusive_group(required=True)
+    destination.add_argument("--output", help="FILE.npy or FILE.safetensors")
+    destination.add_argument(
+        "--shards",
+        metavar="DIR",
+        help="a shard set (part files and manifest.json), one share per torchrun process; "
+        "a rerun keeps the parts already written",
+    )
+    embed.add_argument(
+        "--shard-rows", type=positive_int, default=None, help="rows per part (default 65536)"
+    )
+    embed.add_argument(
+        "--dtype", choices=["float32", "float16"], default=None, help="storage of --shards"
+    )
     embed.add_argument("--json", action="store_true", help="print one JSON object")
 
     export = _subparser(
@@ -974,6 +990,11 @@ def run_embed_command(args) -> int:
     from .data.image_data import ImageData
     from .ssl.embed import embed_to_file
 
+    if args.shards is not None:
+        return _embed_shards_command(args)
+    for flag in ("shard_rows", "dtype"):
+        if getattr(args, flag) is not None:
+            raise ValueError(f"--{flag.replace('_', '-')} goes with --shards")
     path = _output_path(args.output, (".npy", ".safetensors"))
     _check_inputs(args)
     split = args.split or "test"
@@ -990,6 +1011,58 @@ def run_embed_command(args) -> int:
         print(json.dumps({"output": str(path), **source, "shape": shape}))
     else:
         print(f"wrote {shape[0]} x {shape[1]} embeddings of {images.description} to {path}")
+    return 0
+
+
+def _embed_shards_command(args) -> int:
+    """``embed --shards``: this process's share of the images under torchrun (all of them
+    alone), on ``cuda:LOCAL_RANK`` with a GPU; rank 0 reports."""
+    from .cli_data import checkpoint_images
+    from .core.distributed import training_device
+    from .index.shards import file_sha256
+    from .ssl import load_checkpoint
+    from .ssl.embed import embed_shards
+
+    _check_inputs(args)
+    if Path(args.shards).exists() and not Path(args.shards).is_dir():
+        raise ValueError(f"--shards must be a folder, {args.shards!r} is a file")
+    split = args.split or "test"
+    device = training_device(args.device)
+    method, _ = load_checkpoint(args.checkpoint, device=device)
+    images = checkpoint_images(method, args, split)
+    first = os.environ.get("RANK", "0") == "0"
+    done = embed_shards(
+        method,
+        images.data,
+        args.shards,
+        shard_rows=args.shard_rows or 65536,
+        dtype=args.dtype or "float32",
+        device=device,
+        progress=not args.json and first,
+        encoder_sha256=file_sha256(args.checkpoint),
+    )
+    if not first:
+        return 0
+    manifest = done.manifest
+    if args.json:
+        source = {"split": split} if args.data is None else {"data": args.data}
+        report = {
+            "shards": str(manifest.folder),
+            "manifest": str(manifest.path),
+            **source,
+            "shape": [manifest.count, manifest.dim],
+            "dtype": manifest.dtype,
+            "parts": len(manifest.shards),
+            "parts_written": done.parts_written,
+            "parts_kept": done.parts_kept,
+        }
+        print(json.dumps(report))
+    else:
+        print(
+            f"wrote {manifest.count} x {manifest.dim} {manifest.dtype} embeddings of "
+            f"{images.description} to {manifest.path} ({len(manifest.shards)} parts: "
+            f"{done.parts_written} written now, {done.parts_kept} kept from before)"
+        )
     return 0
 
 

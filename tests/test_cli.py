@@ -116,6 +116,27 @@ def test_embed_writes_npy_and_safetensors(checkpoint, tmp_path, capsys):
     assert tensors["embeddings"].shape == (1438, 128) and tensors["labels"].shape == (1438,)
 
 
+def test_embed_shards(checkpoint, tmp_path, capsys):
+    from metricssl.index.shards import ShardManifest, file_sha256
+
+    argv = ["embed", "--checkpoint", str(checkpoint), "--dataset", "digits"]
+    assert main(argv + ["--output", str(tmp_path / "all.npy")]) == 0
+    shards = ["--shards", str(tmp_path / "shards"), "--shard-rows", "100", "--json"]
+    assert main(argv + shards) == 0
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert report["shape"] == [359, 128] and report["parts"] == report["parts_written"] == 4
+    manifest = ShardManifest.read(tmp_path / "shards", verify=True)
+    assert manifest.encoder_sha256 == file_sha256(checkpoint)
+    rows = np.concatenate([x for _, x in manifest.iter_batches(1000)])
+    np.testing.assert_allclose(rows, np.load(tmp_path / "all.npy"), rtol=0, atol=1e-6)
+    assert main(argv + shards) == 0  # a rerun keeps every part
+    assert json.loads(capsys.readouterr().out)["parts_kept"] == 4
+    assert main(argv + shards[:4] + ["--dtype", "float16"]) == 2
+    assert "another run (dtype 'float32' -> 'float16')" in capsys.readouterr().err
+    assert main(argv + ["--output", str(tmp_path / "x.npy"), "--dtype", "float16"]) == 2
+    assert "--dtype goes with --shards" in capsys.readouterr().err
+
+
 def test_evaluate_json(checkpoint, capsys):
     argv = ["evaluate", "--checkpoint", str(checkpoint), "--dataset", "digits", "--json"]
     assert main(argv) == 0

@@ -320,25 +320,21 @@ def _embed_shards(method, data, folder, settings, batch_size, device, progress):
             json.dump(settings, f, indent=1)
     share = rank_share(settings["count"], me, world)
     shards, written, dim = [], 0, None
-    for chunk, start in enumerate(range(share.start, share.stop, settings["shard_rows"])):
-        ids = torch.arange(start, min(start + settings["shard_rows"], share.stop))
-        stem = part_stem(me, chunk)
-        shard = _kept_part(folder, stem, ids, settings["dtype"])
-        if shard is None:
-            shard = _write_part(
-                method,
-                data,
-                folder,
-                stem,
-                ids,
-                settings["dtype"],
-                batch_size,
-                device,
-                progress and me == 0,
-            )
-            written += 1
-        shards.append(shard)
-        dim = np.load(folder / shard.path, mmap_mode="r").shape[1]
+    # One bar for the share (rank 0's), advanced part by part, kept parts included.
+    bar = tqdm(total=len(share), desc="embed", unit="img", disable=not (progress and me == 0))
+    with bar:
+        for chunk, start in enumerate(range(share.start, share.stop, settings["shard_rows"])):
+            ids = torch.arange(start, min(start + settings["shard_rows"], share.stop))
+            stem = part_stem(me, chunk)
+            shard = _kept_part(folder, stem, ids, settings["dtype"])
+            if shard is None:
+                shard = _write_part(
+                    method, data, folder, stem, ids, settings["dtype"], batch_size, device
+                )
+                written += 1
+            shards.append(shard)
+            dim = np.load(folder / shard.path, mmap_mode="r").shape[1]
+            bar.update(len(ids))
     mine = (shards, written, dim)
     everyone = [mine]
     if is_distributed():
@@ -396,11 +392,11 @@ def _kept_part(folder: Path, stem: str, ids: torch.Tensor, dtype: str):
     return Shard(path.name, f"{stem}.ids.npy", label_name, len(ids), file_sha256(path))
 
 
-def _write_part(method, data, folder, stem, ids, dtype, batch_size, device, progress):
+def _write_part(method, data, folder, stem, ids, dtype, batch_size, device):
     from ..index.shards import DTYPES, write_shard
 
     vectors, labels, row = None, [], 0
-    batches = embedded_batches(method, data, batch_size, device, progress, indices=ids)
+    batches = embedded_batches(method, data, batch_size, device, indices=ids)
     for features, batch_labels in batches:
         features = features.numpy()
         if vectors is None:
