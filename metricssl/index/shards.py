@@ -345,13 +345,12 @@ def _check_fields(data, path: str) -> None:
         raise ValueError(f"{path}: count is {data['count']} but the shards hold {total} rows")
 
 
-def check_npy(path: str | os.PathLike, shape: tuple[int, ...], dtype: np.dtype) -> None:
-    """``path`` is a ``.npy`` file of exactly ``shape`` and ``dtype`` (C order), and as long
-    as its header says: read from the header and the file's size, not its data.
+def npy_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype, bool, int]:
+    """``(shape, dtype, fortran_order, data_offset)`` of a ``.npy`` file, from its header.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not a ``.npy`` file, another shape or dtype, or truncated.
+        ValueError: not a ``.npy`` file (the message names it).
     """
     path = Path(path)
     if not path.is_file():
@@ -364,14 +363,26 @@ def check_npy(path: str | os.PathLike, shape: tuple[int, ...], dtype: np.dtype) 
                 if version == (1, 0)
                 else np.lib.format.read_array_header_2_0
             )
-            found_shape, fortran, found_dtype = read_header(f)
-            data_start = f.tell()
+            shape, fortran, dtype = read_header(f)
+            return shape, dtype, fortran, f.tell()
     except ValueError as err:
         raise ValueError(f"{path}: not a readable .npy file ({err})") from None
+
+
+def check_npy(path: str | os.PathLike, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """``path`` is a ``.npy`` file of exactly ``shape`` and ``dtype`` (C order), and as long
+    as its header says: read from the header and the file's size, not its data.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a ``.npy`` file, another shape or dtype, or truncated.
+    """
+    path = Path(path)
+    found_shape, found_dtype, fortran, data_start = npy_header(path)
     if found_shape != shape or found_dtype != dtype or fortran:
         raise ValueError(
             f"{path}: holds {found_dtype} {found_shape}"
-            f"{' (Fortran order)' if fortran else ''}, the manifest says {dtype} {shape}"
+            f"{' (Fortran order)' if fortran else ''}, expected {dtype} {shape}"
         )
     expected = data_start + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     size = path.stat().st_size

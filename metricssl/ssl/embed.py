@@ -200,6 +200,8 @@ def embed_to_file(
     return EmbeddingFile(path, rows, dim, bool(labels))
 
 
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+
 # The settings of a sharded run, kept next to its parts: a rerun resumes only the same run.
 RUN_RECORD = "embed-run.json"
 
@@ -375,21 +377,29 @@ def _check_run_record(path: Path, settings: dict) -> None:
 def _kept_part(folder: Path, stem: str, ids: torch.Tensor, dtype: str):
     """The :class:`~metricssl.index.shards.Shard` of a part already on disk (its embeddings
     file is written last), checked against this run; None when it is not there."""
-    from ..index.shards import DTYPES, Shard, check_npy, file_sha256
+    from ..index.shards import DTYPES, Shard, check_npy, file_sha256, npy_header
 
-    path = folder / f"{stem}.npy"
+    path, ids_path, labels = (
+        folder / f"{stem}{end}" for end in (".npy", ".ids.npy", ".labels.npy")
+    )
     if not path.exists():
         return None
-    dim = np.load(path, mmap_mode="r").shape[-1]
-    check_npy(path, (len(ids), dim), DTYPES[dtype])
-    check_npy(folder / f"{stem}.ids.npy", (len(ids),), np.dtype("<i8"))
-    if not np.array_equal(np.load(folder / f"{stem}.ids.npy"), ids.numpy()):
-        raise ValueError(f"{folder / stem}.ids.npy: holds other ids than this run's part")
-    labels = folder / f"{stem}.labels.npy"
-    if labels.exists():
-        check_npy(labels, (len(ids),), np.dtype("<i8"))
+    try:
+        found = npy_header(path)[0]
+        # The width is the part's own; its rows, dtype, size and ids must be this run's.
+        check_npy(path, (len(ids), found[-1] if found else 0), DTYPES[dtype])
+        check_npy(ids_path, (len(ids),), np.dtype("<i8"))
+        if not np.array_equal(np.load(ids_path), ids.numpy()):
+            raise ValueError(f"{ids_path}: holds other ids than this run's part {stem}")
+        if labels.exists():
+            check_npy(labels, (len(ids),), np.dtype("<i8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"{err}; {folder} holds a damaged part or one of another run: give a new folder, "
+            "or delete this one to start again"
+        ) from None
     label_name = labels.name if labels.exists() else None
-    return Shard(path.name, f"{stem}.ids.npy", label_name, len(ids), file_sha256(path))
+    return Shard(path.name, ids_path.name, label_name, len(ids), file_sha256(path))
 
 
 def _write_part(method, data, folder, stem, ids, dtype, batch_size, device):
@@ -401,14 +411,15 @@ def _write_part(method, data, folder, stem, ids, dtype, batch_size, device):
         features = features.numpy()
         if vectors is None:
             vectors = np.empty((len(ids), features.shape[1]), dtype=DTYPES[dtype])
+        if dtype == "float16" and np.abs(features).max(initial=0) > _FLOAT16_MAX:
+            raise ValueError(
+                f"embeddings of {stem} exceed float16's range ({_FLOAT16_MAX:g}): store them "
+                "as float32"
+            )
         vectors[row : row + len(features)] = features
         row += len(features)
         if batch_labels is not None:
             labels.append(batch_labels.to(torch.int64).numpy())
-    if dtype == "float16" and not np.isfinite(vectors).all():
-        raise ValueError(
-            f"embeddings of {stem} exceed float16's range (65504): store them as float32"
-        )
     if labels and sum(map(len, labels)) != len(ids):
         raise ValueError("some batches of the images have labels and others do not")
     part_labels = np.concatenate(labels) if labels else None

@@ -120,6 +120,32 @@ def test_float16_storage(tmp_path, digits):
     np.testing.assert_array_equal(all_rows(manifest)[1], full.astype(np.float16))
 
 
+def test_float16_overflow_is_refused(tmp_path, digits):
+    method = method_for(digits)
+    real = method.embed
+    method.embed = lambda batch: real(batch) * 1e6  # beyond float16's 65504
+    with pytest.raises(ValueError, match="exceed float16's range"):
+        embed_shards(method, digits, tmp_path, dtype="float16")
+    assert not list(tmp_path.glob("part-*"))
+    embed_shards(method, digits, tmp_path / "f32")  # float32 holds them
+
+
+@pytest.mark.parametrize("damage", ["truncate", "other_ids"])
+def test_a_damaged_or_foreign_part_is_refused(tmp_path, digits, damage):
+    method = method_for(digits)
+    embed_shards(method, digits, tmp_path, shard_rows=SHARD_ROWS)
+    (tmp_path / MANIFEST_NAME).unlink()
+    if damage == "truncate":
+        victim = tmp_path / "part-00000-00001.npy"
+        victim.write_bytes(victim.read_bytes()[:-4])
+        message = "part-00000-00001.npy: the file is truncated"
+    else:
+        np.save(tmp_path / "part-00000-00001.ids.npy", np.arange(SHARD_ROWS) + 1000)
+        message = "holds other ids than this run's part part-00000-00001"
+    with pytest.raises(ValueError, match=f"{message}.*damaged part or one of another run"):
+        embed_shards(method, digits, tmp_path, shard_rows=SHARD_ROWS)
+
+
 def test_unlabelled_images_and_the_package_top(tmp_path, digits):
     images = digits.images[:30]
     done = metricssl.embed_shards(method_for(digits), images, tmp_path, shard_rows=SHARD_ROWS)
