@@ -406,9 +406,11 @@ def _write_part(method, data, folder, stem, ids, dtype, batch_size, device):
     from ..index.shards import DTYPES, write_shard
 
     vectors, labels, row = None, [], 0
-    batches = embedded_batches(method, data, batch_size, device, indices=ids)
+    # As in embed_to_file: features are copied to the host blocking, right before they are
+    # stored (a non-blocking copy could be read before it lands).
+    batches = embedded_batches(method, data, batch_size, device, out_device=None, indices=ids)
     for features, batch_labels in batches:
-        features = features.numpy()
+        features = features.cpu().numpy()
         if vectors is None:
             vectors = np.empty((len(ids), features.shape[1]), dtype=DTYPES[dtype])
         if dtype == "float16" and np.abs(features).max(initial=0) > _FLOAT16_MAX:
@@ -419,7 +421,7 @@ def _write_part(method, data, folder, stem, ids, dtype, batch_size, device):
         vectors[row : row + len(features)] = features
         row += len(features)
         if batch_labels is not None:
-            labels.append(batch_labels.to(torch.int64).numpy())
+            labels.append(batch_labels.to("cpu", torch.int64).numpy())
     if labels and sum(map(len, labels)) != len(ids):
         raise ValueError("some batches of the images have labels and others do not")
     part_labels = np.concatenate(labels) if labels else None
