@@ -818,7 +818,8 @@ def _report_reached(state: dict, source: Path, settings: dict, as_json: bool) ->
     epoch = int(state.get("epoch", 0))
     message = (
         f"{source} is at epoch {epoch}: --epochs {settings['epochs']} is already reached, "
-        f"nothing to train (raise --epochs to continue, or --no-resume to start afresh)"
+        "nothing to train (to train on, raise --epochs with --allow-changed-settings: the "
+        "schedule then spans the new total; or --no-resume to start afresh)"
     )
     if rank() != 0:
         return 0
