@@ -416,12 +416,10 @@ def open_ondisk(
 
 
 def search_shards(indexes: Iterable[EmbeddingIndex], queries, k: int):
-    """Search several indexes (one per machine or per shard) and merge their top-``k``.
+    """Search several indexes (one per shard of the data) and merge their top-``k``.
 
-    Each index answers its own top ``k``; the merge keeps the ``k`` best of all of them with
-    the exact search's ranking rule: nearest first (smallest ``"l2"`` distance, largest
-    ``"ip"``/``"cosine"`` score), exact ties by ascending id, missing entries (id -1) last.
-    With exact indexes the result is therefore the exact search over the union. Ids must be
+    Each index answers its own top ``k``; :func:`merge_top_k` keeps the ``k`` best of all of
+    them. With exact indexes the result is the exact search over the union. Ids must be
     distinct across the indexes (global ids).
 
     Returns (distances, ids) like :meth:`EmbeddingIndex.search` (numpy or torch as the
@@ -441,19 +439,37 @@ def search_shards(indexes: Iterable[EmbeddingIndex], queries, k: int):
     if len(metrics) != 1:
         raise ValueError(f"indexes must share one metric, got {sorted(metrics)}")
     answers = [index.search(queries, k) for index in indexes]
-    as_torch = not isinstance(answers[0][0], np.ndarray)
-    distances = np.concatenate([_numpy(d) for d, _ in answers], axis=1)
-    ids = np.concatenate([_numpy(i) for _, i in answers], axis=1)
-    width = min(k, sum(len(index) for index in indexes))
-    key = distances if metrics == {"l2"} else -distances
-    # lexsort: the last key is the primary one; missing entries (id -1) go last.
-    order = np.lexsort((ids, key, ids < 0), axis=1)[:, :width]
-    distances = np.take_along_axis(distances, order, axis=1)
-    ids = np.take_along_axis(ids, order, axis=1)
-    if as_torch:
+    distances, ids = merge_top_k(answers, k, metrics.pop())
+    if torch.is_tensor(answers[0][0]):
         device = answers[0][0].device
         return torch.from_numpy(distances).to(device), torch.from_numpy(ids).to(device)
     return distances, ids
+
+
+def merge_top_k(answers: Iterable[tuple], k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best of several (distances, ids) answers to the same queries, e.g. the
+    answers of several machines, with the exact search's ranking rule: nearest first
+    (smallest ``"l2"`` distance, largest ``"ip"``/``"cosine"`` score), exact ties by
+    ascending id, missing entries (id -1) last. Returns numpy arrays of
+    ``min(k, total columns)`` columns.
+
+    Example:
+        >>> d, i = merge_top_k([([[1.0, 4.0]], [[5, 2]]), ([[1.0]], [[3]])], 2, "l2")
+        >>> i.tolist()
+        [[3, 5]]
+    """
+    check_choice("metric", metric, index_kinds.METRICS)
+    answers = [(_numpy(d), _numpy(i)) for d, i in answers]
+    if not answers:
+        raise ValueError("answers must hold at least one (distances, ids) pair")
+    distances = np.concatenate([d for d, _ in answers], axis=1).astype(np.float32, copy=False)
+    ids = np.concatenate([i for _, i in answers], axis=1).astype(np.int64, copy=False)
+    if distances.shape != ids.shape:
+        raise ValueError(f"distances {distances.shape} and ids {ids.shape} differ in shape")
+    key = distances if metric == "l2" else -distances
+    # lexsort: the last key is the primary one.
+    order = np.lexsort((ids, key, ids < 0), axis=1)[:, :k]
+    return np.take_along_axis(distances, order, axis=1), np.take_along_axis(ids, order, axis=1)
 
 
 # ---------------------------------------------------------------------------------- internals
@@ -554,4 +570,4 @@ def _sha256(path: Path) -> str:
 
 
 def _numpy(x) -> np.ndarray:
-    return x if isinstance(x, np.ndarray) else x.detach().cpu().numpy()
+    return x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)

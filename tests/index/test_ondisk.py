@@ -21,6 +21,7 @@ from metricssl.index.ondisk import (
     add_part,
     build_ondisk,
     merge_parts,
+    merge_top_k,
     open_ondisk,
     search_shards,
     train_ondisk,
@@ -215,3 +216,14 @@ def test_cli_builds_from_shards_and_searches_the_folder(data, shards, tmp_path, 
     argv = ["index", "build", "--from-shards", str(shards), "--kind", "hnsw", "--out", "x"]
     assert main(argv) == 2
     assert "--from-shards builds ivf_pq or ivf_flat" in capfd.readouterr().err
+
+
+def test_merge_top_k_of_remote_answers_ranks_by_distance_then_id():
+    first = (np.array([[0.5, 2.0, np.inf]], np.float32), np.array([[9, 4, -1]]))
+    second = (torch.tensor([[0.5, 1.0]]), torch.tensor([[1, 8]]))
+    d, i = merge_top_k([first, second], 4, "l2")
+    assert i.tolist() == [[1, 9, 8, 4]] and d.tolist() == [[0.5, 0.5, 1.0, 2.0]]
+    d, i = merge_top_k([first, second], 10, "ip")  # largest first, the missing entry last
+    assert i.tolist() == [[4, 8, 1, 9, -1]]
+    with pytest.raises(ValueError, match="metric"):
+        merge_top_k([first], 2, "cos")
