@@ -1019,8 +1019,8 @@ def _embed_shards_command(args) -> int:
     """``embed --shards``: this process's share of the images under torchrun (all of them
     alone), on ``cuda:LOCAL_RANK`` with a GPU; rank 0 reports."""
     from .cli_data import checkpoint_images
+    from .core.digest import file_digest
     from .core.distributed import training_device
-    from .index.shards import file_sha256
     from .ssl import load_checkpoint
     from .ssl.embed import embed_shards
 
@@ -1040,7 +1040,7 @@ def _embed_shards_command(args) -> int:
         dtype=args.dtype or "float32",
         device=device,
         progress=not args.json and first,
-        encoder_sha256=file_sha256(args.checkpoint),
+        encoder_sha256=file_digest(args.checkpoint),
     )
     if not first:
         return 0

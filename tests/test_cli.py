@@ -117,7 +117,8 @@ def test_embed_writes_npy_and_safetensors(checkpoint, tmp_path, capsys):
 
 
 def test_embed_shards(checkpoint, tmp_path, capsys):
-    from metricssl.index.shards import ShardManifest, file_sha256
+    from metricssl.core.digest import file_digest
+    from metricssl.index.shards import ShardManifest
 
     argv = ["embed", "--checkpoint", str(checkpoint), "--dataset", "digits"]
     assert main(argv + ["--output", str(tmp_path / "all.npy")]) == 0
@@ -126,7 +127,7 @@ def test_embed_shards(checkpoint, tmp_path, capsys):
     report = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert report["shape"] == [359, 128] and report["parts"] == report["parts_written"] == 4
     manifest = ShardManifest.read(tmp_path / "shards", verify=True)
-    assert manifest.encoder_sha256 == file_sha256(checkpoint)
+    assert manifest.encoder_sha256 == file_digest(checkpoint)
     rows = np.concatenate([x for _, x in manifest.iter_batches(1000)])
     np.testing.assert_allclose(rows, np.load(tmp_path / "all.npy"), rtol=0, atol=1e-6)
     assert main(argv + shards) == 0  # a rerun keeps every part

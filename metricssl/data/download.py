@@ -14,18 +14,11 @@ import urllib.request
 from pathlib import Path
 
 from ..core.atomic import atomic_write
+from ..core.digest import file_digest as file_digest  # re-exported: the data layer's path
+from ..core.digest import file_digests
 
 _CHUNK = 1 << 20
 _SCHEMES = ("http", "https", "file")
-
-
-def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
-    """Hex digest of a file's bytes, read in 1 MiB chunks."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _check_expected(md5: str | None, sha256: str | None) -> None:
@@ -53,12 +46,7 @@ def verify_checksums(
 ) -> None:
     """Raise ValueError unless the file at ``path`` has the given MD5 and/or SHA-256."""
     _check_expected(md5, sha256)
-    hashers = {name: hashlib.new(name) for name, v in (("md5", md5), ("sha256", sha256)) if v}
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            for h in hashers.values():
-                h.update(block)
-    digests = {name: h.hexdigest() for name, h in hashers.items()}
+    digests = file_digests(path, tuple(n for n, v in (("md5", md5), ("sha256", sha256)) if v))
     wrong = _mismatches(digests, md5, sha256)
     if wrong:
         raise ValueError(f"{path} is corrupt or not the expected file: " + "; ".join(wrong))

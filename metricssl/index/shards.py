@@ -25,7 +25,6 @@ last: a part whose embeddings file exists is complete.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.atomic import atomic_write
+from ..core.digest import file_digest
 from ..core.validation import check_bool, check_number
 
 FORMAT = "metricssl-shards"
@@ -44,7 +44,6 @@ MANIFEST_NAME = "manifest.json"
 DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
 _ID_DTYPE = np.dtype("<i8")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_READ_BLOCK = 1 << 20
 
 
 def part_stem(rank: int, chunk: int) -> str:
@@ -55,15 +54,6 @@ def part_stem(rank: int, chunk: int) -> str:
         'part-00001-00012'
     """
     return f"part-{rank:05d}-{chunk:05d}"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_READ_BLOCK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -123,7 +113,7 @@ def write_shard(
             np.save(f, _int64_rows(labels, len(embeddings), "labels"))
     with atomic_write(folder / names["path"]) as f:
         np.save(f, np.ascontiguousarray(embeddings))
-    sha = file_sha256(folder / names["path"])
+    sha = file_digest(folder / names["path"])
     return Shard(names["path"], names["ids"], labels_name, len(embeddings), sha)
 
 
@@ -239,7 +229,7 @@ class ShardManifest:
             check_npy(folder / shard.ids, (shard.count,), _ID_DTYPE)
             if shard.labels is not None:
                 check_npy(folder / shard.labels, (shard.count,), _ID_DTYPE)
-            if verify and file_sha256(folder / shard.path) != shard.sha256:
+            if verify and file_digest(folder / shard.path) != shard.sha256:
                 raise ValueError(
                     f"{folder / shard.path}: its SHA-256 differs from the manifest's "
                     "(the file changed after it was written)"

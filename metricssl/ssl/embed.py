@@ -377,7 +377,8 @@ def _check_run_record(path: Path, settings: dict) -> None:
 def _kept_part(folder: Path, stem: str, ids: torch.Tensor, dtype: str):
     """The :class:`~metricssl.index.shards.Shard` of a part already on disk (its embeddings
     file is written last), checked against this run; None when it is not there."""
-    from ..index.shards import DTYPES, Shard, check_npy, file_sha256, npy_header
+    from ..core.digest import file_digest
+    from ..index.shards import DTYPES, Shard, check_npy, npy_header
 
     path, ids_path, labels = (
         folder / f"{stem}{end}" for end in (".npy", ".ids.npy", ".labels.npy")
@@ -399,7 +400,7 @@ def _kept_part(folder: Path, stem: str, ids: torch.Tensor, dtype: str):
             "or delete this one to start again"
         ) from None
     label_name = labels.name if labels.exists() else None
-    return Shard(path.name, ids_path.name, label_name, len(ids), file_sha256(path))
+    return Shard(path.name, ids_path.name, label_name, len(ids), file_digest(path))
 
 
 def _write_part(method, data, folder, stem, ids, dtype, batch_size, device):

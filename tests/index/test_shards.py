@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
+from metricssl.core.digest import file_digest
 from metricssl.index.shards import (
     MANIFEST_NAME,
     ShardManifest,
-    file_sha256,
     part_stem,
     write_shard,
 )
@@ -71,7 +71,7 @@ def test_manifest_json_is_the_documented_format(tmp_path):
                 "ids": f"{part}.ids.npy",
                 "labels": None,
                 "count": 2,
-                "sha256": file_sha256(tmp_path / f"{part}.npy"),
+                "sha256": file_digest(tmp_path / f"{part}.npy"),
             }
         ],
     }
