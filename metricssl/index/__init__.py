@@ -1,13 +1,16 @@
-"""Similarity search over embeddings with FAISS: exact, IVF, HNSW and IVF-PQ indexes."""
+"""Similarity search over embeddings with FAISS: exact, IVF, HNSW and IVF-PQ indexes.
 
-try:
-    import faiss  # noqa: F401
-except ImportError as err:
-    raise ImportError(
-        "metricssl.index needs FAISS: pip install 'metricssl[cpu]', or 'metricssl[gpu]' for "
-        "FAISS on NVIDIA GPUs (Linux, CUDA 12); install one of the two, not both"
-    ) from err
+``EmbeddingIndex`` needs FAISS (the ``cpu`` or ``gpu`` extra) and is imported on first use,
+so that the shard format (:mod:`metricssl.index.shards`) works without it.
+"""
 
-from .embedding_index import EmbeddingIndex  # noqa: E402
+
+def __getattr__(name):
+    if name == "EmbeddingIndex":
+        from .embedding_index import EmbeddingIndex
+
+        return EmbeddingIndex
+    raise AttributeError(f"module 'metricssl.index' has no attribute {name!r}")
+
 
 __all__ = ["EmbeddingIndex"]

@@ -6,7 +6,6 @@ import os
 import warnings
 from collections.abc import Iterator, Sequence
 
-import faiss
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -15,6 +14,7 @@ from ..core.chunking import rows_per_chunk
 from ..core.validation import check_choice, check_number
 from ..eval.knn import knn
 from . import index_kinds
+from ._faiss import faiss
 from .faiss_gpu import GPU_MAX_K, GpuCopy, faiss_gpu_count
 from .index_file import read_index_file, write_index_file
 from .vectors import (

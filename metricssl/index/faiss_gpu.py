@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import faiss
+from ._faiss import faiss
 
 # FAISS GPU brute-force and IVF search handle at most this many neighbours per query.
 GPU_MAX_K = 2048

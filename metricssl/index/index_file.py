@@ -33,10 +33,10 @@ import re
 import struct
 import threading
 
-import faiss
 import numpy as np
 
 from ..core.atomic import atomic_write
+from ._faiss import faiss
 
 MAGIC = b"METRICSSL-INDEX\n"
 END_MAGIC = b"\nMSSLEND"

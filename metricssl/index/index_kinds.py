@@ -8,8 +8,9 @@ go through the same code. Ids are stored natively by IVF indexes; anything else 
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
+
+from ._faiss import faiss
 
 KINDS = ("flat", "ivf_flat", "hnsw", "ivf_pq")
 METRICS = ("l2", "ip", "cosine")
