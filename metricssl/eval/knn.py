@@ -23,6 +23,10 @@ Per query chunk:
      the rare rows where they tie are redone from the keys of the whole row;
    - when k covers (nearly) every reference, the keys of the whole row are sorted;
 
+   - a full ranking whose metrics read only where each query's own class falls
+     (:class:`GroupSearch`, CPU): :func:`group_ranks` lists those ranks without ordering
+     the other neighbours, ties across classes decided by the same keys;
+
 3. on CPU, float L2 data and small k (<= 64) go to FAISS's own flat search instead
    (:meth:`ReferenceSet.faiss_nearest`, BLAS blocks + a k-heap per query, about twice as fast
    as matmul + topk there); its heap keeps equal distances in index order, so the order is the
