@@ -1308,6 +1308,8 @@ def _build_ondisk_command(args) -> int:
         train_size=args.train_size,
         memory_budget_mb=args.memory_budget_mb,
     )
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports for all
+        return 0
     if args.json:
         print(json.dumps({"output": args.output, "source": args.from_shards, **meta}))
     else:

@@ -186,8 +186,8 @@ def build_ondisk(
         memory_budget_mb: RAM for the add step (one part plus one add batch).
         seed: of the training sample.
 
-    Under ``torchrun`` (a torch.distributed process group initialised), every rank calls it
-    with the same arguments and a folder they all see: rank 0 trains, every rank adds its
+    Under ``torchrun`` (a process group already initialised, or started here from torchrun's
+    environment), every rank calls it with the same arguments and a folder they all see: rank 0 trains, every rank adds its
     share of the shard files (:func:`add_part`), rank 0 merges; the result equals the
     one-process build.
 
@@ -202,15 +202,22 @@ def build_ondisk(
         manifest.dim, kind, metric, factory=factory, nlist=nlist, m=m, nbits=nbits, nprobe=nprobe
     )
     check_number("memory_budget_mb", memory_budget_mb, low=1, integer=True)
-    rank, world = distributed.rank(), distributed.world_size()
-    if rank == 0:
-        train_ondisk(manifest, out_dir, settings, train_size=train_size, seed=seed)
-    _barrier()  # every rank adds with rank 0's trained quantizer
-    add_part(manifest, out_dir, rank=rank, world_size=world, memory_budget_mb=memory_budget_mb)
-    _barrier()  # every part is on disk
-    if rank == 0:
-        merge_parts(out_dir)
-    _barrier()
+    # Under torchrun without a process group yet (the command line): start one for the
+    # barriers, and close it at the end.
+    started = distributed.init_from_environment(torch.device("cpu"))
+    try:
+        rank, world = distributed.rank(), distributed.world_size()
+        if rank == 0:
+            train_ondisk(manifest, out_dir, settings, train_size=train_size, seed=seed)
+        _barrier()  # every rank adds with rank 0's trained quantizer
+        add_part(manifest, out_dir, rank=rank, world_size=world, memory_budget_mb=memory_budget_mb)
+        _barrier()  # every part is on disk
+        if rank == 0:
+            merge_parts(out_dir)
+        _barrier()
+    finally:
+        if started:
+            torch.distributed.destroy_process_group()
     return json.loads((Path(out_dir) / META_FILE).read_text())
 
 
@@ -355,12 +362,11 @@ def open_ondisk(
     nprobe: int | None = None,
     chunk_size: int | None = None,
     progress: bool | None = None,
-) -> EmbeddingIndex:
+) -> OnDiskIndex:
     """Open a built on-disk index for searching, its inverted lists memory-mapped read-only.
 
-    Returns an :class:`~metricssl.index.EmbeddingIndex` (CPU; numpy or torch queries,
-    ``search(queries, k)``, ``nprobe``). It is for searching: the lists file is opened
-    read-only, so adding or removing raises.
+    Returns an :class:`OnDiskIndex`: an :class:`~metricssl.index.EmbeddingIndex` on the CPU
+    (numpy or torch queries, ``search(queries, k)``, ``nprobe``) that refuses changes.
 
     Raises:
         FileNotFoundError: ``ondisk.json``, ``index.faiss`` or ``lists.ivfdata`` is missing.
@@ -396,7 +402,7 @@ def open_ondisk(
         index = faiss.read_index(str(index_path), flags)
     if index.ntotal != expected[2] or index.d != settings.dim:
         raise ValueError(f"{index_path}: ntotal/dim differ from {META_FILE}")
-    shell = EmbeddingIndex(
+    shell = OnDiskIndex(
         settings.dim,
         kind=None if settings.kind == "factory" else settings.kind,
         metric=settings.metric,
@@ -410,6 +416,32 @@ def open_ondisk(
     # The loaded FAISS index replaces the shell's empty one (same factory, checked above).
     shell._set_faiss_index(index, next_id=int(meta["next_id"]))
     return shell
+
+
+class OnDiskIndex(EmbeddingIndex):
+    """An :class:`~metricssl.index.EmbeddingIndex` opened by :func:`open_ondisk`: search it
+    (numpy or torch queries, ``nprobe``); its lists are a read-only memory-mapped file, so
+    :meth:`add`, :meth:`remove`, :meth:`train` and :meth:`save` raise ``ValueError`` (FAISS
+    would abort the process on a write). Rebuild with :func:`build_ondisk` to change it."""
+
+    def train(self, vectors) -> None:
+        raise self._read_only("train()")
+
+    def add(self, vectors, ids=None):
+        raise self._read_only("add()")
+
+    def remove(self, ids) -> int:
+        raise self._read_only("remove()")
+
+    def save(self, path) -> None:
+        raise self._read_only("save() (copy the folder instead)")
+
+    @staticmethod
+    def _read_only(action: str) -> ValueError:
+        return ValueError(
+            f"{action}: an on-disk index is opened read-only (its lists are a memory-mapped "
+            "file); rebuild it with build_ondisk"
+        )
 
 
 # ---------------------------------------------------------------------------------- shards

@@ -227,3 +227,17 @@ def test_merge_top_k_of_remote_answers_ranks_by_distance_then_id():
     assert i.tolist() == [[4, 8, 1, 9, -1]]
     with pytest.raises(ValueError, match="metric"):
         merge_top_k([first], 2, "cos")
+
+
+def test_opened_index_refuses_changes_instead_of_aborting(flat_built):
+    index = open_ondisk(flat_built[0])
+    vector = np.zeros((1, DIM), np.float32)
+    for call in (
+        lambda: index.add(vector, ids=[1]),
+        lambda: index.remove([3]),
+        lambda: index.train(vector),
+        lambda: index.save("x.msidx"),
+    ):
+        with pytest.raises(ValueError, match="read-only"):
+            call()
+    assert index.ntotal == N
