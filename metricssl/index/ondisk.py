@@ -272,9 +272,9 @@ def add_part(
 
     The shard files are dealt to the ranks in turn (shard ``j`` to rank ``j % world_size``),
     so every rank reads only its own shards, memory-mapped, and the ranks together add each
-    vector once. Each part is a copy of the trained index
-    holding at most what ``memory_budget_mb`` allows; it is written (atomically) and freed
-    before the next one starts.
+    vector once. Each part is a copy of the trained index holding at most what
+    ``memory_budget_mb`` allows; it is written (atomically) and freed before the next one
+    starts. Parts this rank left from an earlier call are replaced.
 
     Returns the part files this rank wrote.
     """
@@ -289,15 +289,18 @@ def add_part(
     out = Path(out_dir)
     trained, settings = _read_trained(out)
     budget = memory_budget_mb * 2**20 - _fixed_bytes(trained)
-    ivf = faiss.extract_index_ivf(trained)
+    code_size = faiss.extract_index_ivf(trained).code_size
     batch_rows = int(min(_MAX_BATCH_ROWS, _BATCH_SHARE * budget // (12 * settings.dim)))
-    part_rows = int(_PART_SHARE * budget // (ivf.code_size + 8))
+    part_rows = int(_PART_SHARE * budget // (code_size + 8))
     if batch_rows < 1 or part_rows < batch_rows:
         raise ValueError(
             f"memory_budget_mb={memory_budget_mb} is too small for {settings.factory!r} "
             f"(its quantizer and codebooks alone take {_fixed_bytes(trained) / 2**20:.1f} MiB)"
         )
+    del trained  # each part reads its own copy: one trained state in memory at a time
     (out / PARTS_DIR).mkdir(exist_ok=True)
+    for stale in (out / PARTS_DIR).glob(f"part-{rank:05d}-*.faiss"):
+        stale.unlink()
     written: list[Path] = []
     part = None
     for ids, vectors in manifest.iter_batches(batch_rows):
@@ -305,7 +308,7 @@ def add_part(
             written.append(_write_part(part, out, rank, len(written)))
             part = None
         if part is None:
-            part = faiss.clone_index(trained)
+            part = faiss.read_index(str(out / TRAINED_FILE))
         check_vectors(vectors, settings.dim, "shard vectors")
         check_values(vectors, "shard vectors", bounded_norms=settings.metric != "cosine")
         part.add_with_ids(_prepared(vectors, settings), as_id_array(ids, "shard ids"))
