@@ -40,15 +40,14 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-import faiss
 import numpy as np
 import torch
-from faiss.contrib.ondisk import merge_ondisk
 
 from ..core import distributed
 from ..core.atomic import atomic_write
 from ..core.validation import check_choice, check_number
 from . import index_kinds
+from ._faiss import faiss
 from .embedding_index import EmbeddingIndex
 from .vectors import as_id_array, check_values, check_vectors, l2_normalize
 
@@ -329,6 +328,8 @@ def merge_parts(out_dir: str | os.PathLike) -> dict:
     parts = sorted((out / PARTS_DIR).glob("part-*.faiss")) if (out / PARTS_DIR).is_dir() else []
     if not parts:
         raise ValueError(f"{out / PARTS_DIR}: no parts to merge (run add_part first)")
+    from faiss.contrib.ondisk import merge_ondisk  # after ._faiss: its install hint first
+
     lists = out / LISTS_FILE
     lists.unlink(missing_ok=True)
     # merge_ondisk memory-maps each part and appends its lists, list by list, to the file.
