@@ -347,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Train flags that are not Trainer arguments (every other flag's dest is one).
-TRAIN_CLI_ONLY = ("config", "set", "json", "allow_changed_settings")
+TRAIN_CLI_ONLY = ("config", "set", "json")
 
 
 def _add_train_arguments(train) -> None:
@@ -441,7 +441,6 @@ def _add_train_arguments(train) -> None:
     train.add_argument(
         "--allow-changed-settings",
         action="store_true",
-        default=False,
         help="resume although the settings differ from the checkpoint's (they are applied)",
     )
     train.add_argument("--json", action="store_true", default=False, help="print one JSON object")
@@ -720,19 +719,18 @@ def run_train_command(args) -> int:
         state = read_checkpoint(source, map_location="cpu")
         if _target_reached(state, settings):
             return _report_reached(state, source, settings, args.json)
-        if _same_method(state, settings) and not args.allow_changed_settings:
-            early = _early_changes(state, settings)
-            if early:
-                raise ValueError(_changed_message(source, early))
+        if _same_method(state, settings):
+            _check_early_changes(state, settings, source)
     with dataset_hint():
         trainer = Trainer(**{**settings, "resume": False})  # the state is loaded below
     reporter = rank() == 0
     try:
         resumed = None
         if state is not None:
-            resumed = _resume(trainer, state, source, args.allow_changed_settings)
+            # The Trainer compares every recorded setting and applies allowed changes.
+            resumed = dataclasses.asdict(trainer.load_state(state, source))
             if reporter and not args.json:
-                print(_resumed_line(resumed), flush=True)
+                print(trainer.resumed, flush=True)
         if reporter:
             save_resolved(_resolved(settings, trainer), trainer.out)
         metrics = {key: _plain_number(value) for key, value in trainer.fit().items()}
@@ -761,6 +759,8 @@ METHOD_DEFAULTED = ("batch_size", "lr", "optimizer", "weight_decay", "warmup_epo
 def _resolved(settings: dict, trainer) -> dict:
     """The settings with the method's defaults filled in as the Trainer resolved them."""
     resolved = dict(settings)
+    # A permission for this resume, not a setting of the run: a rerun of the file asks anew.
+    del resolved["allow_changed_settings"]
     for key in METHOD_DEFAULTED:
         if resolved[key] is None:
             resolved[key] = trainer.hyper[key]
@@ -836,79 +836,22 @@ def _report_reached(state: dict, source: Path, settings: dict, as_json: bool) ->
     return 0
 
 
-def _stored_training(state: dict) -> dict:
-    return (state.get("config") or {}).get("training") or {}
-
-
-def _changed_message(source: Path, changes: list[str]) -> str:
-    return (
-        f"{source} was trained with other settings: {'; '.join(changes)}. Run with the "
-        f"checkpoint's settings, pass --allow-changed-settings to continue with these, or "
-        f"--no-resume to start afresh"
-    )
-
-
 # Recorded training settings known before any data are read; the rest (steps per epoch, AMP,
 # memory format, world size, ...) are resolved by the Trainer and compared once it is built.
 EARLY_COMPARED = ("epochs", "seed", "final_lr_factor", "accumulate_steps")
 
 
-def _early_changes(state: dict, settings: dict) -> list[str]:
-    """Differences from the checkpoint's settings that show without building the Trainer
-    (the method's defaults resolved by the builder the Trainer uses), so that a refused
-    resume reads no data and builds no model."""
-    from .cli_config import settings_differences
+def _check_early_changes(state: dict, settings: dict, source: Path) -> None:
+    """Refuse, by the Trainer's rule and message, the differences from the checkpoint's
+    settings that show without building the Trainer (the method's defaults resolved by the
+    builder the Trainer uses), so that a refused resume reads no data and builds no model."""
     from .ssl.builders import training_settings
+    from .ssl.checkpoint import training_changes
 
     resolved = training_settings(settings["method"], **{k: settings[k] for k in METHOD_DEFAULTED})
     current = {key: settings[key] for key in EARLY_COMPARED}
     current.update({key: getattr(resolved, key) for key in METHOD_DEFAULTED})
-    stored = _stored_training(state)
-    return settings_differences({k: stored[k] for k in current if k in stored}, current)
-
-
-def _resume(trainer, state: dict, source: Path, allow_changes: bool) -> dict:
-    """Load ``state`` into ``trainer`` after comparing the checkpoint's recorded training
-    settings with this run's: differences are refused unless ``allow_changes``, and then
-    applied (the new learning rate and weight decay replace the saved ones)."""
-    from .cli_config import settings_differences
-
-    stored = _stored_training(state)
-    changes = settings_differences(stored, trainer.hyper)
-    if changes and not allow_changes:
-        raise ValueError(_changed_message(source, changes))
-    if changes:
-        if stored.get("optimizer", trainer.hyper["optimizer"]) != trainer.hyper["optimizer"]:
-            raise ValueError(
-                f"{source}: the optimizer cannot change on resume (its state is "
-                f"{stored['optimizer']}'s); --no-resume starts afresh"
-            )
-        # The saved schedule and optimizer groups carry the old rates; this run's are new.
-        optimizer = dict(state["optimizer"])
-        optimizer["param_groups"] = [
-            {**saved, "weight_decay": group["weight_decay"]}
-            for saved, group in zip(optimizer["param_groups"], trainer.optimizer.param_groups)
-        ]
-        scheduler = {**state["scheduler"], "base_lrs": list(trainer.scheduler.base_lrs)}
-        state = {**state, "optimizer": optimizer, "scheduler": scheduler}
-    trainer.load_state(state, source)
-    return {
-        "checkpoint": str(source),
-        "epoch": trainer.epoch,
-        "step": trainer.step,
-        "epochs": trainer.epochs,
-        "changed": changes,
-    }
-
-
-def _resumed_line(resumed: dict) -> str:
-    line = (
-        f"resuming {resumed['checkpoint']} at epoch {resumed['epoch']}/{resumed['epochs']} "
-        f"(step {resumed['step']})"
-    )
-    if resumed["changed"]:
-        line += f" with changed settings: {'; '.join(resumed['changed'])}"
-    return line
+    training_changes(state, current, source, settings["allow_changed_settings"], only_given=True)
 
 
 def _check_inputs(args) -> None:

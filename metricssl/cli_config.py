@@ -201,13 +201,3 @@ def save_resolved(settings: Mapping, out: str | os.PathLike) -> Path:
         json.dump(dict(settings), f, indent=2)
         f.write("\n")
     return path
-
-
-def settings_differences(stored: Mapping, current: Mapping) -> list[str]:
-    """``"key old -> new"`` for every recorded setting that differs."""
-    keys = list(stored) + [k for k in current if k not in stored]
-    return [
-        f"{key} {stored.get(key)!r} -> {current.get(key)!r}"
-        for key in keys
-        if stored.get(key) != current.get(key)
-    ]

@@ -754,7 +754,9 @@ def test_train_resume_reports_refuses_changes_and_applies_them_when_allowed(
     assert state["epoch"] == 2 and state["step"] == 6
     assert state["config"]["training"]["lr"] == 0.5
     assert set(state["scheduler"]["base_lrs"]) == {0.5}
-    assert json.loads((tmp_path / "resolved.json").read_text())["lr"] == 0.5
+    resolved = json.loads((tmp_path / "resolved.json").read_text())
+    # The permission is for this resume: a rerun of the resolved file asks again.
+    assert resolved["lr"] == 0.5 and "allow_changed_settings" not in resolved
 
 
 def test_train_resume_json_and_reached_json(tmp_path, capsys):

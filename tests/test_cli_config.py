@@ -12,7 +12,6 @@ from metricssl.cli_config import (
     read_config,
     resolve_settings,
     save_resolved,
-    settings_differences,
     trainer_parameters,
 )
 from metricssl.ssl import Trainer
@@ -156,17 +155,6 @@ def test_saved_settings_read_back_as_a_config(tmp_path):
     assert path == tmp_path / "run" / "resolved.json"
     again, given = resolve_settings(path, [], {})
     assert again == settings and given == set(settings)
-
-
-def test_settings_differences():
-    stored = {"lr": 0.1, "seed": 0, "epochs": 10}
-    current = {"lr": 0.5, "seed": 0, "epochs": 12, "amp": "off"}
-    assert settings_differences(stored, current) == [
-        "lr 0.1 -> 0.5",
-        "epochs 10 -> 12",
-        "amp None -> 'off'",
-    ]
-    assert settings_differences(stored, dict(stored)) == []
 
 
 def test_yaml_without_pyyaml_is_a_clear_error(tmp_path, monkeypatch):

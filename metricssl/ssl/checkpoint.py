@@ -20,7 +20,7 @@ import pickle
 import random
 import struct
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -319,6 +319,57 @@ def restore_generator(
             f"generator: {err}"
         ) from err
     return True
+
+
+def settings_differences(stored: Mapping, current: Mapping) -> list[str]:
+    """``"key old -> new"`` for every setting that differs between two records.
+
+    Example:
+        >>> settings_differences({"lr": 0.06, "seed": 0}, {"lr": 0.5, "seed": 0})
+        ['lr 0.06 -> 0.5']
+    """
+    keys = list(stored) + [k for k in current if k not in stored]
+    return [
+        f"{key} {stored.get(key)!r} -> {current.get(key)!r}"
+        for key in keys
+        if stored.get(key) != current.get(key)
+    ]
+
+
+def training_changes(
+    state: Mapping,
+    current: Mapping,
+    source: str | os.PathLike = "checkpoint",
+    allow_changed_settings: bool = False,
+    only_given: bool = False,
+) -> list[str]:
+    """The differences between a checkpoint's recorded training settings
+    (``state["config"]["training"]``) and ``current``, refused unless allowed.
+
+    ``only_given`` compares only the settings in ``current`` (a check made before every
+    setting is known, e.g. before the data are read). The Trainer's resume and the command
+    line's early check both call this, so one rule and one message decide.
+
+    Raises:
+        CheckpointError: listing the differences, when there are some and
+            ``allow_changed_settings`` is False.
+
+    Example:
+        >>> state = {"config": {"training": {"lr": 0.06, "epochs": 10}}}
+        >>> training_changes(state, {"lr": 0.5, "epochs": 10}, allow_changed_settings=True)
+        ['lr 0.06 -> 0.5']
+    """
+    stored = (state.get("config") or {}).get("training") or {}
+    if only_given:
+        stored = {key: stored[key] for key in current if key in stored}
+    changes = settings_differences(stored, current)
+    if changes and not allow_changed_settings:
+        raise CheckpointError(
+            f"{source} was trained with other settings: {'; '.join(changes)}. Run with the "
+            f"checkpoint's settings, pass allow_changed_settings=True (--allow-changed-settings) "
+            f"to continue with these, or resume=False (--no-resume) to start afresh"
+        )
+    return changes
 
 
 def load_checkpoint(

@@ -26,6 +26,11 @@ and step counters, every random generator (Python, NumPy, torch CPU and CUDA, th
 augmentation generator of each rank) and the history. The data order of epoch ``e`` is a
 function of ``(seed, e)`` only. A run resumed from the checkpoint of epoch ``e`` therefore
 continues exactly as the uninterrupted run would have.
+
+A resume compares the checkpoint's recorded training settings (optimizer, lr, epochs, seed,
+batch size, steps per epoch, AMP, ...) with this run's: a difference is refused
+(:class:`~metricssl.ssl.checkpoint.CheckpointError` listing them) unless
+``allow_changed_settings=True``, which applies them (see :meth:`Trainer.load_state`).
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ from .checkpoint import (
     restore_generator,
     restore_rng_state,
     save_checkpoint,
+    training_changes,
 )
 from .datasets import ImageData, resolve_data
 from .embed import embed_dataset
@@ -97,6 +103,30 @@ _SHOWN = (
     ("effective_rank", "erank", ".1f"),
 )
 _CARRIED = ("knn_accuracy", "embedding_std", "effective_rank", "collapse")
+
+
+@dataclasses.dataclass(frozen=True)
+class Resumed:
+    """What a Trainer resumed: the checkpoint, where it stood (``epoch`` of ``epochs``,
+    optimizer ``step``) and the settings that changed (``"lr 0.06 -> 0.5"``; empty when the
+    run continues exactly).
+
+    Example:
+        >>> str(Resumed("runs/x/checkpoints/last.pt", 6, 2340, 10, ()))
+        'resuming runs/x/checkpoints/last.pt at epoch 6/10 (step 2340)'
+    """
+
+    checkpoint: str
+    epoch: int
+    step: int
+    epochs: int
+    changed: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        line = f"resuming {self.checkpoint} at epoch {self.epoch}/{self.epochs} (step {self.step})"
+        if self.changed:
+            line += f" with changed settings: {'; '.join(self.changed)}"
+        return line
 
 
 class Trainer:
@@ -164,7 +194,13 @@ class Trainer:
         resume: ``"auto"`` continues from ``OUT/checkpoints/last.pt`` when it exists,
             ``True`` requires that file, ``False`` starts afresh (overwriting), a path
             resumes from that file. The checkpoint must be of the same method and model
-            (backbone, heads, hyper-parameters, image shape), else CheckpointError.
+            (backbone, heads, hyper-parameters, image shape), else CheckpointError; so must
+            the training settings it recorded, unless ``allow_changed_settings``.
+        allow_changed_settings: resume although this run's training settings (lr, epochs,
+            seed, weight decay, batch size, ...) differ from the checkpoint's, and apply
+            them: the new learning rate and weight decay replace the saved ones, the
+            schedule spans the new ``epochs``. The optimizer itself cannot change. Without
+            it such a resume raises CheckpointError listing the differences.
         progress: show the tqdm progress bar.
         steps_per_epoch: cap on optimizer steps per epoch (short runs, benchmarks, tests).
         eval_batch_size: images per forward pass in the clean evaluation pass.
@@ -172,6 +208,8 @@ class Trainer:
     Attributes:
         method: the :class:`SSLMethod` being trained (``method.backbone`` is the encoder).
         history: one dict of metrics per finished epoch.
+        resumed: a :class:`Resumed` (checkpoint, epoch, step, epochs, changed settings)
+            when the run continued from a checkpoint, else None.
     """
 
     def __init__(
@@ -208,6 +246,7 @@ class Trainer:
         knn_every: int = 1,
         knn_max_references: int = 10_000,
         resume: bool | str | os.PathLike = "auto",
+        allow_changed_settings: bool = False,
         progress: bool = True,
         steps_per_epoch: int | None = None,
         eval_batch_size: int = 512,
@@ -237,6 +276,7 @@ class Trainer:
         check_number("eval_batch_size", eval_batch_size, low=1, integer=True)
         check_bool("progress", progress)
         check_bool("download", download)
+        check_bool("allow_changed_settings", allow_changed_settings)
         image_size = image_size_pair(image_size)
         if mode is not None:
             check_choice("mode", mode, MODES)
@@ -277,6 +317,8 @@ class Trainer:
         self.knn_k, self.knn_temperature = knn_k, knn_temperature
         self.knn_every = knn_every
         self.eval_batch_size = eval_batch_size
+        self.allow_changed_settings = allow_changed_settings
+        self.resumed: Resumed | None = None
         _seed_everything(seed)
 
         # A stream (IterableDataset, DataLoader) has an epoch of steps batches, not of images.
@@ -487,7 +529,11 @@ class Trainer:
             if resume == "auto":
                 return
             raise FileNotFoundError(f"no checkpoint to resume from at {str(path)!r}")
-        self.load_state(read_checkpoint(path, map_location="cpu"), path)
+        resumed = self.load_state(read_checkpoint(path, map_location="cpu"), path)
+        # Said as the progress bar would show it; logged for runs without one.
+        c_f.LOGGER.info("%s", resumed)
+        if self.progress:
+            tqdm.write(str(resumed))
 
     def state_dict(self) -> dict:
         """Everything a checkpoint holds (see the module docstring)."""
@@ -515,8 +561,31 @@ class Trainer:
             "data_order": {"seed": self.seed, "epoch": self.epoch},
         }
 
-    def load_state(self, state: dict, source: str | os.PathLike = "checkpoint") -> None:
-        """Restore a :meth:`state_dict` (the method must match)."""
+    def load_state(
+        self,
+        state: dict,
+        source: str | os.PathLike = "checkpoint",
+        allow_changed_settings: bool | None = None,
+    ) -> Resumed:
+        """Restore a :meth:`state_dict`: the method and model must match, and so must the
+        recorded training settings unless ``allow_changed_settings`` (default: the
+        Trainer's own), which applies this run's (see the class's ``allow_changed_settings``).
+
+        Returns the :class:`Resumed` record, also kept as ``self.resumed``.
+
+        Raises:
+            CheckpointError: another method or model; training settings that differ, listed
+                (``"lr 0.06 -> 0.5; epochs 10 -> 12"``), when not allowed; another optimizer.
+
+        Example:
+            >>> state = read_checkpoint("runs/x/checkpoints/last.pt")  # doctest: +SKIP
+            >>> resumed = trainer.load_state(state, allow_changed_settings=True)  # doctest: +SKIP
+            >>> resumed.epoch, resumed.changed  # doctest: +SKIP
+            (6, ('epochs 10 -> 12',))
+        """
+        if allow_changed_settings is None:
+            allow_changed_settings = self.allow_changed_settings
+        check_bool("allow_changed_settings", allow_changed_settings)
         if state["method"] != self.method_name:
             raise CheckpointError(
                 f"{source}: checkpoint of method {state['method']!r}, but this trainer runs "
@@ -535,6 +604,9 @@ class Trainer:
                     f"{source}: the checkpoint's model differs from this trainer's in "
                     f"{', '.join(diff)} ({', '.join(f'{k}={stored.get(k)!r}' for k in diff)})"
                 )
+        changes = training_changes(state, self.hyper, source, allow_changed_settings)
+        if changes:
+            state = self._with_this_runs_rates(state, source)
         try:
             self.method.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -558,6 +630,26 @@ class Trainer:
             _seed_everything(self.seed + self.epoch)
         else:
             self._restore_rng(rngs[rank()], source)
+        self.resumed = Resumed(str(source), self.epoch, self.step, self.epochs, tuple(changes))
+        return self.resumed
+
+    def _with_this_runs_rates(self, state: dict, source) -> dict:
+        """``state`` with this run's learning rates and weight decays: the saved optimizer
+        groups and schedule carry the checkpoint's. The schedule's length, warmup and final
+        factor are this run's already (they are not loaded)."""
+        stored = (state.get("config") or {}).get("training") or {}
+        if stored.get("optimizer", self.hyper["optimizer"]) != self.hyper["optimizer"]:
+            raise CheckpointError(
+                f"{source}: the optimizer cannot change on resume (its state is "
+                f"{stored['optimizer']}'s); resume=False (--no-resume) starts afresh"
+            )
+        optimizer = dict(state["optimizer"])
+        optimizer["param_groups"] = [
+            {**saved, "weight_decay": group["weight_decay"]}
+            for saved, group in zip(optimizer["param_groups"], self.optimizer.param_groups)
+        ]
+        scheduler = {**state["scheduler"], "base_lrs": list(self.scheduler.base_lrs)}
+        return {**state, "optimizer": optimizer, "scheduler": scheduler}
 
     def _restore_rng(self, saved: dict, source) -> None:
         """This rank's random streams, mapped to this run's devices: what a checkpoint of

@@ -18,6 +18,8 @@ from metricssl.ssl.checkpoint import (
     restore_generator,
     restore_rng_state,
     save_checkpoint,
+    settings_differences,
+    training_changes,
 )
 from tests.ssl.fake_cuda import FakeCuda, philox_state
 
@@ -137,3 +139,32 @@ def test_a_leftover_temporary_file_of_a_killed_save_is_reused(tmp_path):
         save_checkpoint(payload(), path)
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
     assert read_checkpoint(path)["method"] == "simclr"
+
+
+def test_settings_differences():
+    stored = {"lr": 0.1, "seed": 0, "epochs": 10}
+    current = {"lr": 0.5, "seed": 0, "epochs": 12, "amp": "off"}
+    assert settings_differences(stored, current) == [
+        "lr 0.1 -> 0.5",
+        "epochs 10 -> 12",
+        "amp None -> 'off'",
+    ]
+    assert settings_differences(stored, dict(stored)) == []
+
+
+def test_training_changes_are_refused_listed_or_returned_when_allowed():
+    state = {"config": {"training": {"lr": 0.06, "seed": 0, "epochs": 10, "amp": "off"}}}
+    current = {"lr": 0.5, "seed": 7, "epochs": 10, "amp": "off"}
+    with pytest.raises(CheckpointError) as err:
+        training_changes(state, current, "runs/x/last.pt")
+    message = str(err.value)
+    assert message.startswith("runs/x/last.pt was trained with other settings: ")
+    assert "lr 0.06 -> 0.5; seed 0 -> 7." in message
+    assert "allow_changed_settings=True" in message and "--allow-changed-settings" in message
+    allowed = training_changes(state, current, allow_changed_settings=True)
+    assert allowed == ["lr 0.06 -> 0.5", "seed 0 -> 7"]
+    assert training_changes(state, dict(state["config"]["training"])) == []
+    # A check made before every setting is known compares only those given.
+    assert training_changes(state, {"seed": 0, "epochs": 10}, only_given=True) == []
+    with pytest.raises(CheckpointError, match="epochs 10 -> 12"):
+        training_changes(state, {"epochs": 12}, only_given=True)

@@ -97,6 +97,7 @@ def check_resume_is_exact(name, tmp_path, **kw):
     make(name, tmp_path / "b", **kw).fit(epochs=1)
     resumed = make(name, tmp_path / "b", **kw)  # resume="auto" picks up last.pt
     assert resumed.epoch == 1 and resumed.step == 2
+    assert resumed.resumed.changed == ()  # the same settings: nothing to allow
     resumed.fit()
     a, b = straight.method.state_dict(), resumed.method.state_dict()
     assert a.keys() == b.keys()
@@ -204,7 +205,7 @@ def test_a_checkpoint_older_than_a_hyperparameter_loads_as_trained(tmp_path):
     method, _ = load_checkpoint(path)
     assert isinstance(method.projection_head, nn.Linear) and method.bank_init == "random"
     # The run resumes with the same settings, and refuses today's defaults (another model).
-    resumed = make("pirl", tmp_path, epochs=2, hparams=hp)
+    resumed = make("pirl", tmp_path, epochs=2, hparams=hp, allow_changed_settings=True)
     assert resumed.epoch == 1
     resumed.fit()
     with pytest.raises(CheckpointError, match="in hparams"):
@@ -309,7 +310,7 @@ def test_memory_format(tmp_path):
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
     # A checkpoint is layout-free: the contiguous run resumes as channels-last.
-    resumed = make("simclr", tmp_path / "plain", epochs=2)
+    resumed = make("simclr", tmp_path / "plain", epochs=2, allow_changed_settings=True)
     assert resumed.epoch == 1 and resumed.hyper["memory_format"] == "channels_last"
     assert all(w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights(resumed))
     resumed.fit()
@@ -540,13 +541,70 @@ def test_a_cuda_run_resumes_on_the_cpu(tmp_path, record_devices):
     resumed = []
     for _ in range(2):
         with pytest.warns(UserWarning, match=r"augmentation generator \(saved on .*cpu\)"):
-            resumed.append(make("simclr", tmp_path, epochs=2))
+            resumed.append(make("simclr", tmp_path, epochs=2, allow_changed_settings=True))
     assert all(t.epoch == 1 and t.step == 2 for t in resumed)
     # The augmentations restart from (seed, epoch): every resume continues the same way.
     finals = [t.fit() for t in resumed]
     assert finals[0]["loss"] == finals[1]["loss"]
     a, b = (t.method.state_dict() for t in resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_resume_with_other_settings_is_refused_listing_them(tmp_path):
+    make("simclr", tmp_path, epochs=2, lr=0.06).fit(epochs=1)
+    path = tmp_path / "checkpoints" / "last.pt"
+    before = path.read_bytes()
+    with pytest.raises(CheckpointError) as err:
+        make("simclr", tmp_path, epochs=3, lr=0.5, seed=7)
+    message = str(err.value)
+    assert message.startswith(f"{path} was trained with other settings: ")
+    for change in ("lr 0.06 -> 0.5", "epochs 2 -> 3", "seed 0 -> 7"):
+        assert change in message
+    assert "allow_changed_settings=True" in message and "resume=False" in message
+    assert path.read_bytes() == before
+    # Another optimizer is refused even when changes are allowed: its state would not fit.
+    with pytest.raises(CheckpointError, match="optimizer cannot change"):
+        make("simclr", tmp_path, epochs=2, lr=0.06, optimizer="adam", allow_changed_settings=True)
+    with pytest.raises(TypeError, match="allow_changed_settings"):
+        make("simclr", tmp_path, epochs=2, lr=0.06, allow_changed_settings="yes")
+
+
+def test_allowed_changes_are_applied_and_said(tmp_path, capsys):
+    make("simclr", tmp_path, epochs=2, lr=0.06, weight_decay=0.0).fit(epochs=1)
+    path = tmp_path / "checkpoints" / "last.pt"
+    capsys.readouterr()
+    trainer = make(
+        "simclr",
+        tmp_path,
+        epochs=4,
+        lr=0.5,
+        weight_decay=1e-3,
+        allow_changed_settings=True,
+        progress=True,
+    )
+    assert trainer.resumed.epoch == 1 and trainer.resumed.step == 2
+    assert trainer.resumed.changed == (
+        "lr 0.06 -> 0.5",
+        "weight_decay 0.0 -> 0.001",
+        "epochs 2 -> 4",
+    )
+    line = f"resuming {path} at epoch 1/4 (step 2) with changed settings: lr 0.06 -> 0.5;"
+    assert line in capsys.readouterr().out
+    # The new rate and decay are what the optimizer uses; the schedule spans the new total.
+    assert trainer.scheduler.base_lrs == [0.5] * len(trainer.optimizer.param_groups)
+    assert trainer.scheduler.total_steps == 8 and trainer.scheduler.last_step == 2
+    for group in trainer.optimizer.param_groups:
+        assert group["lr"] == pytest.approx(0.5 * trainer.scheduler.factor())
+        assert group["weight_decay"] == 1e-3
+    trainer.fit(epochs=2)
+    assert read_checkpoint(path)["config"]["training"]["lr"] == 0.5
+    # The checkpoint now records the new settings: the same run resumes without asking.
+    again = make("simclr", tmp_path, epochs=4, lr=0.5, weight_decay=1e-3)
+    assert again.epoch == 2 and again.resumed.changed == ()
+
+
+def test_a_fresh_run_has_resumed_nothing(tmp_path):
+    assert make("simclr", tmp_path, epochs=1).resumed is None
 
 
 def test_a_corrupted_random_state_is_a_checkpoint_error(tmp_path):

@@ -60,11 +60,13 @@ def test_resume_on_cuda(name, tmp_path):
 def test_a_run_moves_from_the_cpu_to_cuda_and_back(tmp_path):
     make("supervised", tmp_path, device="cpu").fit(epochs=1)
     with pytest.warns(UserWarning, match="augmentation generator"):
-        on_gpu = make("supervised", tmp_path, device="cuda", amp="auto")
+        on_gpu = make(
+            "supervised", tmp_path, device="cuda", amp="auto", allow_changed_settings=True
+        )
     assert on_gpu.epoch == 1
     on_gpu.fit(epochs=2)
     with pytest.warns(UserWarning, match="augmentation generator"):
-        on_cpu = make("supervised", tmp_path, device="cpu")
+        on_cpu = make("supervised", tmp_path, device="cpu", allow_changed_settings=True)
     assert on_cpu.epoch == 2
     final = on_cpu.fit()
     assert on_cpu.epoch == 3 and math.isfinite(final["loss"])
