@@ -56,6 +56,7 @@ from benchmarks._harness import (  # noqa: E402
     format_table,
     load_outputs,
     machine_info,
+    median_measurement,
     mem_available_bytes,
     write_json,
 )
@@ -269,6 +270,9 @@ def parse_args(argv=None):
     p.add_argument("--n-train", type=int, default=None, help="first N training images (60000)")
     p.add_argument("--n-test", type=int, default=None, help="first N test images (10000)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs after warm-up (3)")
+    p.add_argument(
+        "--rounds", type=int, default=1, help="alternating processes per library (median)"
+    )
     p.add_argument("--time-limit", type=float, default=None, help="seconds per phase (900)")
     p.add_argument("--mem-limit-gb", type=float, default=None, help="default: min(16, 80%% free)")
     p.add_argument("--threads", type=int, default=None, help="torch/BLAS threads per process")
@@ -281,7 +285,7 @@ def parse_args(argv=None):
         value = getattr(args, name)
         if value is not None and not 1 <= value <= most:
             p.error(f"--{name.replace('_', '-')} must be in [1, {most}], got {value}")
-    for name in ("repeats", "time_limit", "mem_limit_gb", "threads"):
+    for name in ("repeats", "rounds", "time_limit", "mem_limit_gb", "threads"):
         value = getattr(args, name)
         if value is not None and value <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -314,6 +318,7 @@ def main(argv=None) -> dict:
         "evaluation": f"BaseTester.get_all_embeddings (workers {args.workers}); "
         f"AccuracyCalculator{METRICS}, k=max_bin_count, test -> train",
         "repeats": repeats,
+        "rounds": args.rounds,
         "time_limit_s": time_limit,
         "mem_limit_gb": round(mem_limit / GiB, 1),
         "threads": args.threads,
@@ -351,7 +356,9 @@ def main(argv=None) -> dict:
                     rows[phase] = {"phase": phase, "detail": "no embeddings from PML's tester"}
                     continue
                 phase_args["accuracy"] = {"embeddings_path": pml_outputs}
-            rows[phase], pml_outputs = run_phase(runner, phase, {**common, **phase_args[phase]})
+            rows[phase], pml_outputs = run_phase(
+                runner, phase, {**common, **phase_args[phase]}, args.rounds
+            )
             if phase == "embed":
                 rows[phase]["weights"] = "PML's epoch" if trained else "untrained (no PML epoch)"
             print(" | ".join(str(c) for c in table_row(rows[phase])), flush=True)
@@ -365,17 +372,24 @@ def main(argv=None) -> dict:
     return payload
 
 
-def run_phase(runner: Runner, phase: str, args: dict) -> tuple[dict, str | None]:
-    """Both libraries on one phase: (row, the path of PML's saved outputs or None)."""
+def run_phase(runner: Runner, phase: str, args: dict, rounds: int = 1) -> tuple[dict, str | None]:
+    """Both libraries on one phase: (row, the path of PML's saved outputs or None).
+
+    With ``rounds`` > 1 the libraries' processes alternate (PML, ours, PML, ours, ...) and
+    each library's figure is the median process: a machine that drifts during the run
+    (other tenants, clock) then weighs on both alike, not on whichever runs second.
+    """
     row = {"phase": phase}
-    measured = {}
+    runs: dict[str, list] = {impl: [] for impl in IMPLS}
+    for _ in range(rounds):
+        for impl in IMPLS:
+            impl_args = {**args, "phase": phase, "impl": impl}
+            if impl != "pml":
+                impl_args.pop("save_model", None)  # the evaluation embeds with PML's weights
+            runs[impl].append(runner.measure(TARGET, impl_args, baseline_key=(impl, phase)))
+    measured = {impl: median_measurement(runs[impl]) for impl in IMPLS}
     for impl in IMPLS:
-        impl_args = {**args, "phase": phase, "impl": impl}
-        if impl != "pml":
-            impl_args.pop("save_model", None)  # the evaluation embeds with PML's weights
-        m = runner.measure(TARGET, impl_args, baseline_key=(impl, phase))
-        row[impl] = m.to_json()
-        measured[impl] = m
+        row[impl] = measured[impl].to_json()
     ours, pml = measured["ours"], measured["pml"]
     if ours.ok and pml.ok:
         row["speedup"] = pml.time_s / ours.time_s if ours.time_s > 0 else math.inf
