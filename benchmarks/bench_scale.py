@@ -10,7 +10,9 @@ the same distribution. Each phase runs in its own process, so its peak RSS is it
 3. ``truth``  - exact top-10 of the queries, streamed over the shards (FAISS's
    ``knn_ground_truth``, one shard batch at a time);
 4. ``search`` - :func:`~metricssl.index.ondisk.open_ondisk` (lists memory-mapped) at each
-   ``--nprobe``: recall@10 against exact search, queries/s, peak RSS.
+   ``--nprobe``: recall@10 against exact search, queries/s, peak RSS;
+5. ``embed``  - ``metricssl embed --shards`` of Fashion-MNIST's 60,000 training images under
+   torchrun with 1 and 2 processes: images/s (``--skip-embed`` leaves it out).
 
     python benchmarks/bench_scale.py                          # 10M x 128 (5.1 GB of shards)
     python benchmarks/bench_scale.py --n 200000 --name bench_scale_200k   # quick check
@@ -154,7 +156,66 @@ def phase_search(args) -> dict:
     return result
 
 
-PHASES = {"write": phase_write, "build": phase_build, "truth": phase_truth, "search": phase_search}
+def phase_embed(args) -> dict:
+    """``metricssl embed --shards`` of Fashion-MNIST's training images under torchrun with 1
+    and with 2 processes (one thread each when 2, so the 2 cores are shared, not
+    oversubscribed), from a SimCLR checkpoint trained briefly on 512 of them (the weights
+    do not change the throughput). Seconds are the command's wall time, process start,
+    model load and the manifest included."""
+    import os
+
+    from metricssl.data import load_fashion_mnist
+    from metricssl.ssl import Trainer
+
+    work = Path(args.workdir)
+    images, labels = load_fashion_mnist(split="train", progress=False)
+    trainer = Trainer(
+        method="simclr",
+        dataset=(images[:512], labels[:512]),
+        epochs=1,
+        out=str(work / "run"),
+        progress=False,
+        seed=args.seed,
+    )
+    trainer.fit()
+    trainer.close()
+    torchrun = Path(sys.executable).with_name("torchrun")
+    rows = []
+    for processes in (1, 2):
+        out = work / f"embeddings-{processes}"
+        command = [
+            str(torchrun),
+            "--nproc-per-node",
+            str(processes),
+            "--no-python",
+            str(Path(sys.executable).with_name("metricssl")),
+            "embed",
+            "--checkpoint",
+            str(trainer.checkpoint_path),
+            "--dataset",
+            "fashion-mnist",
+            "--split",
+            "train",
+            "--shards",
+            str(out),
+            "--json",
+        ]
+        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, 2 // processes))}
+        start = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
+        seconds = time.perf_counter() - start
+        count = json.loads((out / "manifest.json").read_text())["count"]
+        rows.append({"processes": processes, "seconds": seconds, "images_per_s": count / seconds})
+    return {"images": len(images), "rows": rows}
+
+
+PHASES = {
+    "write": phase_write,
+    "build": phase_build,
+    "truth": phase_truth,
+    "search": phase_search,
+    "embed": phase_embed,
+}
 
 
 def _run_phase(phase: str, argv: list[str]) -> dict:
@@ -182,6 +243,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--keep", action="store_true", help="keep the shards and the index")
     parser.add_argument("--name", default="bench_scale")
+    parser.add_argument(
+        "--skip-embed", action="store_true", help="leave out embed throughput, 1 vs 2 processes"
+    )
     parser.add_argument("--phase", choices=sorted(PHASES), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.nlist is None:
@@ -195,7 +259,8 @@ def main(argv: list[str] | None = None) -> None:
     child_argv += ["--workdir", str(workdir), "--nlist", str(args.nlist)]
     try:
         results = {}
-        for phase in ("write", "build", "truth", "search"):
+        phases = ("write", "build", "truth", "search") + (() if args.skip_embed else ("embed",))
+        for phase in phases:
             print(f"{phase} ...", file=sys.stderr, flush=True)
             results[phase] = _run_phase(phase, child_argv)
     finally:
@@ -213,6 +278,12 @@ def main(argv: list[str] | None = None) -> None:
         for r in results["search"]["rows"]
     ]
     print(format_table(["nprobe", "recall@10 vs exact", "queries/s (mmapped)"], rows))
+    if "embed" in results:
+        rows = [
+            [r["processes"], f"{r['seconds']:.1f}", f"{r['images_per_s']:.0f}"]
+            for r in results["embed"]["rows"]
+        ]
+        print(format_table(["processes", "embed s (60,000 images)", "images/s"], rows))
     settings = {k: v for k, v in vars(args).items() if k not in ("phase", "workdir", "keep")}
     path = write_json(args.name, {"machine": machine_info(), "settings": settings, **results})
     print(f"wrote {path}")
