@@ -45,7 +45,17 @@ def test_py_typed_ships_with_the_package():
 
 
 def test_index_without_faiss_names_the_extras():
-    code = "import sys; sys.modules['faiss'] = None; import metricssl.index"
+    code = "import sys; sys.modules['faiss'] = None; from metricssl.index import EmbeddingIndex"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert run.returncode != 0
     assert "pip install 'metricssl[cpu]', or 'metricssl[gpu]'" in run.stderr
+
+
+def test_shard_format_works_without_faiss():
+    # The shard format and embed --shards need no FAISS: only building an index does.
+    code = (
+        "import sys; sys.modules['faiss'] = None; import metricssl.index.shards; "
+        "import metricssl.ssl.embed"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
