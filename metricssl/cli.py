@@ -178,6 +178,11 @@ def _subparser(sub, name: str, help: str, description: str, examples: str, **kwa
     )
 
 
+def _add_data_flag(parser, help: str) -> None:
+    """``--data PATH``: the user's images (a folder or a manifest), checked to exist."""
+    parser.add_argument("--data", type=existing_path, default=None, metavar="PATH", help=help)
+
+
 def _add_data_arguments(parser, split: bool, files: bool = False) -> None:
     """The images a checkpoint embeds: a named dataset's split or ``--data``; with ``files``
     also embeddings and labels from any encoder instead of a checkpoint."""
@@ -189,12 +194,9 @@ def _add_data_arguments(parser, split: bool, files: bool = False) -> None:
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--dataset", choices=DATASET_NAMES, default=None)
-    source.add_argument(
-        "--data",
-        type=existing_path,
-        default=None,
-        metavar="PATH",
-        help="your images: a folder (ROOT/CLASS/IMAGE or ROOT/IMAGE), resized to the "
+    _add_data_flag(
+        source,
+        "your images: a folder (ROOT/CLASS/IMAGE or ROOT/IMAGE), resized to the "
         "checkpoint's input size",
     )
     if files:
@@ -471,13 +473,7 @@ def _add_index_parsers(sub) -> None:
     build.add_argument("--tensor", default=None, help="tensor name in a .safetensors file")
     build.add_argument("--checkpoint", default=None, help="embed a dataset with this checkpoint")
     build.add_argument("--dataset", choices=DATASET_NAMES, default=None)
-    build.add_argument(
-        "--data",
-        type=existing_path,
-        default=None,
-        metavar="PATH",
-        help="embed your images (a folder) with --checkpoint; ids are their positions",
-    )
+    _add_data_flag(build, "embed your images (a folder) with --checkpoint; ids are their positions")
     build.add_argument("--split", choices=["train", "test"], default=None, help="default: train")
     build.add_argument("--data-dir", default=None, help="folder with the dataset's files")
     build.add_argument(
@@ -551,12 +547,9 @@ def _add_search_parser(sub) -> None:
     search.add_argument("--checkpoint", required=True, help="a file written by metricssl train")
     search.add_argument("--index", required=True, help="an index file (metricssl index build)")
     search.add_argument("-k", type=positive_int, default=5, help="neighbours per query")
-    search.add_argument(
-        "--data",
-        type=existing_path,
-        default=None,
-        metavar="PATH",
-        help="the images the index was built from (index build --data): the neighbours' "
+    _add_data_flag(
+        search,
+        "the images the index was built from (index build --data): the neighbours' "
         "files and classes are reported and drawn",
     )
     search.add_argument("--nprobe", type=positive_int, default=None, help="override the index's")
