@@ -1,4 +1,4 @@
-"""Backbones (small CNN, ResNet-18/50) and heads (projection, prediction, prototypes), plain torch.
+"""Backbones (small CNN, ResNet-18/50, ViT-Tiny/Small) and heads, plain torch.
 
 The backbone contract: any ``nn.Module`` mapping float images ``(N, C, H, W)`` to features
 ``(N, F)``; ``F`` comes from its ``num_features`` attribute or from
@@ -10,6 +10,7 @@ from .embedder import Embedder, infer_num_features
 from .heads import PredictionHead, ProjectionHead, PrototypesHead
 from .resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet50
 from .small_cnn import SmallCNN
+from .vit import VisionTransformer, vit_small, vit_tiny
 
 __all__ = [
     "BasicBlock",
@@ -20,8 +21,11 @@ __all__ = [
     "PrototypesHead",
     "ResNet",
     "SmallCNN",
+    "VisionTransformer",
     "frozen_running_stats",
     "infer_num_features",
     "resnet18",
     "resnet50",
+    "vit_small",
+    "vit_tiny",
 ]

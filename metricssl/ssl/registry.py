@@ -30,6 +30,7 @@ from ..models.embedder import infer_num_features
 from ..models.heads import PredictionHead, ProjectionHead
 from ..models.resnet import resnet18, resnet50
 from ..models.small_cnn import SmallCNN
+from ..models.vit import default_patch_size, vit_small, vit_tiny
 from .amp import AMP_MODES
 from .barlow_twins import BarlowTwins, BarlowTwinsConfig
 from .byol import BYOL, BYOLConfig
@@ -89,7 +90,7 @@ def _projection_and_predictor(num_layers: int, last_bn: bool) -> Callable:
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "lars")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
-BACKBONES = ("small_cnn", "resnet18", "resnet50")
+BACKBONES = ("small_cnn", "resnet18", "resnet50", "vit_tiny", "vit_small")
 
 
 @dataclass(frozen=True)
@@ -227,7 +228,9 @@ def build_backbone(name: str, input_shape: Sequence[int], **kwargs) -> nn.Module
 
     ``small_cnn``: :class:`~metricssl.models.SmallCNN` with 128 channels, pooled to a 2x2 grid
     (512 features) from 16 px up and globally (128 features) below. ``resnet18`` /
-    ``resnet50``: the CIFAR stem below 64 px, the ImageNet stem from 64 px up.
+    ``resnet50``: the CIFAR stem below 64 px, the ImageNet stem from 64 px up. ``vit_tiny`` /
+    ``vit_small``: :class:`~metricssl.models.vit.VisionTransformer` built for ``(H, W)``, with
+    4 px patches up to 64 px and 16 px patches above (``patch_size`` overrides it).
     """
     channels, height, width = (int(s) for s in input_shape)
     if name == "small_cnn":
@@ -240,6 +243,11 @@ def build_backbone(name: str, input_shape: Sequence[int], **kwargs) -> nn.Module
         stem = kwargs.pop("stem", "cifar" if min(height, width) < 64 else "imagenet")
         factory = resnet18 if name == "resnet18" else resnet50
         return factory(stem=stem, in_channels=channels, **kwargs)
+    if name in ("vit_tiny", "vit_small"):
+        kwargs.setdefault("image_size", (height, width))
+        kwargs.setdefault("patch_size", default_patch_size(kwargs["image_size"]))
+        factory = vit_tiny if name == "vit_tiny" else vit_small
+        return factory(in_channels=channels, **kwargs)
     raise ValueError(f"unknown backbone {name!r}; choose one of {list(BACKBONES)} or pass a module")
 
 
