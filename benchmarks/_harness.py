@@ -368,6 +368,15 @@ def mem_available_bytes() -> int | None:
     return None
 
 
+def memory_limit_bytes(limit_gb: float | None) -> float:
+    """A worker's memory limit: ``limit_gb`` when given, else 16 GiB or 80% of what is
+    available, whichever is less."""
+    if limit_gb:
+        return limit_gb * GiB
+    available = mem_available_bytes()
+    return min(16 * GiB, 0.8 * available if available else 16 * GiB)
+
+
 def _mem_total_bytes() -> int | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():

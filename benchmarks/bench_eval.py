@@ -53,7 +53,7 @@ from benchmarks._harness import (  # noqa: E402
     format_table,
     load_outputs,
     machine_info,
-    mem_available_bytes,
+    memory_limit_bytes,
     write_json,
 )
 
@@ -331,12 +331,7 @@ def main(argv=None):
     n_ref = args.n_ref or (6_000 if args.quick else None)
     repeats = args.repeats or (1 if args.quick else 3)
     time_limit = args.time_limit or (60.0 if args.quick else 300.0)
-    available = mem_available_bytes()
-    mem_limit = (
-        args.mem_limit_gb * GiB
-        if args.mem_limit_gb
-        else min(16 * GiB, 0.8 * available if available else 16 * GiB)
-    )
+    mem_limit = memory_limit_bytes(args.mem_limit_gb)
     out_name = args.out or ("bench_eval_quick" if args.quick else "bench_eval")
     machine = machine_info("cpu", args.threads)
     *_, source = load_data(CASES["fmnist_float"], 1, 1, args.seed)

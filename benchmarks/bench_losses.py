@@ -52,7 +52,7 @@ from benchmarks._harness import (  # noqa: E402
     load_outputs,
     machine_info,
     median_measurement,
-    mem_available_bytes,
+    memory_limit_bytes,
     write_json,
 )
 
@@ -583,12 +583,7 @@ def main(argv=None):
     sizes = sizes or ([256] if args.quick else list(DEFAULT_SIZES))
     repeats = args.repeats or (2 if args.quick else 5)
     time_limit = args.time_limit or (20.0 if args.quick else 60.0)
-    available = mem_available_bytes()
-    mem_limit = (
-        args.mem_limit_gb * GiB
-        if args.mem_limit_gb
-        else min(16 * GiB, 0.8 * available if available else 16 * GiB)
-    )
+    mem_limit = memory_limit_bytes(args.mem_limit_gb)
     out_name = args.out or ("bench_losses_quick" if args.quick else "bench_losses")
     cases = select_cases(args.only)
     if args.device == "cuda":

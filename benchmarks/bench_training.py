@@ -57,7 +57,7 @@ from benchmarks._harness import (  # noqa: E402
     load_outputs,
     machine_info,
     median_measurement,
-    mem_available_bytes,
+    memory_limit_bytes,
     write_json,
 )
 
@@ -300,12 +300,7 @@ def main(argv=None) -> dict:
     n_test = args.n_test or (500 if args.quick else 10_000)
     repeats = args.repeats or (1 if args.quick else 3)
     time_limit = args.time_limit or (120.0 if args.quick else 900.0)
-    available = mem_available_bytes()
-    mem_limit = (
-        args.mem_limit_gb * GiB
-        if args.mem_limit_gb
-        else min(16 * GiB, 0.8 * available if available else 16 * GiB)
-    )
+    mem_limit = memory_limit_bytes(args.mem_limit_gb)
     out_name = args.out or ("bench_training_quick" if args.quick else "bench_training")
     machine = machine_info("cpu", args.threads)
     config = {
