@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -127,3 +128,15 @@ def torch_standard_scaler(x: torch.Tensor) -> torch.Tensor:
 def torch_all_from_dim_to_end(x: torch.Tensor, dim: int) -> torch.Tensor:
     """``all`` over every dimension from ``dim`` on."""
     return torch.all(x.view(*x.shape[:dim], -1), dim=-1)
+
+
+def adopt_stored_shapes(
+    module: torch.nn.Module, state_dict: dict, prefix: str, names: Sequence[str]
+) -> None:
+    """Give buffers whose shape is set on first use (a queue, centroids, a running
+    covariance) the stored shape, so that ``load_state_dict`` into a fresh module works;
+    call from ``_load_from_state_dict``."""
+    for name in names:
+        stored, current = state_dict.get(prefix + name), getattr(module, name)
+        if stored is not None and stored.shape != current.shape:
+            setattr(module, name, torch.zeros_like(stored, device=current.device))

@@ -22,6 +22,7 @@ from .lifted_structure_loss import LiftedStructureLoss
 from .manifold_loss import ManifoldLoss
 from .margin_loss import MarginLoss
 from .mixins import EmbeddingRegularizerMixin, WeightMixin, WeightRegularizerMixin
+from .mmcr_loss import MMCRLoss
 from .multi_similarity_loss import MultiSimilarityLoss
 from .multiple_losses import MultipleLosses
 from .multiple_negatives_ranking_loss import MultipleNegativesRankingLoss
@@ -44,6 +45,7 @@ from .subcenter_arcface_loss import SubCenterArcFaceLoss
 from .supcon_loss import SupConLoss
 from .swav_loss import SwAVLoss, sinkhorn
 from .tcm_loss import ThresholdConsistentMarginLoss
+from .tico_loss import TiCoLoss
 from .triplet_margin_loss import TripletMarginLoss
 from .tuplet_margin_loss import TupletMarginLoss
 from .two_view_loss import TwoViewLoss
@@ -71,6 +73,7 @@ __all__ = [
     "LargeMarginSoftmaxLoss",
     "LiftedStructureLoss",
     "ManifoldLoss",
+    "MMCRLoss",
     "MarginLoss",
     "MultiSimilarityLoss",
     "MultipleLosses",
@@ -94,6 +97,7 @@ __all__ = [
     "SupConLoss",
     "SwAVLoss",
     "ThresholdConsistentMarginLoss",
+    "TiCoLoss",
     "TripletMarginLoss",
     "TupletMarginLoss",
     "TwoViewLoss",

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..augment.multi_crop import MultiCrop
+from ..core.common import adopt_stored_shapes  # noqa: F401 (moco, deepcluster use it from here)
 from ..core.validation import check_bool, check_choice, check_module, check_number
 from .datasets import ImageData
 
@@ -135,18 +136,6 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     if len(t) != len(o):
         raise ValueError("target and online modules have different parameters")
     torch._foreach_lerp_(t, o, 1.0 - momentum)
-
-
-def adopt_stored_shapes(
-    module: nn.Module, state_dict: dict, prefix: str, names: Sequence[str]
-) -> None:
-    """Give buffers whose shape is set on first use (a queue, centroids) the stored shape,
-    so that ``load_state_dict`` into a fresh module works; call from
-    ``_load_from_state_dict``."""
-    for name in names:
-        stored, current = state_dict.get(prefix + name), getattr(module, name)
-        if stored is not None and stored.shape != current.shape:
-            setattr(module, name, torch.zeros_like(stored, device=current.device))
 
 
 def check_multi_crop_views(views, input_shape, n_global: int = 2) -> None:
