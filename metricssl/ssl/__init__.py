@@ -7,7 +7,7 @@
 
 Methods (one module each, composable from any backbone and heads): SimCLR, MoCo (v2), BYOL,
 SimSiam, BarlowTwins, VICReg, SwAV, DINO, DeepCluster, NPID, PIRL, RotNet, Jigsaw, ContextEncoder,
-DenoisingAutoencoder, VAE, Supervised. :data:`METHODS` holds their typed configs
+DenoisingAutoencoder, VAE, Supervised, MoCoV3, NNCLR. :data:`METHODS` holds their typed configs
 (``SimCLRConfig``, ..., one source of each method's defaults) and training defaults for small
 images; :func:`build_method` builds one by name; :func:`build_model`,
 :func:`build_optimizer` and :func:`build_schedule` are the Trainer's builders; :func:`load_checkpoint` rebuilds a trained
@@ -30,7 +30,9 @@ from .lars import LARS
 from .memory_bank import MemoryBank
 from .method import Batch, MethodConfig, SSLMethod
 from .moco import MoCo
+from .moco_v3 import MoCoV3
 from .monitor import CollapseWarning
+from .nnclr import NNCLR
 from .npid import NPID
 from .pirl import PIRL
 from .registry import (
@@ -60,6 +62,7 @@ __all__ = [
     "DINO",
     "LARS",
     "METHODS",
+    "NNCLR",
     "NPID",
     "PIRL",
     "VAE",
@@ -75,6 +78,7 @@ __all__ = [
     "MethodConfig",
     "MethodSpec",
     "MoCo",
+    "MoCoV3",
     "RotNet",
     "SSLMethod",
     "SimCLR",

@@ -41,6 +41,8 @@ from .inpainting import ContextEncoder, ContextEncoderConfig
 from .jigsaw import Jigsaw, JigsawConfig, jigsaw_heads, jigsaw_views
 from .method import CheckedConfig, MethodConfig, SSLMethod, param
 from .moco import MoCo, MoCoConfig
+from .moco_v3 import MoCoV3, MoCoV3Config
+from .nnclr import NNCLR, NNCLRConfig
 from .npid import NPID, NPIDConfig, npid_heads, npid_views
 from .pirl import PIRL, PIRLConfig, pirl_heads, pirl_views
 from .reconstruction import reconstruction_heads, reconstruction_views
@@ -161,6 +163,12 @@ METHODS: dict[str, MethodSpec] = {
     "simsiam": MethodSpec(
         SimSiam, SimSiamConfig, simsiam_views, _projection_and_predictor(3, last_bn=True)
     ),
+    # MoCo v3 and NNCLR: the papers' 3-layer projector (last BatchNorm) and 2-layer predictor
+    # (scaled down), and BYOL's asymmetric augmentations, which both papers train with.
+    "moco_v3": MethodSpec(
+        MoCoV3, MoCoV3Config, byol_views, _projection_and_predictor(3, last_bn=True)
+    ),
+    "nnclr": MethodSpec(NNCLR, NNCLRConfig, byol_views, _projection_and_predictor(3, last_bn=True)),
     "barlow_twins": MethodSpec(
         BarlowTwins, BarlowTwinsConfig, barlow_twins_views, _projection(num_layers=3)
     ),

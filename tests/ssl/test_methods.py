@@ -16,6 +16,13 @@ SMALL = {
     "simclr": {"proj_hidden_dim": 64, "proj_output_dim": 32},
     "moco": {"proj_hidden_dim": 64, "proj_output_dim": 32, "queue_size": 32},
     "byol": {"proj_hidden_dim": 64, "proj_output_dim": 32, "pred_hidden_dim": 64},
+    "moco_v3": {"proj_hidden_dim": 64, "proj_output_dim": 32, "pred_hidden_dim": 64},
+    "nnclr": {
+        "proj_hidden_dim": 64,
+        "proj_output_dim": 32,
+        "pred_hidden_dim": 64,
+        "queue_size": 32,
+    },
     "simsiam": {"proj_hidden_dim": 64, "proj_output_dim": 32, "pred_hidden_dim": 16},
     "barlow_twins": {"proj_hidden_dim": 64, "proj_output_dim": 64},
     "vicreg": {"proj_hidden_dim": 64, "proj_output_dim": 64},

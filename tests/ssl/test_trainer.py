@@ -29,6 +29,13 @@ SMALL = {
     "simclr": {"proj_hidden_dim": 32, "proj_output_dim": 16},
     "moco": {"proj_hidden_dim": 32, "proj_output_dim": 16, "queue_size": 40},
     "byol": {"proj_hidden_dim": 32, "proj_output_dim": 16, "pred_hidden_dim": 32},
+    "moco_v3": {"proj_hidden_dim": 32, "proj_output_dim": 16, "pred_hidden_dim": 32},
+    "nnclr": {
+        "proj_hidden_dim": 32,
+        "proj_output_dim": 16,
+        "pred_hidden_dim": 32,
+        "queue_size": 40,
+    },
     "simsiam": {"proj_hidden_dim": 32, "proj_output_dim": 16, "pred_hidden_dim": 8},
     "barlow_twins": {"proj_hidden_dim": 32, "proj_output_dim": 32},
     "vicreg": {"proj_hidden_dim": 32, "proj_output_dim": 32},
