@@ -127,8 +127,8 @@ class NNCLR(HostCounters, SSLMethod):
         self.register_counter("queue_filled")
 
     def support_set(self) -> torch.Tensor | None:
-        """The stored unit projections (oldest first is not guaranteed: ring order), or None
-        before the first batch."""
+        """The stored unit projections in ring order (once full, the oldest sits at
+        ``queue_ptr``), or None before the first batch."""
         filled = self.counter("queue_filled")
         return self.queue[:filled] if filled else None
 
