@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ..core import common as c_f
 from ..core import loss_and_miner_utils as lmu
@@ -13,6 +12,7 @@ from ..distances import BaseDistance, CosineSimilarity
 from ..reducers import BaseReducer
 from .base_metric_loss_function import require_labels_or_indices_tuple, require_ref_labels
 from .generic_pair_loss import GenericPairLoss
+from .infonce import info_nce_terms
 
 
 class NTXentLoss(GenericPairLoss):
@@ -30,7 +30,9 @@ class NTXentLoss(GenericPairLoss):
 
     How it is computed: each anchor's negatives are summed once, as a row-wise log-sum-exp
     over the query-by-reference matrix, and every positive's loss is then
-    ``softplus(lse_neg[a] - s_ap/T)``. That is O(N^2) time and memory; PML builds a
+    ``softplus(lse_neg[a] - s_ap/T)``, the formula of the one InfoNCE
+    (:func:`~metricssl.losses.infonce.info_nce_terms`; the SSL methods call
+    :func:`~metricssl.losses.infonce.info_nce`, which ends in it). That is O(N^2) time and memory; PML builds a
     (positive pairs x negative pairs) matrix instead. Without an ``indices_tuple`` and with a
     Mean/Sum/Threshold/AvgNonZero reducer the mean is taken straight from the matrix, with no
     list of pairs. Log-sum-exps run in float32 for half-precision inputs; the loss comes back
@@ -108,7 +110,7 @@ class NTXentLoss(GenericPairLoss):
         lse_neg = torch.logsumexp(logits.masked_fill(~neg, float("-inf")), dim=1, keepdim=True)
         fused = self.fused_reduction("loss")
         if fused is not None:
-            losses = F.softplus(lse_neg - logits)
+            losses = info_nce_terms(logits, lse_neg)
             total, count = fused.partial(losses, pos)
             return {"loss": fused.loss_entry(total, count, embeddings)}
         # Without a fused reducer the pairs are listed (torch.where waits for the device
@@ -116,7 +118,7 @@ class NTXentLoss(GenericPairLoss):
         a1, p = torch.where(pos)
         if len(a1) == 0 or not bool(neg.any()):
             return self.zero_losses()
-        losses = F.softplus(lse_neg[a1, 0] - logits[a1, p])
+        losses = info_nce_terms(logits[a1, p], lse_neg[a1, 0])
         return self._pair_losses(losses, a1, p, embeddings)
 
     def _loss_from_tuple(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
@@ -130,7 +132,7 @@ class NTXentLoss(GenericPairLoss):
         counts = counts.view_as(logits)
         weighted = logits + counts.clamp(min=1).to(logits.dtype).log()
         lse_neg = torch.logsumexp(weighted.masked_fill(counts == 0, float("-inf")), dim=1)
-        losses = F.softplus(lse_neg[a1] - logits[a1, p])
+        losses = info_nce_terms(logits[a1, p], lse_neg[a1])
         return self._pair_losses(losses, a1, p, embeddings)
 
     @staticmethod

@@ -8,6 +8,7 @@ from torch import nn
 
 from ..core.distributed import gather_with_grad
 from ..core.validation import check_number
+from ..losses.infonce import info_nce
 from ..models.batchnorm import frozen_running_stats
 from .datasets import ImageData
 
@@ -36,12 +37,6 @@ def start_from_features(method: nn.Module, epoch: int, data: ImageData) -> None:
             for images, _ in data.batches(torch.arange(len(data)), _FILL_BATCH_SIZE)
         ]
     method.memory.fill(torch.cat(features))
-
-
-def positive_softmax_loss(positive: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
-    """The cross-entropy of ``positive`` (B,) among ``[positive, negatives]`` (B, 1 + K)."""
-    logits = torch.cat([positive.unsqueeze(1), negatives], dim=1)
-    return torch.logsumexp(logits, dim=1).sub(positive).mean()
 
 
 class MemoryBank(nn.Module):
@@ -94,6 +89,26 @@ class MemoryBank(nn.Module):
         mixed = self.momentum * self.bank[indices] + (1 - self.momentum) * values
         self.bank[indices] = F.normalize(mixed, dim=1)
 
+    def info_nce(
+        self,
+        v: torch.Tensor,
+        indices: torch.Tensor,
+        negative_indices: torch.Tensor,
+        temperature: float,
+    ) -> torch.Tensor:
+        """InfoNCE of unit rows ``v`` (B, dim): row ``i``'s positive is ``bank[indices[i]]``,
+        its negatives the rows ``negative_indices`` (shared by the batch); the mean over the
+        batch, through :func:`~metricssl.losses.infonce.info_nce` (float32, chunked for a
+        large number of negatives)."""
+        self._check_width(v)
+        return info_nce(
+            v,
+            self.bank[indices],
+            temperature=temperature,
+            extra_keys=self.bank[negative_indices],
+            batch_negatives=False,
+        )
+
     def logits(
         self,
         v: torch.Tensor,
@@ -102,18 +117,27 @@ class MemoryBank(nn.Module):
         temperature: float,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(positive, negatives)``: ``v . bank[indices] / T`` (B,) and ``v . bank[j] / T``
-        for each ``j`` of ``negative_indices`` (B, K); ``v`` are unit rows (B, dim)."""
-        if v.ndim != 2 or v.shape[1] != self.dim:
-            raise ValueError(
-                f"the embeddings have shape {tuple(v.shape)}, but the bank holds "
-                f"embedding_dim={self.dim} rows: the head must output {self.dim} features"
-            )
+        for each ``j`` of ``negative_indices`` (B, K); ``v`` are unit rows (B, dim). For
+        estimators other than InfoNCE (NPID's NCE)."""
+        self._check_width(v)
         # In the bank's dtype (float32): half-precision rows from an autocast region would
         # otherwise meet the float32 bank in a matmul that refuses mixed dtypes.
         v = v.to(self.bank.dtype)
         positive = (v * self.bank[indices]).sum(dim=1) / temperature
         negatives = v @ self.bank[negative_indices].t() / temperature
         return positive, negatives
+
+    def similarity(self, v: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """The mean of ``v . bank[indices]`` over the batch (without gradient): how close the
+        embeddings are to their own rows, logged by NPID and PIRL."""
+        return (v.detach().to(self.bank.dtype) * self.bank[indices]).sum(dim=1).mean()
+
+    def _check_width(self, v: torch.Tensor) -> None:
+        if v.ndim != 2 or v.shape[1] != self.dim:
+            raise ValueError(
+                f"the embeddings have shape {tuple(v.shape)}, but the bank holds "
+                f"embedding_dim={self.dim} rows: the head must output {self.dim} features"
+            )
 
     @torch.no_grad()
     def fill(self, values: torch.Tensor) -> None:

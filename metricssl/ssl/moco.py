@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.distributed import gather_with_grad
+from ..losses.infonce import info_nce
 from .counters import HostCounters
 from .method import (
     Batch,
@@ -52,7 +53,7 @@ class MoCo(HostCounters, SSLMethod):
     updated as ``key = momentum * key + (1 - momentum) * query`` after every optimizer step.
     For a query ``q`` (view 1) and its key ``k`` (view 2 through the key encoder), both
     L2-normalised, the loss is the cross-entropy of ``[q.k, q.queue] / temperature`` with the
-    positive first (InfoNCE). Afterwards the batch's keys, gathered from every rank, replace
+    positive first (InfoNCE, :func:`~metricssl.losses.infonce.info_nce`). Afterwards the batch's keys, gathered from every rank, replace
     the oldest entries of the queue (a registered buffer, so it is checkpointed). The
     queue's position and fill level are also buffers, with host copies
     (:class:`~metricssl.ssl.counters.HostCounters`): a step reads no number back from the
@@ -124,12 +125,11 @@ class MoCo(HostCounters, SSLMethod):
         return F.normalize(self.key_projection_head(self.key_backbone(x)), dim=1)
 
     def _infonce(self, q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor):
-        with torch.autocast(device_type=q.device.type, enabled=False):
-            q, k = q.float(), k.float()
-            positive = (q * k).sum(dim=1, keepdim=True)
-            logits = torch.cat([positive, q @ negatives.T], dim=1) / self.temperature
-            target = torch.zeros(q.shape[0], dtype=torch.int64, device=q.device)
-            return F.cross_entropy(logits, target)
+        # MoCo v2 contrasts each query with its own key and the queue only, not with the
+        # batch's other keys (MoCo v3 does).
+        return info_nce(
+            q, k, temperature=self.temperature, extra_keys=negatives, batch_negatives=False
+        )
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.check_batch(batch)

@@ -13,7 +13,7 @@ from torch import nn
 from ..augment.recipes import simclr_views
 from ..core.validation import check_number
 from .datasets import ImageData
-from .memory_bank import BANK_INITS, MemoryBank, positive_softmax_loss, start_from_features
+from .memory_bank import BANK_INITS, MemoryBank, start_from_features
 from .method import Batch, MethodConfig, SSLMethod, param
 
 NPID_LOSSES = ("softmax", "nce")
@@ -75,7 +75,8 @@ class NPID(SSLMethod):
     shared by its rows), through
 
     - ``loss="softmax"``: the cross-entropy of the positive among ``[v . m_i, v . m_j ...] /
-      T`` (a softmax over sampled negatives, as MoCo later did with a queue);
+      T`` (a softmax over sampled negatives, as MoCo later did with a queue; InfoNCE,
+      :func:`~metricssl.losses.infonce.info_nce`);
     - ``loss="nce"``: the paper's noise-contrastive estimation (:func:`nce_loss`) with the
       normaliser ``Z`` estimated on the first batch and then held fixed (as in the paper).
 
@@ -154,18 +155,21 @@ class NPID(SSLMethod):
         with torch.autocast(device_type=v.device.type, enabled=False):
             v = F.normalize(v.float(), dim=1)
             negative_ids = self.memory.sample(self.num_negatives)
-            positive, negatives = self.memory.logits(
-                v, batch.indices, negative_ids, self.temperature
-            )
             if self.loss == "softmax":
-                loss = positive_softmax_loss(positive, negatives)
+                loss = self.memory.info_nce(v, batch.indices, negative_ids, self.temperature)
             else:
+                # NCE is a different estimator (each logit against a fixed normaliser Z, not a
+                # softmax over the sampled rows): it takes the logits, not InfoNCE.
+                positive, negatives = self.memory.logits(
+                    v, batch.indices, negative_ids, self.temperature
+                )
                 if not self.log_z_estimated:
                     self.log_z.copy_(self._estimate_log_z(positive, negatives))
                     self.log_z_estimated.fill_(True)
                 loss = nce_loss(positive, negatives, self.log_z, self.memory.num_samples)
+            similarity = self.memory.similarity(v, batch.indices)
         self.memory.update(batch.indices, v)
-        return {"loss": loss, "positive_similarity": positive.detach().mean() * self.temperature}
+        return {"loss": loss, "positive_similarity": similarity}
 
     @torch.no_grad()
     def _estimate_log_z(self, positive: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:

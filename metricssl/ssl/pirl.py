@@ -15,7 +15,7 @@ from ..models.batchnorm import frozen_running_stats
 from ..models.heads import ProjectionHead
 from .datasets import ImageData
 from .jigsaw import cut_tiles, tile_geometry
-from .memory_bank import BANK_INITS, MemoryBank, positive_softmax_loss, start_from_features
+from .memory_bank import BANK_INITS, MemoryBank, start_from_features
 from .method import Batch, MethodConfig, SSLMethod, param
 
 
@@ -224,14 +224,13 @@ class PIRL(SSLMethod):
             f = F.normalize(f.float(), dim=1)
             g = F.normalize(g.float(), dim=1)
             negative_ids = self.memory.sample(self.num_negatives)
-            pos_g, neg_g = self.memory.logits(g, batch.indices, negative_ids, self.temperature)
-            pos_f, neg_f = self.memory.logits(f, batch.indices, negative_ids, self.temperature)
-            loss = self.loss_weight * positive_softmax_loss(pos_g, neg_g) + (
-                1 - self.loss_weight
-            ) * positive_softmax_loss(pos_f, neg_f)
+            loss_g = self.memory.info_nce(g, batch.indices, negative_ids, self.temperature)
+            loss_f = self.memory.info_nce(f, batch.indices, negative_ids, self.temperature)
+            loss = self.loss_weight * loss_g + (1 - self.loss_weight) * loss_f
+            similarity = self.memory.similarity(f, batch.indices)
         self.memory.update(batch.indices, f)
         return {
             "loss": loss,
-            "positive_similarity": pos_f.detach().mean() * self.temperature,
+            "positive_similarity": similarity,
             "invariance": (f.detach() * g.detach()).sum(dim=1).mean(),
         }

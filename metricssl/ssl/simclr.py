@@ -6,44 +6,46 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..core.distributed import gather_with_grad, rank, world_size
+from ..losses.infonce import info_nce
 from .method import Batch, MethodConfig, SSLMethod, param
 
 
-def gathered_ntxent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+def gathered_ntxent(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    temperature: float,
+    *,
+    decoupled: bool = False,
+    positive_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
     """NT-Xent of two aligned views, with every rank's rows as negatives.
 
     Row ``i`` of ``z1`` and of ``z2`` are two views of one image. Each of this rank's 2B rows is
     an anchor; its positive is the other view of the same image and its negatives are all
-    other rows of the global batch (all ranks, both views). The loss is the mean over local
-    anchors of ``-log softmax`` of the positive, computed as a cross-entropy over the
-    (2B x 2WB) cosine-similarity logits with the anchor's own column masked. In one process
-    this is exactly :class:`~metricssl.losses.NTXentLoss` on ``cat(z1, z2)`` with labels
+    other rows of the global batch (all ranks, both views), on cosine similarities. The loss
+    is the mean over local anchors. In one process this is exactly
+    :class:`~metricssl.losses.NTXentLoss` on ``cat(z1, z2)`` with labels
     ``cat(arange(B), arange(B))``; across ranks the mean of the ranks' losses is the global
-    loss, and :func:`~metricssl.utils.distributed.gather_with_grad` makes DDP's averaged
-    gradients equal to the single-process gradients on the whole batch.
+    loss, and DDP's averaged gradients equal the single-process gradients on the whole batch.
 
-    Runs in float32 (outside autocast) whatever the input dtype; every rank must hold the
-    same number of rows.
+    One call of :func:`~metricssl.losses.infonce.info_nce` (float32 outside autocast; every
+    rank must hold the same number of rows). ``decoupled`` and ``positive_weight`` (2B,) give
+    DCL and DCLW (:mod:`metricssl.ssl.dcl`).
     """
     b = z1.shape[0]
-    with torch.autocast(device_type=z1.device.type, enabled=False):
-        z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
-        everyone = gather_with_grad(z)
-        if everyone.shape[0] != world_size() * 2 * b:
-            raise ValueError(
-                "gathered NT-Xent needs the same batch size on every rank "
-                f"(this rank has {b}, the global batch has {everyone.shape[0] // 2} rows)"
-            )
-        offset = rank() * 2 * b
-        logits = z @ everyone.T / temperature
-        rows = torch.arange(2 * b, device=z.device)
-        logits[rows, rows + offset] = float("-inf")  # an anchor is not its own negative
-        positives = offset + (rows + b) % (2 * b)
-        return F.cross_entropy(logits, positives)
+    ids = torch.arange(b, device=z1.device)
+    return info_nce(
+        torch.cat([z1, z2]),
+        None,
+        torch.cat([ids + b, ids]),
+        temperature=temperature,
+        gather=True,
+        normalize=True,
+        decoupled=decoupled,
+        positive_weight=positive_weight,
+    )
 
 
 @dataclass(frozen=True)

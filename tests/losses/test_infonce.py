@@ -232,3 +232,37 @@ def test_bad_arguments_are_refused_by_name(kwargs, match):
 def test_a_non_bool_flag_is_a_type_error():
     with pytest.raises(TypeError, match="decoupled"):
         info_nce(torch.randn(4, 2), torch.randn(4, 2), temperature=0.1, decoupled=1)
+
+
+def _gathered_worker(rank, out_dir, self_keys):
+    from tests.gloo import WORLD
+
+    q, k, queue = unit(8, 5, seed=11), unit(8, 5, seed=12), unit(6, 5, seed=13)
+    half = slice(rank * 4, (rank + 1) * 4)
+    q, k = q[half].clone().requires_grad_(), k[half].clone().requires_grad_()
+    positives = (torch.arange(4) + 1) % 4
+    keys = None if self_keys else k
+    loss = info_nce(q, keys, positives, temperature=0.3, extra_keys=queue, gather=True)
+    loss.backward()
+    # gather_with_grad sums every rank's gradient of its own loss; DDP divides by WORLD.
+    grads = [q.grad / WORLD] + ([] if self_keys else [k.grad / WORLD])
+    torch.save({"loss": loss.detach(), "grads": grads}, out_dir / f"rank{rank}.pt")
+
+
+@pytest.mark.parametrize("self_keys", [False, True])
+def test_gathered_keys_on_two_ranks_match_one_process(tmp_path, self_keys):
+    from tests.gloo import WORLD, run_ranks
+
+    run_ranks(_gathered_worker, tmp_path, tmp_path, self_keys)
+    q = unit(8, 5, seed=11).requires_grad_()
+    k = unit(8, 5, seed=12).requires_grad_()
+    queue = unit(6, 5, seed=13)
+    # Rank r's positives are its own rows, shifted by r * 4 in the global batch.
+    positives = torch.cat([(torch.arange(4) + 1) % 4 + 4 * r for r in range(WORLD)])
+    loss = info_nce(q, None if self_keys else k, positives, temperature=0.3, extra_keys=queue)
+    loss.backward()
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    torch.testing.assert_close(sum(r["loss"] for r in ranks) / WORLD, loss.detach())
+    torch.testing.assert_close(torch.cat([r["grads"][0] for r in ranks]), q.grad)
+    if not self_keys:
+        torch.testing.assert_close(torch.cat([r["grads"][1] for r in ranks]), k.grad)

@@ -59,6 +59,24 @@ def test_bank_logits_of_half_precision_rows(dtype):
     torch.testing.assert_close((positive, negative), expected)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_bank_info_nce_is_the_cross_entropy_of_the_positive_among_the_sampled_rows(dtype):
+    torch.manual_seed(0)
+    bank = MemoryBank(10, 4)
+    v = F.normalize(torch.randn(3, 4), dim=1)
+    indices, negatives = torch.tensor([0, 5, 9]), torch.tensor([1, 2, 2, 4])
+    positive, negative = bank.logits(v, indices, negatives, 0.1)
+    expected = F.cross_entropy(
+        torch.cat([positive.unsqueeze(1), negative], dim=1), torch.zeros(3, dtype=torch.long)
+    )
+    got = bank.info_nce(v.to(dtype), indices, negatives, 0.1)
+    assert got.dtype == torch.float32
+    tolerance = {} if dtype == torch.float32 else {"atol": 0.1, "rtol": 0}
+    torch.testing.assert_close(got, expected, **tolerance)
+    with pytest.raises(ValueError, match="embedding_dim=4"):
+        bank.info_nce(v[:, :3], indices, negatives, 0.1)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
