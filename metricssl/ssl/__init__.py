@@ -7,7 +7,7 @@
 
 Methods (one module each, composable from any backbone and heads): SimCLR, MoCo (v2), BYOL,
 SimSiam, BarlowTwins, VICReg, SwAV, DINO, DeepCluster, NPID, PIRL, RotNet, Jigsaw, ContextEncoder,
-DenoisingAutoencoder, VAE, Supervised, MoCoV3, NNCLR. :data:`METHODS` holds their typed configs
+DenoisingAutoencoder, VAE, Supervised, TiCo, MMCR, MoCoV3, NNCLR. :data:`METHODS` holds their typed configs
 (``SimCLRConfig``, ..., one source of each method's defaults) and training defaults for small
 images; :func:`build_method` builds one by name; :func:`build_model`,
 :func:`build_optimizer` and :func:`build_schedule` are the Trainer's builders; :func:`load_checkpoint` rebuilds a trained
@@ -29,6 +29,7 @@ from .jigsaw import Jigsaw
 from .lars import LARS
 from .memory_bank import MemoryBank
 from .method import Batch, MethodConfig, SSLMethod
+from .mmcr import MMCR
 from .moco import MoCo
 from .moco_v3 import MoCoV3
 from .monitor import CollapseWarning
@@ -50,6 +51,7 @@ from .simclr import SimCLR
 from .simsiam import SimSiam
 from .supervised import Supervised
 from .swav import SwAV
+from .tico import TiCo
 from .trainer import Trainer
 from .vae import VAE
 from .vicreg import VICReg
@@ -62,6 +64,7 @@ __all__ = [
     "DINO",
     "LARS",
     "METHODS",
+    "MMCR",
     "NNCLR",
     "NPID",
     "PIRL",
@@ -85,6 +88,7 @@ __all__ = [
     "SimSiam",
     "Supervised",
     "SwAV",
+    "TiCo",
     "Trainer",
     "TrainingDefaults",
     "VICReg",

@@ -40,6 +40,7 @@ from .dino import DINO, DINOConfig, dino_heads, dino_views
 from .inpainting import ContextEncoder, ContextEncoderConfig
 from .jigsaw import Jigsaw, JigsawConfig, jigsaw_heads, jigsaw_views
 from .method import CheckedConfig, MethodConfig, SSLMethod, param
+from .mmcr import MMCR, MMCRConfig, mmcr_views
 from .moco import MoCo, MoCoConfig
 from .moco_v3 import MoCoV3, MoCoV3Config
 from .nnclr import NNCLR, NNCLRConfig
@@ -51,6 +52,7 @@ from .simclr import SimCLR, SimCLRConfig
 from .simsiam import SimSiam, SimSiamConfig
 from .supervised import Supervised, SupervisedConfig, supervised_heads
 from .swav import SwAV, SwAVConfig, swav_heads, swav_views
+from .tico import TiCo, TiCoConfig
 from .vae import VAE, VAEConfig
 from .vicreg import VICReg, VICRegConfig
 
@@ -173,6 +175,10 @@ METHODS: dict[str, MethodSpec] = {
         BarlowTwins, BarlowTwinsConfig, barlow_twins_views, _projection(num_layers=3)
     ),
     "vicreg": MethodSpec(VICReg, VICRegConfig, vicreg_views, _projection(num_layers=3)),
+    # TiCo builds on BYOL: its views and a momentum target, without the predictor.
+    "tico": MethodSpec(TiCo, TiCoConfig, byol_views, _projection()),
+    # 4 views per image, not the authors' 40: every view is a pass through the backbone.
+    "mmcr": MethodSpec(MMCR, MMCRConfig, mmcr_views, _projection()),
     "swav": MethodSpec(SwAV, SwAVConfig, swav_views, swav_heads),
     "dino": MethodSpec(DINO, DINOConfig, dino_views, dino_heads),
     "npid": MethodSpec(NPID, NPIDConfig, npid_views, npid_heads, predated={"bank_init": "random"}),

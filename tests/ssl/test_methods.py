@@ -26,6 +26,8 @@ SMALL = {
     "simsiam": {"proj_hidden_dim": 64, "proj_output_dim": 32, "pred_hidden_dim": 16},
     "barlow_twins": {"proj_hidden_dim": 64, "proj_output_dim": 64},
     "vicreg": {"proj_hidden_dim": 64, "proj_output_dim": 64},
+    "tico": {"proj_hidden_dim": 64, "proj_output_dim": 32},
+    "mmcr": {"proj_hidden_dim": 64, "proj_output_dim": 32},
     "supervised": {"miner": None},
     "npid": {"embedding_dim": 16, "num_negatives": 16},
     "pirl": {"embedding_dim": 16, "grid": 2, "tile_dim": 8, "num_negatives": 16, "tile_jitter": 0},

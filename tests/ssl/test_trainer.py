@@ -39,6 +39,8 @@ SMALL = {
     "simsiam": {"proj_hidden_dim": 32, "proj_output_dim": 16, "pred_hidden_dim": 8},
     "barlow_twins": {"proj_hidden_dim": 32, "proj_output_dim": 32},
     "vicreg": {"proj_hidden_dim": 32, "proj_output_dim": 32},
+    "tico": {"proj_hidden_dim": 32, "proj_output_dim": 16},
+    "mmcr": {"proj_hidden_dim": 32, "proj_output_dim": 16},
     "supervised": {"samples_per_class": 4},
     "npid": {"embedding_dim": 16, "num_negatives": 16},
     "pirl": {"embedding_dim": 16, "grid": 2, "tile_dim": 8, "num_negatives": 16, "tile_jitter": 0},
