@@ -402,7 +402,11 @@ def _add_train_arguments(train) -> None:
     train.add_argument(
         "--mode", choices=MODES, help="RGB (3 channels) or L (grey); default: the images' own"
     )
-    train.add_argument("--backbone", choices=choices["backbone"], help="default: small_cnn")
+    train.add_argument(
+        "--backbone",
+        choices=choices["backbone"],
+        help="default: the method's (small_cnn; vit_tiny for mae)",
+    )
     train.add_argument("--epochs", type=positive_int, help="default: 10")
     train.add_argument("--batch-size", type=positive_int)
     train.add_argument("--lr", type=positive_float)
@@ -759,6 +763,8 @@ def _resolved(settings: dict, trainer) -> dict:
             resolved[key] = trainer.hyper[key]
     if trainer.build_config is not None:
         resolved["hparams"] = trainer.build_config["hparams"]
+        if resolved["backbone"] is None:  # the method's default backbone, by name
+            resolved["backbone"] = trainer.build_config["backbone"]
     return resolved
 
 

@@ -42,10 +42,17 @@ class _Attention(nn.Module):
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(n, t, w)))
 
 
-class _Block(nn.Module):
-    """Pre-norm transformer block: ``x + attn(LN(x))``, then ``x + mlp(LN(x))``."""
+class TransformerBlock(nn.Module):
+    """Pre-norm transformer block: ``x + attn(LN(x))``, then ``x + mlp(LN(x))``, on tokens
+    ``(N, T, width)``; the encoder's blocks and MAE's decoder's.
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float, dropout: float):
+    Example:
+        >>> import torch
+        >>> TransformerBlock(width=16, heads=2)(torch.randn(2, 5, 16)).shape
+        torch.Size([2, 5, 16])
+    """
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0):
         super().__init__()
         hidden = round(width * mlp_ratio)
         self.norm1 = nn.LayerNorm(width, eps=1e-6)
@@ -138,7 +145,7 @@ class VisionTransformer(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid[0] * self.grid[1], width))
         self.pos_drop = nn.Dropout(dropout)
         self.blocks = nn.Sequential(
-            *(_Block(width, heads, mlp_ratio, dropout) for _ in range(depth))
+            *(TransformerBlock(width, heads, mlp_ratio, dropout) for _ in range(depth))
         )
         self.norm = nn.LayerNorm(width, eps=1e-6)
         self._init_weights()
@@ -168,6 +175,23 @@ class VisionTransformer(nn.Module):
         return torch.cat([cls_pos, patch_pos], dim=1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        tokens = self.patch_tokens(images)
+        tokens = torch.cat([self.class_tokens(tokens.shape[0]), tokens], dim=1)
+        return self.encode(tokens)[:, 0]
+
+    # -- the pieces of forward, for methods that run the encoder on some patches (MAE) ----
+
+    def patch_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """The patches' tokens with their position embeddings, ``(N, L, width)``, in
+        row-major order of the patch grid (the order of :func:`patchify`); no class token.
+
+        Example:
+            >>> import torch
+            >>> net = VisionTransformer(image_size=8, patch_size=4, in_channels=1, width=16,
+            ...                         depth=1, heads=2)
+            >>> net.patch_tokens(torch.randn(3, 1, 8, 8)).shape
+            torch.Size([3, 4, 16])
+        """
         if images.ndim != 4 or images.shape[1] != self.in_channels:
             raise ValueError(
                 f"VisionTransformer expects images of shape (N, {self.in_channels}, H, W), "
@@ -180,10 +204,104 @@ class VisionTransformer(nn.Module):
             )
         x = self.patch_embed(images)  # (N, width, H/p, W/p)
         grid = (x.shape[-2], x.shape[-1])
-        x = x.flatten(2).transpose(1, 2)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        x = self.pos_drop(x + self._position_embedding(grid))
-        return self.norm(self.blocks(x))[:, 0]
+        return x.flatten(2).transpose(1, 2) + self._position_embedding(grid)[:, 1:]
+
+    def class_tokens(self, n: int) -> torch.Tensor:
+        """The class token with its position embedding, ``(n, 1, width)``, to put in front
+        of the patch tokens."""
+        return (self.cls_token + self.pos_embed[:, :1]).expand(n, -1, -1)
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The transformer on any tokens ``(N, T, width)`` (all patches, or a subset, with
+        the class token first): dropout, the blocks, the final LayerNorm."""
+        return self.norm(self.blocks(self.pos_drop(tokens)))
+
+
+def _check_patch_size(patch_size) -> int:
+    check_number("patch_size", patch_size, low=1, integer=True)
+    return int(patch_size)
+
+
+def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Cut images ``(N, C, H, W)`` into flattened square patches ``(N, L, p * p * C)``:
+    patches in row-major order of the grid (as :meth:`VisionTransformer.patch_tokens`), the
+    pixels of each row by row, channels last (MAE's layout). H and W must be divisible by
+    ``patch_size``.
+
+    Example:
+        >>> import torch
+        >>> patchify(torch.arange(16.0).view(1, 1, 4, 4), 2)[0, 1].tolist()
+        [2.0, 3.0, 6.0, 7.0]
+    """
+    p = _check_patch_size(patch_size)
+    if not torch.is_tensor(images) or images.ndim != 4:
+        shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
+        raise ValueError(f"images must be a (N, C, H, W) tensor, got {shape}")
+    n, c, h, w = images.shape
+    if h % p or w % p:
+        raise ValueError(f"images of {h}x{w} px do not divide into patches of {p} (patch_size)")
+    x = images.reshape(n, c, h // p, p, w // p, p)
+    return x.permute(0, 2, 4, 3, 5, 1).reshape(n, (h // p) * (w // p), p * p * c)
+
+
+def unpatchify(patches: torch.Tensor, patch_size: int, grid: tuple[int, int]) -> torch.Tensor:
+    """The inverse of :func:`patchify`: patches ``(N, L, p * p * C)`` on a ``grid`` of
+    ``(rows, columns)`` patches (``rows * columns == L``) back to images ``(N, C, H, W)``.
+
+    Example:
+        >>> import torch
+        >>> x = torch.randn(2, 3, 8, 12)
+        >>> torch.equal(unpatchify(patchify(x, 4), 4, (2, 3)), x)
+        True
+    """
+    p = _check_patch_size(patch_size)
+    rows, cols = _size_pair("grid", grid)
+    if not torch.is_tensor(patches) or patches.ndim != 3:
+        shape = tuple(patches.shape) if torch.is_tensor(patches) else type(patches).__name__
+        raise ValueError(f"patches must be a (N, L, p * p * C) tensor, got {shape}")
+    n, length, dim = patches.shape
+    if length != rows * cols or dim % (p * p):
+        raise ValueError(
+            f"patches of shape {tuple(patches.shape)} do not fit a {rows}x{cols} grid of "
+            f"{p}x{p} patches (grid, patch_size)"
+        )
+    c = dim // (p * p)
+    x = patches.reshape(n, rows, cols, p, p, c).permute(0, 5, 1, 3, 2, 4)
+    return x.reshape(n, c, rows * p, cols * p)
+
+
+def sincos_position_embedding(
+    width: int,
+    grid: tuple[int, int],
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embeddings ``(1, 1 + rows * cols, width)`` for a grid
+    of patches, with a zero row in front for the class token (MAE's decoder embeddings):
+    half the width encodes the row, half the column, each as sines and cosines of
+    ``position / 10000 ** (i / (width / 4))``. ``width`` must be divisible by 4.
+
+    Example:
+        >>> sincos_position_embedding(8, (2, 3)).shape
+        torch.Size([1, 7, 8])
+    """
+    check_number("width", width, low=4, integer=True)
+    if width % 4:
+        raise ArgumentError(f"width={width} must be divisible by 4")
+    rows, cols = _size_pair("grid", grid)
+    quarter = width // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, device=device, dtype=torch.float64) / quarter)
+
+    def axis(positions: torch.Tensor) -> torch.Tensor:
+        angles = positions.to(torch.float64)[:, None] * omega[None]
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    r = torch.arange(rows, device=device).repeat_interleave(cols)
+    c = torch.arange(cols, device=device).repeat(rows)
+    table = torch.cat([axis(r), axis(c)], dim=1)
+    table = torch.cat([table.new_zeros(1, width), table])
+    return table.to(dtype).unsqueeze(0)
 
 
 def default_patch_size(image_size: int | tuple[int, int]) -> int:

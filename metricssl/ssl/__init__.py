@@ -7,7 +7,7 @@
 
 Methods (one module each, composable from any backbone and heads): SimCLR, MoCo (v2), BYOL,
 SimSiam, BarlowTwins, VICReg, SwAV, DINO, DeepCluster, NPID, PIRL, RotNet, Jigsaw, ContextEncoder,
-DenoisingAutoencoder, VAE, Supervised, TiCo, MMCR, MoCoV3, NNCLR. :data:`METHODS` holds their typed configs
+DenoisingAutoencoder, VAE, Supervised, TiCo, MMCR, MoCoV3, NNCLR, MAE. :data:`METHODS` holds their typed configs
 (``SimCLRConfig``, ..., one source of each method's defaults) and training defaults for small
 images; :func:`build_method` builds one by name; :func:`build_model`,
 :func:`build_optimizer` and :func:`build_schedule` are the Trainer's builders; :func:`load_checkpoint` rebuilds a trained
@@ -27,6 +27,7 @@ from .embed import embed_dataset
 from .inpainting import ContextEncoder
 from .jigsaw import Jigsaw
 from .lars import LARS
+from .mae import MAE
 from .memory_bank import MemoryBank
 from .method import Batch, MethodConfig, SSLMethod
 from .mmcr import MMCR
@@ -63,6 +64,7 @@ __all__ = [
     "DATASETS",
     "DINO",
     "LARS",
+    "MAE",
     "METHODS",
     "MMCR",
     "NNCLR",

@@ -84,7 +84,7 @@ def build_model(
     method: str | SSLMethod,
     data: ImageData,
     *,
-    backbone: str | nn.Module = "small_cnn",
+    backbone: str | nn.Module | None = None,
     backbone_kwargs: Mapping | None = None,
     hparams: Mapping | None = None,
     num_classes: int | None = None,
@@ -94,8 +94,9 @@ def build_model(
     A name builds the registry's method (:func:`~metricssl.ssl.registry.build_method`) with
     its heads and recipe, normalised with the channel statistics of up to 10,000 of the
     images (drawn with the global torch generator); a ready :class:`SSLMethod` is used as
-    it is. Either way the method must fit the data: the image shape it was built for, the
-    labels it needs, the training-set size its loss needs.
+    it is; ``backbone=None`` builds the method's own (``small_cnn``; ``vit_tiny`` for MAE).
+    Either way the method must fit the data: the image shape it was built for, the labels it
+    needs, the training-set size its loss needs.
     """
     if isinstance(method, SSLMethod):
         if hparams:
@@ -103,6 +104,8 @@ def build_model(
         built, name, build_config = method, method.name, None
     else:
         name = canonical_method_name(method)
+        if backbone is None:
+            backbone = METHODS[name].backbone
         stats_idx = torch.randperm(len(data))[:_STATS_IMAGES]
         mean, std = channel_stats(data, stats_idx)
         build_config = {

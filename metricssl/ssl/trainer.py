@@ -150,7 +150,9 @@ class Trainer:
             resumed at another size or channel count is refused. See
             :func:`~metricssl.data.resolve_data` (they cannot resize a ready ``ImageData``
             or a ``DataLoader``).
-        backbone: ``small_cnn``, ``resnet18``, ``resnet50`` or any module (images -> features).
+        backbone: ``small_cnn``, ``resnet18``, ``resnet50``, ``vit_tiny``, ``vit_small`` or
+            any module (images -> features); None (default): the method's, ``small_cnn``
+            (``vit_tiny`` for ``mae``, which needs a Vision Transformer).
         backbone_kwargs: arguments of the named backbone, e.g. ``{"embedding_dim": 256}``.
         epochs: passes over the training split.
         batch_size: images per step per process (default: the method's).
@@ -221,7 +223,7 @@ class Trainer:
         download: bool = False,
         image_size: int | tuple[int, int] | None = None,
         mode: str | None = None,
-        backbone: str | nn.Module = "small_cnn",
+        backbone: str | nn.Module | None = None,
         backbone_kwargs: Mapping | None = None,
         epochs: int = 10,
         batch_size: int | None = None,
@@ -360,7 +362,7 @@ class Trainer:
         self._check_batch_size()
         self._plan_steps(steps_per_epoch)
         self.amp_dtype = self._amp_dtype(amp)
-        self.memory_format = self._memory_format(memory_format, backbone)
+        self.memory_format = self._memory_format(memory_format)
         self._wrap_model()
 
         self.hyper = {
@@ -504,9 +506,9 @@ class Trainer:
     def _amp_dtype(self, amp: str) -> torch.dtype | None:
         return autocast_dtype(amp, self.device)
 
-    def _memory_format(self, choice: str, backbone) -> torch.memory_format:
+    def _memory_format(self, choice: str) -> torch.memory_format:
         if choice == "auto":
-            named = isinstance(backbone, str) and self.build_config is not None
+            named = self.build_config is not None and self.build_config["backbone"] is not None
             # CPU: measured (oneDNN, 1.12-1.34x). CUDA: only under AMP, where cuDNN's
             # tensor-core convolutions work in NHWC and a contiguous input is transposed
             # around each one (PyTorch's channels-last guidance); fp32 stays contiguous.

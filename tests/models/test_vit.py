@@ -11,7 +11,15 @@ import torch
 from metricssl.cli import main
 from metricssl.core.validation import ArgumentError
 from metricssl.models.embedder import infer_num_features
-from metricssl.models.vit import VisionTransformer, default_patch_size, vit_small, vit_tiny
+from metricssl.models.vit import (
+    VisionTransformer,
+    default_patch_size,
+    patchify,
+    sincos_position_embedding,
+    unpatchify,
+    vit_small,
+    vit_tiny,
+)
 from metricssl.ssl.checkpoint import load_checkpoint
 from metricssl.ssl.registry import BACKBONES, METHODS, build_backbone, cli_choices
 from metricssl.ssl.trainer import Trainer
@@ -135,6 +143,64 @@ def test_dropout_is_off_in_eval_mode():
     assert not torch.equal(net(x), net(x))
     net.eval()
     assert torch.equal(net(x), net(x))
+
+
+# -- the pieces MAE runs: patches, tokens of some patches, fixed position embeddings ---------
+
+
+@pytest.mark.parametrize("shape, p", [((2, 1, 8, 8), 4), ((3, 3, 8, 12), 2), ((1, 2, 6, 6), 1)])
+def test_patchify_and_unpatchify_round_trip(shape, p):
+    x = torch.randn(shape)
+    patches = patchify(x, p)
+    rows, cols = shape[2] // p, shape[3] // p
+    assert patches.shape == (shape[0], rows * cols, p * p * shape[1])
+    assert torch.equal(unpatchify(patches, p, (rows, cols)), x)
+    # Patch j is the j-th of the grid in row-major order, its pixels row by row, channels last.
+    r, c = divmod(rows * cols - 1, cols)
+    corner = x[1 % shape[0], :, r * p : (r + 1) * p, c * p : (c + 1) * p]
+    assert torch.equal(patches[1 % shape[0], -1], corner.permute(1, 2, 0).flatten())
+
+
+def test_patch_tokens_follow_patchify_order_and_the_pieces_make_forward():
+    torch.manual_seed(0)
+    net = VisionTransformer(image_size=8, patch_size=4, in_channels=3, **TINY).eval()
+    x = torch.randn(2, 3, 8, 8)
+    tokens = net.patch_tokens(x)
+    # The strided convolution is a linear map of each patch in patchify's layout.
+    weight = net.patch_embed.weight.permute(0, 2, 3, 1).flatten(1)
+    by_hand = patchify(x, 4) @ weight.T + net.patch_embed.bias + net.pos_embed[:, 1:]
+    torch.testing.assert_close(tokens, by_hand)
+    whole = torch.cat([net.class_tokens(2), tokens], dim=1)
+    torch.testing.assert_close(net.encode(whole)[:, 0], net(x), rtol=0, atol=0)
+
+
+def test_sincos_position_embedding_formula():
+    table = sincos_position_embedding(8, (2, 3))[0]
+    assert table.shape == (7, 8) and torch.equal(table[0], torch.zeros(8))
+    omega = 1.0 / 10000 ** (torch.arange(2, dtype=torch.float64) / 2)
+    for j in range(6):
+        r, c = divmod(j, 3)
+        expected = torch.cat(
+            [(r * omega).sin(), (r * omega).cos(), (c * omega).sin(), (c * omega).cos()]
+        )
+        torch.testing.assert_close(table[1 + j], expected.float())
+    assert sincos_position_embedding(8, (2, 3), dtype=torch.float64).dtype == torch.float64
+
+
+@pytest.mark.parametrize(
+    "call, error, name",
+    [
+        (lambda: patchify(torch.zeros(1, 1, 6, 6), 4), ValueError, "patch_size"),
+        (lambda: patchify(torch.zeros(6, 6), 2), ValueError, "images"),
+        (lambda: patchify(torch.zeros(1, 1, 4, 4), 0), ArgumentError, "patch_size"),
+        (lambda: unpatchify(torch.zeros(1, 4, 4), 2, (2, 3)), ValueError, "grid"),
+        (lambda: unpatchify(torch.zeros(1, 4, 5), 2, (2, 2)), ValueError, "patch_size"),
+        (lambda: sincos_position_embedding(6, (2, 2)), ArgumentError, "width=6"),
+    ],
+)
+def test_bad_patch_arguments_are_named(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
 
 
 # -- the registry, the Trainer and the command line ----------------------------------------

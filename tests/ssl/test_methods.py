@@ -42,6 +42,7 @@ SMALL = {
     "context_encoder": {"decoder_width": 8},
     "denoising_autoencoder": {"decoder_width": 8},
     "vae": {"latent_dim": 8, "decoder_width": 8},
+    "mae": {"decoder_width": 16, "decoder_depth": 1, "decoder_heads": 2},
     "swav": {
         "proj_hidden_dim": 32,
         "proj_output_dim": 16,
@@ -58,6 +59,10 @@ SMALL = {
 }
 
 
+# The named backbone's arguments: small_cnn's unless the method's default backbone is another.
+BACKBONE_KWARGS = {"mae": {"width": 32, "depth": 1, "heads": 2}}  # vit_tiny, narrow and shallow
+
+
 def tiny_images(n=32, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=g)
@@ -69,7 +74,7 @@ def test_loss_falls_on_a_fixed_batch(name):
     method = build_method(
         name,
         (1, 8, 8),
-        backbone_kwargs={"embedding_dim": 32, "width": 8},
+        backbone_kwargs=BACKBONE_KWARGS.get(name, {"embedding_dim": 32, "width": 8}),
         hparams=SMALL[name],
         mean=[0.5],
         std=[0.3],

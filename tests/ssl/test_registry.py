@@ -133,8 +133,9 @@ def test_a_checkpoint_from_before_a_field_existed_matches_todays_defaults():
 def test_training_defaults_are_written_once():
     # Every method but supervised trains with the shared defaults (lr 2e-3, AdamW, ...).
     shared = [name for name, spec in METHODS.items() if spec.training == TrainingDefaults()]
-    assert sorted(shared) == sorted(set(METHODS) - {"supervised"})
+    assert sorted(shared) == sorted(set(METHODS) - {"supervised", "mae"})
     assert METHODS["supervised"].training.lr == 1e-3
+    assert METHODS["mae"].training.weight_decay == 0.05  # the paper's, for a ViT
     with pytest.raises(ValueError, match="optimizer"):
         TrainingDefaults(optimizer="rmsprop")
     with pytest.raises(ValueError, match="lr"):
