@@ -9,6 +9,7 @@ from .circle_loss import CircleLoss
 from .contrastive_loss import ContrastiveLoss
 from .cosface_loss import CosFaceLoss
 from .cross_batch_memory import CrossBatchMemory
+from .dcl_loss import DCLLoss, DCLWLoss
 from .dino_loss import DINOLoss
 from .dynamic_soft_margin_loss import DynamicSoftMarginLoss
 from .fast_ap_loss import FastAPLoss
@@ -61,6 +62,8 @@ __all__ = [
     "ContrastiveLoss",
     "CosFaceLoss",
     "CrossBatchMemory",
+    "DCLLoss",
+    "DCLWLoss",
     "DINOLoss",
     "DynamicSoftMarginLoss",
     "EmbeddingRegularizerMixin",

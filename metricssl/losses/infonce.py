@@ -23,7 +23,8 @@ API:
   ===================  ===================================================================
   SimCLR, DCL          ``info_nce(cat(z1, z2), None, cat(arange(B) + B, arange(B)),
                        gather=True, normalize=True)``: the queries are their own keys (a
-                       query is never its own negative), positives the other view.
+                       query is never its own negative), positives the other view; that
+                       call is :func:`two_view_info_nce` ``(z1, z2)``.
   MoCo v3, NNCLR       ``info_nce(q, k, gather=True)``: key ``i`` (of this rank's rows) is
                        query ``i``'s positive, every other rank's keys are negatives too.
   MoCo v2              ``info_nce(q, k, extra_keys=queue, batch_negatives=False)``: only the
@@ -195,6 +196,45 @@ def info_nce(
     return losses
 
 
+def two_view_info_nce(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    *,
+    temperature: float,
+    gather: bool = False,
+    normalize: bool = True,
+    decoupled: bool = False,
+    positive_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """SimCLR's InfoNCE of two aligned views (N, D): each of the 2N rows is an anchor, its
+    positive the other view of its input, its negatives every other row (of every rank with
+    ``gather``); the mean over this rank's 2N anchors. ``positive_weight`` (N,) weighs both
+    anchors of an input. One call of :func:`info_nce`; SimCLR's loss and
+    :class:`~metricssl.losses.DCLLoss` (``decoupled=True``).
+
+    Example:
+        >>> import torch
+        >>> from metricssl.losses.infonce import two_view_info_nce
+        >>> loss = two_view_info_nce(torch.randn(8, 16), torch.randn(8, 16), temperature=0.2)
+    """
+    if not torch.is_tensor(z1) or not torch.is_tensor(z2) or z1.shape != z2.shape:
+        raise ArgumentError(
+            "z1 and z2 must be two views of one batch, tensors of the same shape (N, D)"
+        )
+    n = z1.shape[0]
+    ids = torch.arange(n, device=z1.device)
+    return info_nce(
+        torch.cat([z1, z2]),
+        None,
+        torch.cat([ids + n, ids]),
+        temperature=temperature,
+        gather=gather,
+        normalize=normalize,
+        decoupled=decoupled,
+        positive_weight=None if positive_weight is None else positive_weight.repeat(2),
+    )
+
+
 def _check_inputs(queries, keys, positive_index, extra_keys, positive_weight) -> int:
     """Shapes and types of :func:`info_nce`'s tensors; returns the number of queries."""
     if not torch.is_tensor(queries) or not queries.is_floating_point() or queries.ndim != 2:
@@ -286,4 +326,4 @@ def _block_negative_lse(q, keys, extra, positive_col, self_col, temperature):
     return lse
 
 
-__all__ = ["info_nce", "info_nce_terms"]
+__all__ = ["info_nce", "info_nce_terms", "two_view_info_nce"]

@@ -32,11 +32,11 @@ class NTXentLoss(GenericPairLoss):
     over the query-by-reference matrix, and every positive's loss is then
     ``softplus(lse_neg[a] - s_ap/T)``, the formula of the one InfoNCE
     (:func:`~metricssl.losses.infonce.info_nce_terms`; the SSL methods call
-    :func:`~metricssl.losses.infonce.info_nce`, which ends in it). That is O(N^2) time and memory; PML builds a
-    (positive pairs x negative pairs) matrix instead. Without an ``indices_tuple`` and with a
-    Mean/Sum/Threshold/AvgNonZero reducer the mean is taken straight from the matrix, with no
-    list of pairs. Log-sum-exps run in float32 for half-precision inputs; the loss comes back
-    in the input dtype.
+    :func:`~metricssl.losses.infonce.info_nce`, which ends in it). That is O(N^2) time and
+    memory; PML builds a (positive pairs x negative pairs) matrix instead. Without an
+    ``indices_tuple`` and with a Mean/Sum/Threshold/AvgNonZero reducer the mean is taken
+    straight from the matrix, with no list of pairs. Log-sum-exps run in float32 for
+    half-precision inputs; the loss comes back in the input dtype.
 
     With an ``indices_tuple`` from a miner, the negatives of anchor ``a`` are exactly the
     ``(a2, n)`` pairs with ``a2 == a``, each counted as often as it appears in the tuple

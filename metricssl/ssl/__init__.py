@@ -7,7 +7,7 @@
 
 Methods (one module each, composable from any backbone and heads): SimCLR, MoCo (v2), BYOL,
 SimSiam, BarlowTwins, VICReg, SwAV, DINO, DeepCluster, NPID, PIRL, RotNet, Jigsaw, ContextEncoder,
-DenoisingAutoencoder, VAE, Supervised, TiCo, MMCR, MoCoV3, NNCLR, MAE. :data:`METHODS` holds their typed configs
+DenoisingAutoencoder, VAE, Supervised, TiCo, MMCR, MoCoV3, NNCLR, MAE, DCL. :data:`METHODS` holds their typed configs
 (``SimCLRConfig``, ..., one source of each method's defaults) and training defaults for small
 images; :func:`build_method` builds one by name; :func:`build_model`,
 :func:`build_optimizer` and :func:`build_schedule` are the Trainer's builders; :func:`load_checkpoint` rebuilds a trained
@@ -20,6 +20,7 @@ from .byol import BYOL
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from .clusterfit import clusterfit_labels
 from .datasets import DATASETS, load_dataset
+from .dcl import DCL
 from .deepcluster import DeepCluster
 from .denoising_autoencoder import DenoisingAutoencoder
 from .dino import DINO
@@ -62,6 +63,7 @@ __all__ = [
     "BACKBONES",
     "BYOL",
     "DATASETS",
+    "DCL",
     "DINO",
     "LARS",
     "MAE",

@@ -53,11 +53,11 @@ class MoCo(HostCounters, SSLMethod):
     updated as ``key = momentum * key + (1 - momentum) * query`` after every optimizer step.
     For a query ``q`` (view 1) and its key ``k`` (view 2 through the key encoder), both
     L2-normalised, the loss is the cross-entropy of ``[q.k, q.queue] / temperature`` with the
-    positive first (InfoNCE, :func:`~metricssl.losses.infonce.info_nce`). Afterwards the batch's keys, gathered from every rank, replace
-    the oldest entries of the queue (a registered buffer, so it is checkpointed). The
-    queue's position and fill level are also buffers, with host copies
-    (:class:`~metricssl.ssl.counters.HostCounters`): a step reads no number back from the
-    device.
+    positive first (InfoNCE, :func:`~metricssl.losses.infonce.info_nce`). Afterwards the
+    batch's keys, gathered from every rank, replace the oldest entries of the queue (a
+    registered buffer, so it is checkpointed). The queue's position and fill level are also
+    buffers, with host copies (:class:`~metricssl.ssl.counters.HostCounters`): a step reads no
+    number back from the device.
     ``symmetric=True`` also uses view 2 as query and view 1 as key (MoCo v3's symmetrised
     loss; twice the compute).
 

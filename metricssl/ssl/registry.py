@@ -36,6 +36,7 @@ from .barlow_twins import BarlowTwins, BarlowTwinsConfig
 from .byol import BYOL, BYOLConfig
 from .deepcluster import DeepCluster, DeepClusterConfig, deepcluster_heads, deepcluster_views
 from .denoising_autoencoder import DenoisingAutoencoder, DenoisingAutoencoderConfig
+from .dcl import DCL, DCLConfig
 from .dino import DINO, DINOConfig, dino_heads, dino_views
 from .inpainting import ContextEncoder, ContextEncoderConfig
 from .jigsaw import Jigsaw, JigsawConfig, jigsaw_heads, jigsaw_views
@@ -160,6 +161,8 @@ class MethodSpec:
 # pass larger ones through hparams for a ResNet.
 METHODS: dict[str, MethodSpec] = {
     "simclr": MethodSpec(SimCLR, SimCLRConfig, simclr_views, _projection()),
+    # DCL is SimCLR with the decoupled loss (DCLW: hparams weighted=True).
+    "dcl": MethodSpec(DCL, DCLConfig, simclr_views, _projection()),
     "moco": MethodSpec(MoCo, MoCoConfig, moco_v2_views, _projection(batch_norm=False)),
     "byol": MethodSpec(
         BYOL, BYOLConfig, byol_views, _projection_and_predictor(num_layers=2, last_bn=False)

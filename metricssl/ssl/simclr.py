@@ -8,18 +8,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..losses.infonce import info_nce
+from ..losses.infonce import two_view_info_nce
 from .method import Batch, MethodConfig, SSLMethod, param
 
 
-def gathered_ntxent(
-    z1: torch.Tensor,
-    z2: torch.Tensor,
-    temperature: float,
-    *,
-    decoupled: bool = False,
-    positive_weight: torch.Tensor | None = None,
-) -> torch.Tensor:
+def gathered_ntxent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
     """NT-Xent of two aligned views, with every rank's rows as negatives.
 
     Row ``i`` of ``z1`` and of ``z2`` are two views of one image. Each of this rank's 2B rows is
@@ -30,22 +23,11 @@ def gathered_ntxent(
     ``cat(arange(B), arange(B))``; across ranks the mean of the ranks' losses is the global
     loss, and DDP's averaged gradients equal the single-process gradients on the whole batch.
 
-    One call of :func:`~metricssl.losses.infonce.info_nce` (float32 outside autocast; every
-    rank must hold the same number of rows). ``decoupled`` and ``positive_weight`` (2B,) give
-    DCL and DCLW (:mod:`metricssl.ssl.dcl`).
+    One call of :func:`~metricssl.losses.infonce.two_view_info_nce` (float32 outside autocast;
+    every rank must hold the same number of rows); :class:`~metricssl.losses.DCLLoss` is the
+    same call with ``decoupled=True``.
     """
-    b = z1.shape[0]
-    ids = torch.arange(b, device=z1.device)
-    return info_nce(
-        torch.cat([z1, z2]),
-        None,
-        torch.cat([ids + b, ids]),
-        temperature=temperature,
-        gather=True,
-        normalize=True,
-        decoupled=decoupled,
-        positive_weight=positive_weight,
-    )
+    return two_view_info_nce(z1, z2, temperature=temperature, gather=True)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metricssl.losses.infonce import info_nce, info_nce_terms
+from metricssl.losses.infonce import info_nce, info_nce_terms, two_view_info_nce
 
 
 def reference(
@@ -266,3 +266,23 @@ def test_gathered_keys_on_two_ranks_match_one_process(tmp_path, self_keys):
     torch.testing.assert_close(torch.cat([r["grads"][0] for r in ranks]), q.grad)
     if not self_keys:
         torch.testing.assert_close(torch.cat([r["grads"][1] for r in ranks]), k.grad)
+
+
+def test_two_view_info_nce_is_the_simclr_call():
+    z1, z2 = unit(5, 4, seed=14) * 2, unit(5, 4, seed=15)
+    weight = torch.linspace(0.5, 1.5, 5, dtype=torch.float64)
+    got = two_view_info_nce(z1, z2, temperature=0.2, decoupled=True, positive_weight=weight)
+    u, v = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
+    positives = torch.cat([torch.arange(5) + 5, torch.arange(5)])
+    want = reference(
+        torch.cat([u, v]),
+        torch.cat([u, v]),
+        positives.tolist(),
+        0.2,
+        self_keys=True,
+        decoupled=True,
+        weight=torch.cat([weight, weight]),
+    ).mean()
+    torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="same shape"):
+        two_view_info_nce(z1, z2[:4], temperature=0.2)

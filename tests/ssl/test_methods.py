@@ -14,6 +14,7 @@ from metricssl.ssl.simclr import SimCLR, gathered_ntxent
 
 SMALL = {
     "simclr": {"proj_hidden_dim": 64, "proj_output_dim": 32},
+    "dcl": {"proj_hidden_dim": 64, "proj_output_dim": 32, "weighted": True},
     "moco": {"proj_hidden_dim": 64, "proj_output_dim": 32, "queue_size": 32},
     "byol": {"proj_hidden_dim": 64, "proj_output_dim": 32, "pred_hidden_dim": 64},
     "moco_v3": {"proj_hidden_dim": 64, "proj_output_dim": 32, "pred_hidden_dim": 64},

@@ -27,6 +27,7 @@ from tests.ssl.fake_cuda import FakeCuda, philox_state
 
 SMALL = {
     "simclr": {"proj_hidden_dim": 32, "proj_output_dim": 16},
+    "dcl": {"proj_hidden_dim": 32, "proj_output_dim": 16, "weighted": True},
     "moco": {"proj_hidden_dim": 32, "proj_output_dim": 16, "queue_size": 40},
     "byol": {"proj_hidden_dim": 32, "proj_output_dim": 16, "pred_hidden_dim": 32},
     "moco_v3": {"proj_hidden_dim": 32, "proj_output_dim": 16, "pred_hidden_dim": 32},
