@@ -20,17 +20,15 @@ API:
   chunk_size=None, reduction="mean")``: one positive per query, every other key a negative.
   The callers, each one call:
 
-  ===================  ===================================================================
-  SimCLR, DCL          ``info_nce(cat(z1, z2), None, cat(arange(B) + B, arange(B)),
-                       gather=True, normalize=True)``: the queries are their own keys (a
-                       query is never its own negative), positives the other view; that
-                       call is :func:`two_view_info_nce` ``(z1, z2)``.
-  MoCo v3, NNCLR       ``info_nce(q, k, gather=True)``: key ``i`` (of this rank's rows) is
-                       query ``i``'s positive, every other rank's keys are negatives too.
-  MoCo v2              ``info_nce(q, k, extra_keys=queue, batch_negatives=False)``: only the
-                       queue's keys are negatives.
-  NPID, PIRL           ``info_nce(v, bank[i], extra_keys=bank[sampled], batch_negatives=False)``
-  ===================  ===================================================================
+  - SimCLR, DCL: ``info_nce(cat(z1, z2), None, cat(arange(B) + B, arange(B)), gather=True,
+    normalize=True)``, i.e. :func:`two_view_info_nce` ``(z1, z2)``: the queries are their own
+    keys (a query is never its own negative), each one's positive the other view.
+  - MoCo v3, NNCLR: ``info_nce(q, k, gather=True)``: key ``i`` (of this rank's rows) is query
+    ``i``'s positive; every other key, of every rank, is a negative.
+  - MoCo v2: ``info_nce(q, k, extra_keys=queue, batch_negatives=False)``: only the queue's
+    keys are negatives.
+  - NPID, PIRL: ``info_nce(v, bank[i], extra_keys=bank[sampled], batch_negatives=False)``
+    (:meth:`~metricssl.ssl.memory_bank.MemoryBank.info_nce`).
 
 How it is computed: in float32 (float64 stays float64) with autocast off, whatever the input
 dtype; the negatives' log-sum-exp is numerically stable (``torch.logsumexp``, the positive's
