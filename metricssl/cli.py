@@ -404,8 +404,10 @@ def _add_train_arguments(train) -> None:
     )
     train.add_argument(
         "--backbone",
-        choices=choices["backbone"],
-        help="default: the method's (small_cnn; vit_tiny for mae)",
+        type=backbone_name_or_spec,
+        metavar="{" + ",".join(choices["backbone"]) + "} or SPEC",
+        help="default: the method's (small_cnn; vit_tiny for mae); or a SPEC: timm:NAME, "
+        "torchvision:NAME or package.module:attr (found in the current folder too)",
     )
     train.add_argument("--epochs", type=positive_int, help="default: 10")
     train.add_argument("--batch-size", type=positive_int)
@@ -620,6 +622,18 @@ def dataset_name_or_folder(text: str) -> str:
     raise argparse.ArgumentTypeError(
         f"expected one of {', '.join(DATASET_NAMES)} or an image folder, got {text!r}"
     )
+
+
+def backbone_name_or_spec(text: str) -> str:
+    """A registered backbone name, or a spec with ``:`` (its form checked here; its package,
+    module and model when the Trainer builds it)."""
+    from .ssl.registry import check_backbone
+
+    try:
+        check_backbone(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
 
 
 def existing_path(text: str) -> str:
@@ -1604,6 +1618,11 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # As under `python -m`: a --backbone package.module:attr, and a checkpoint that rebuilds
+    # one (export, embed, evaluate, ...), imports from the folder the command runs in; after
+    # the installed packages, which keep precedence.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
     name = args.command
     if name == "index":
         name = f"index {args.index_command}"

@@ -403,14 +403,19 @@ def _load_safetensors(path: Path, backbone: nn.Module | None) -> EncoderModule:
     if backbone is None:
         if metadata.get("backbone") is None:
             raise CheckpointError(
-                f"{path}: exported from a custom backbone module (or a backbone with an "
-                "embedding head); pass backbone=<an empty instance of the same architecture>"
+                f"{path}: exported from a backbone passed as a module object (or a backbone "
+                "with an embedding head); pass backbone=<an empty instance of the same "
+                "architecture>, or train with a spec that rebuilds it by name "
+                "(backbone='package.module:attr')"
             )
         from .ssl.registry import build_backbone
 
-        backbone = build_backbone(
-            metadata["backbone"], metadata["input_shape"], **metadata["backbone_kwargs"]
-        )
+        try:
+            backbone = build_backbone(
+                metadata["backbone"], metadata["input_shape"], **metadata["backbone_kwargs"]
+            )
+        except (TypeError, ValueError) as err:  # a spec whose package or module is missing
+            raise CheckpointError(f"{path}: cannot rebuild the backbone: {err}") from err
     encoder = EncoderModule(backbone, metadata["input_shape"], metadata["mean"], metadata["std"])
     try:
         encoder.load_state_dict(tensors)

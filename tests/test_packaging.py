@@ -59,3 +59,14 @@ def test_shard_format_works_without_faiss():
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr
+
+
+def test_backbone_packages_are_extras_outside_all(project):
+    # timm and torchvision may replace the torch a user chose: asked for by name only.
+    extras = project["optional-dependencies"]
+    assert names(extras["timm"]) == {"timm"} and names(extras["torchvision"]) == {"torchvision"}
+    everything = names(extras["all"][0].split("[")[1].rstrip("]").split(","))
+    assert not everything & {"timm", "torchvision"}
+    for name, requirements in extras.items():
+        if name not in ("timm", "torchvision"):
+            assert not names(requirements) & {"timm", "torchvision"}, name

@@ -1,4 +1,6 @@
-"""Backbones (small CNN, ResNet-18/50, ViT-Tiny/Small) and heads, plain torch.
+"""Backbones (small CNN, ResNet-18/50, ViT-Tiny/Small) and heads, plain torch; any other
+backbone from a spec (``timm:NAME``, ``torchvision:NAME``, ``package.module:attr``) with
+:func:`build_from_spec`.
 
 The backbone contract: any ``nn.Module`` mapping float images ``(N, C, H, W)`` to features
 ``(N, F)``; ``F`` comes from its ``num_features`` attribute or from
@@ -11,8 +13,10 @@ from .heads import PredictionHead, ProjectionHead, PrototypesHead
 from .resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet50
 from .small_cnn import SmallCNN
 from .vit import VisionTransformer, vit_small, vit_tiny
+from .zoo import BackboneImportError, build_from_spec
 
 __all__ = [
+    "BackboneImportError",
     "BasicBlock",
     "Bottleneck",
     "Embedder",
@@ -22,6 +26,7 @@ __all__ = [
     "ResNet",
     "SmallCNN",
     "VisionTransformer",
+    "build_from_spec",
     "frozen_running_stats",
     "infer_num_features",
     "resnet18",

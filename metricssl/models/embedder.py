@@ -3,7 +3,7 @@
 Any ``nn.Module`` can be a backbone if ``backbone(images)`` maps float images ``(N, C, H, W)``
 to features ``(N, F)``. The feature width ``F`` is read from a ``num_features`` attribute
 when the module has one (every backbone in :mod:`metricssl.models` does), and otherwise
-found by :func:`infer_num_features` with one dry run.
+found by :func:`infer_num_features` with one dry run (:func:`probe_num_features`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from ..core.validation import check_bool, check_module
 def infer_num_features(backbone: nn.Module, input_shape: tuple[int, ...]) -> int:
     """The width ``F`` of ``backbone``'s output for images of shape ``input_shape = (C, H, W)``.
 
-    Returns ``backbone.num_features`` when present; otherwise runs the backbone once on two
-    zero images (two, so BatchNorm layers accept the batch), in eval mode and without
-    gradient, on the device and dtype of its parameters, and restores its mode.
+    Returns ``backbone.num_features`` when present; otherwise runs the backbone once
+    (:func:`probe_num_features`).
 
     Example:
         >>> from torch import nn
@@ -35,6 +34,22 @@ def infer_num_features(backbone: nn.Module, input_shape: tuple[int, ...]) -> int
         if isinstance(known, bool) or not isinstance(known, int) or known < 1:
             raise ValueError(f"backbone.num_features must be a positive int, got {known!r}")
         return known
+    return probe_num_features(backbone, input_shape)
+
+
+def probe_num_features(backbone: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """The width ``F`` of ``backbone``'s output, found by running it once on two zero images
+    of shape ``input_shape = (C, H, W)`` (two, so BatchNorm layers accept the batch), in eval
+    mode and without gradient, on the device and dtype of its parameters; its mode is
+    restored. Output other than ``(2, F)`` is a ``ValueError``.
+
+    Example:
+        >>> from torch import nn
+        >>> from metricssl.models.embedder import probe_num_features
+        >>> probe_num_features(nn.Sequential(nn.Flatten(), nn.Linear(12, 5)), (3, 2, 2))
+        5
+    """
+    check_module("backbone", backbone)
     shape = tuple(input_shape)
     if len(shape) != 3 or not all(isinstance(s, int) and s >= 1 for s in shape):
         raise ValueError(f"input_shape must be (C, H, W) with positive ints, got {input_shape!r}")

@@ -384,8 +384,8 @@ def load_checkpoint(
     Args:
         path: ``OUT/checkpoints/last.pt`` (or any file the Trainer wrote).
         device: where to put the method.
-        backbone: the backbone module, when the run trained a custom module rather than a
-            named backbone (an empty instance of the same architecture).
+        backbone: the backbone module, when the run trained a module object rather than a
+            named backbone or a spec (an empty instance of the same architecture).
         method: a ready method to load the weights into, when the run trained a custom
             :class:`~metricssl.ssl.method.SSLMethod`.
         verify: check the file's stored SHA-256 (see :func:`read_checkpoint`).
@@ -416,7 +416,10 @@ def load_checkpoint(
             )
         if build.get("backbone") is None and backbone is None:
             raise CheckpointError(
-                f"{path}: trained a custom backbone module; pass backbone=<the same module>"
+                f"{path}: the run trained a backbone passed as a module object, which a "
+                "checkpoint cannot rebuild: pass backbone=<an instance of the same "
+                "architecture>, or train with a spec that rebuilds it by name "
+                "(backbone='package.module:attr', --backbone package.module:attr)"
             )
         try:
             method = build_method(

@@ -31,6 +31,7 @@ from ..models.heads import PredictionHead, ProjectionHead
 from ..models.resnet import resnet18, resnet50
 from ..models.small_cnn import SmallCNN
 from ..models.vit import default_patch_size, vit_small, vit_tiny
+from ..models.zoo import SPEC_FORMS, build_from_spec, is_backbone_spec, parse_backbone_spec
 from .amp import AMP_MODES
 from .barlow_twins import BarlowTwins, BarlowTwinsConfig
 from .byol import BYOL, BYOLConfig
@@ -262,7 +263,12 @@ def build_backbone(name: str, input_shape: Sequence[int], **kwargs) -> nn.Module
     ``resnet50``: the CIFAR stem below 64 px, the ImageNet stem from 64 px up. ``vit_tiny`` /
     ``vit_small``: :class:`~metricssl.models.vit.VisionTransformer` built for ``(H, W)``, with
     4 px patches up to 64 px and 16 px patches above (``patch_size`` overrides it).
+
+    A spec with ``:`` (``timm:NAME``, ``torchvision:NAME``, ``package.module:attr``) is built
+    by :func:`~metricssl.models.zoo.build_from_spec` with ``kwargs``.
     """
+    if is_backbone_spec(name):
+        return build_from_spec(name, tuple(int(s) for s in input_shape), **kwargs)
     channels, height, width = (int(s) for s in input_shape)
     if name == "small_cnn":
         # Keeping the 2x2 layout raised SimCLR's held-out kNN accuracy on Fashion-MNIST by
@@ -279,7 +285,36 @@ def build_backbone(name: str, input_shape: Sequence[int], **kwargs) -> nn.Module
         kwargs.setdefault("patch_size", default_patch_size(kwargs["image_size"]))
         factory = vit_tiny if name == "vit_tiny" else vit_small
         return factory(in_channels=channels, **kwargs)
-    raise ValueError(f"unknown backbone {name!r}; choose one of {list(BACKBONES)} or pass a module")
+    check_backbone(name)
+    raise AssertionError(f"backbone {name!r} passed check_backbone but has no builder")
+
+
+def check_backbone(backbone) -> None:
+    """Refuse what cannot be a backbone before any work: a string that is neither a name of
+    :data:`BACKBONES` nor a well-formed spec (:func:`~metricssl.models.zoo.parse_backbone_spec`;
+    whether its package, module and model exist is found when it is built), or anything but
+    a string or an ``nn.Module``.
+
+    Example:
+        >>> check_backbone("timm:resnet18")  # the form only: timm is imported to build it
+        >>> check_backbone("resnet19")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown backbone 'resnet19'; ...
+    """
+    if isinstance(backbone, nn.Module):
+        return
+    if not isinstance(backbone, str):
+        raise TypeError(
+            f"backbone must be a name, a spec or an nn.Module, got {type(backbone).__name__}"
+        )
+    if is_backbone_spec(backbone):
+        parse_backbone_spec(backbone)
+    elif backbone not in BACKBONES:
+        raise ValueError(
+            f"unknown backbone {backbone!r}; choose one of {list(BACKBONES)}, a spec "
+            f"({', '.join(SPEC_FORMS)}) or pass a module"
+        )
 
 
 def clean_transform(mean: Sequence[float] | None, std: Sequence[float] | None) -> Compose:
@@ -353,7 +388,9 @@ def build_method(
         input_shape: (C, H, W) of the training images.
         backbone: a name from :data:`BACKBONES` or any module (images -> features); None:
             the method's (:attr:`MethodSpec.backbone`).
-        backbone_kwargs: arguments of the named backbone (e.g. ``{"embedding_dim": 256}``).
+        backbone_kwargs: arguments of the named backbone (e.g. ``{"embedding_dim": 256}``), or
+            of a spec's builder: a spec (``timm:NAME``, ``torchvision:NAME``,
+            ``package.module:attr``; :mod:`metricssl.models.zoo`) is a backbone name too.
         hparams: method hyper-parameters overriding the defaults of the method's config
             (see :func:`method_config`).
         mean, std: per-channel normalisation applied after augmentation (and in ``embed``).

@@ -85,6 +85,7 @@ from .registry import (
     METHODS,
     OPTIMIZERS,
     canonical_method_name,
+    check_backbone,
     method_config,
     stored_hparams,
 )
@@ -153,7 +154,10 @@ class Trainer:
         backbone: ``small_cnn``, ``resnet18``, ``resnet50``, ``vit_tiny``, ``vit_small`` or
             any module (images -> features); None (default): the method's, ``small_cnn``
             (``vit_tiny`` for ``mae``, which needs a Vision Transformer).
-        backbone_kwargs: arguments of the named backbone, e.g. ``{"embedding_dim": 256}``.
+        backbone_kwargs: arguments of the named backbone, e.g. ``{"embedding_dim": 256}``,
+            or of a spec's builder. A spec names any other backbone: ``timm:NAME``,
+            ``torchvision:NAME`` or ``package.module:attr`` (:mod:`metricssl.models.zoo`);
+            unlike a module object, a checkpoint stores it and rebuilds the backbone.
         epochs: passes over the training split.
         batch_size: images per step per process (default: the method's).
         lr: base learning rate (default: the method's); reached after warmup, then cosine
@@ -171,8 +175,8 @@ class Trainer:
             named backbone on CPU, where every method's step ran 1.12-1.34x faster with
             the default models (BENCHMARKS.md), and on CUDA under AMP (tensor cores
             convolve NHWC); else contiguous. A backbone given
-            as a module stays contiguous under ``auto``: code such as ``x.view(n, -1)``
-            after a convolution fails on a channels-last tensor.
+            as a module or a spec stays contiguous under ``auto``: code such as
+            ``x.view(n, -1)`` after a convolution fails on a channels-last tensor.
         hparams: method hyper-parameters (temperature, queue_size, head widths, loss/miner
             for ``supervised``): fields of the method's config (``SimCLRConfig``, ...; see
             :func:`~metricssl.ssl.registry.method_config`).
@@ -284,10 +288,8 @@ class Trainer:
             check_choice("mode", mode, MODES)
         if optimizer is not None:
             check_choice("optimizer", optimizer, OPTIMIZERS)
-        if isinstance(backbone, str) and backbone not in BACKBONES:
-            raise ValueError(
-                f"unknown backbone {backbone!r}; choose one of {list(BACKBONES)} or pass a module"
-            )
+        if backbone is not None:
+            check_backbone(backbone)
         if not (resume in ("auto", True, False) or isinstance(resume, (str, os.PathLike))):
             raise TypeError(f"resume must be 'auto', True, False or a path, got {resume!r}")
 
@@ -508,7 +510,8 @@ class Trainer:
 
     def _memory_format(self, choice: str) -> torch.memory_format:
         if choice == "auto":
-            named = self.build_config is not None and self.build_config["backbone"] is not None
+            # Measured with the registered backbones; a spec's module may be the user's code.
+            named = self.build_config is not None and self.build_config["backbone"] in BACKBONES
             # CPU: measured (oneDNN, 1.12-1.34x). CUDA: only under AMP, where cuDNN's
             # tensor-core convolutions work in NHWC and a contiguous input is transposed
             # around each one (PyTorch's channels-last guidance); fp32 stays contiguous.

@@ -349,8 +349,11 @@ def test_memory_format(tmp_path):
 def test_auto_memory_format_by_device_and_amp(tmp_path, device, amp, expected):
     trainer = make("simclr", tmp_path, epochs=1)
     trainer.device, trainer.amp_dtype = torch.device(device), amp  # the rule alone, no GPU
-    assert trainer._memory_format("auto", "small_cnn") == expected
-    assert trainer._memory_format("auto", nn.Conv2d(1, 1, 1)) == torch.contiguous_format
+    assert trainer._memory_format("auto") == expected
+    # A module object, or a spec (possibly the user's code): contiguous.
+    for backbone in (None, "tests.zoo_nets:TinyNet"):
+        trainer.build_config = {**trainer.build_config, "backbone": backbone}
+        assert trainer._memory_format("auto") == torch.contiguous_format
 
 
 def test_unlabelled_data_gets_diagnostics_without_knn(tmp_path):
