@@ -121,6 +121,7 @@ def info_nce(
             is never its own negative (SimCLR's 2N views).
         positive_index: (N,) integer: the row of ``keys`` that is query ``i``'s positive;
             None: row ``i`` (``keys`` aligned with ``queries``). Required when ``keys`` is None.
+            Its range is checked on the CPU only (on a GPU that would cost a synchronisation).
         temperature: ``T`` > 0.
         extra_keys: (K, D) negatives for every query (a queue or memory-bank rows); not
             gathered (each rank holds the same ones).
@@ -262,6 +263,15 @@ def _check_inputs(queries, keys, positive_index, extra_keys, positive_weight) ->
             raise ArgumentError(
                 f"positive_index must be an integer tensor of shape ({n},), one key row per query"
             )
+        m = n if keys is None else keys.shape[0]
+        # Checked where reading it costs no device synchronisation; on a GPU the callers
+        # build it in range (arange), and a wrong one is torch's index error.
+        if n and positive_index.device.type == "cpu":
+            lo, hi = int(positive_index.min()), int(positive_index.max())
+            if lo < 0 or hi >= m:
+                raise ArgumentError(
+                    f"positive_index has rows in [{lo}, {hi}], outside the {m} keys [0, {m})"
+                )
     elif keys.shape[0] != n:
         raise ArgumentError(
             f"keys has {keys.shape[0]} rows and queries {n}: without positive_index, key row i "

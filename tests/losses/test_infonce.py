@@ -213,6 +213,8 @@ def test_terms_are_stable_and_match_the_definition():
         ({"keys": None}, "positive_index is required"),
         ({"positive_index": torch.zeros(3, dtype=torch.long)}, "positive_index"),
         ({"positive_index": torch.zeros(4)}, "positive_index"),
+        ({"positive_index": torch.tensor([0, 1, 2, 4])}, r"outside the 4 keys"),
+        ({"positive_index": torch.tensor([0, -1, 2, 3])}, r"positive_index has rows in \[-1, 3\]"),
         ({"extra_keys": torch.randn(4, 3)}, "extra_keys has width"),
         ({"temperature": 0}, "temperature"),
         ({"positive_weight": torch.ones(3)}, "positive_weight"),
