@@ -5,13 +5,17 @@ evaluation pass, which fixes the number of epochs that fit in ``--minutes`` (the
 schedule needs the length up front); then the method trains with its default recipe and
 backbone. After every ``--curve-every`` epochs the encoder embeds the test and training
 images (clean, un-augmented) and precision@1 of test queries against the training set is
-recorded (:func:`metricssl.eval.evaluate`); after the last epoch also R-precision, MAP@R and
-weighted-kNN accuracy. Recipes are never chosen on these test numbers: the trainer's own
-per-epoch kNN score uses a validation split carved from the training set.
+recorded (:func:`metricssl.eval.evaluate`); after the last epoch also R-precision, MAP@R,
+weighted-kNN accuracy and the linear-evaluation accuracy
+(:func:`~metricssl.eval.linear.linear_evaluation`: a classifier fitted on the training
+features, its penalty chosen on a held-out part of them, scored on the test features).
+Recipes are never chosen on these test numbers: the trainer's own per-epoch kNN score uses a
+validation split carved from the training set.
 
 Recorded per method: epochs, training minutes (the trainer's own per-epoch kNN/collapse
-monitoring included, the benchmark's test-set curve excluded), P@1 per epoch, final metrics,
-images/s, the share of step time spent in augmentation, and the trainer's configuration.
+monitoring and online linear probe included, the benchmark's test-set curve excluded), P@1
+per epoch, final metrics, the online probe's last held-out accuracy, images/s, the share of
+step time spent in augmentation, and the trainer's configuration.
 Raw pixels give the baseline (the issue's 0.850); ``--untrained`` scores each method's
 encoder as initialised instead of training it (what the training adds is the difference).
 
@@ -20,6 +24,7 @@ Usage::
     python benchmarks/bench_ssl.py                           # every method, 20 min each
     python benchmarks/bench_ssl.py --methods simclr,byol --minutes 5 --threads 2
     python benchmarks/bench_ssl.py --smoke                   # seconds: tiny subsets, 2 epochs
+    python benchmarks/bench_ssl.py --no-linear               # no linear evaluation, no probe
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import torch  # noqa: E402
 
 from benchmarks._harness import format_table, machine_info, write_json  # noqa: E402
 from metricssl.eval import evaluate  # noqa: E402
+from metricssl.eval.linear import linear_evaluation  # noqa: E402
 from metricssl.ssl import METHODS, Trainer, embed_dataset, load_dataset  # noqa: E402
 from metricssl.ssl.trainer import MEMORY_FORMATS  # noqa: E402
 
@@ -75,6 +81,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--runs-dir", default="runs/bench_ssl", help="checkpoints and logs")
     p.add_argument("--name", default="bench_ssl", help="results/<name>.json")
     p.add_argument("--smoke", action="store_true", help="tiny subsets, 2 epochs, seconds")
+    p.add_argument(
+        "--no-linear",
+        dest="linear",
+        action="store_false",
+        help="skip the offline linear evaluation and the trainer's online linear probe",
+    )
     p.add_argument(
         "--untrained",
         action="store_true",
@@ -115,6 +127,16 @@ def retrieval(test_emb, test_y, train_emb, train_y, metrics) -> dict:
     return evaluate(test_emb, test_y, train_emb, train_y, metrics=metrics, k=k, progress=False)
 
 
+def final_scores(args, test_emb, test_y, train_emb, train_y) -> dict:
+    """The final metrics, and (unless --no-linear) the linear-evaluation accuracy with the
+    penalty it chose."""
+    scores = retrieval(test_emb, test_y, train_emb, train_y, FINAL_METRICS)
+    if args.linear:
+        linear = linear_evaluation(train_emb, train_y, test_emb, test_y)
+        scores.update(linear_accuracy=linear.accuracy, linear_weight_decay=linear.weight_decay)
+    return scores
+
+
 def trainer_args(args, method, train, out, epochs, steps_per_epoch) -> dict:
     return dict(
         method=method,
@@ -129,6 +151,7 @@ def trainer_args(args, method, train, out, epochs, steps_per_epoch) -> dict:
         out=out,
         resume=False,
         steps_per_epoch=steps_per_epoch,
+        linear_probe=args.linear,
     )
 
 
@@ -179,9 +202,10 @@ def run_method(args, method, data, raw) -> dict:
         device = trainer.device
         test_emb = embed_dataset(trainer.method, test_x, 512, device)
         train_emb = embed_dataset(trainer.method, train_x, 512, device)
-        scores = retrieval(
-            test_emb, test_y, train_emb, train_y, FINAL_METRICS if last else ("precision_at_1",)
-        )
+        if last:
+            scores = final_scores(args, test_emb, test_y, train_emb, train_y)
+        else:
+            scores = retrieval(test_emb, test_y, train_emb, train_y, ("precision_at_1",))
         eval_seconds += time.perf_counter() - t0
         curve.append({"epoch": epoch, "precision_at_1": scores["precision_at_1"]})
         print(f"[{method}] epoch {epoch}/{epochs}: test P@1 {scores['precision_at_1']:.4f}")
@@ -198,6 +222,7 @@ def run_method(args, method, data, raw) -> dict:
         "images_per_second": _mean(h["images_per_second"] for h in history),
         "augment_share": _mean(h["augment_share"] for h in history),
         "final_epoch_monitor": history[-1],
+        "online_probe_accuracy": history[-1].get("probe_accuracy", math.nan),
         "config": trainer.hyper,
         "build": trainer.build_config,
     }
@@ -210,7 +235,7 @@ def score_untrained(args, method, data, raw) -> dict:
     trainer = Trainer(**trainer_args(args, method, (train_x, train_y), out, 1, None))
     test_emb = embed_dataset(trainer.method, test_x, 512, trainer.device)
     train_emb = embed_dataset(trainer.method, train_x, 512, trainer.device)
-    final = retrieval(test_emb, test_y, train_emb, train_y, FINAL_METRICS)
+    final = final_scores(args, test_emb, test_y, train_emb, train_y)
     print(f"[{method}] untrained: test P@1 {final['precision_at_1']:.4f}")
     return {
         "epochs": 0,
@@ -253,7 +278,7 @@ def main(argv=None) -> None:
         "results": results,
     }
     path = write_json(args.name, payload)
-    rows = [["raw pixels", "", "", f"{raw:.4f}", "", "", "", "", "", ""]]
+    rows = [["raw pixels", "", "", f"{raw:.4f}", "", "", "", "", "", "", "", ""]]
     for method, r in results.items():
         f = r["final"]
         rows.append(
@@ -265,6 +290,8 @@ def main(argv=None) -> None:
                 f"{f.get('r_precision', math.nan):.4f}",
                 f"{f.get('mean_average_precision_at_r', math.nan):.4f}",
                 f"{f.get('knn_accuracy_weighted', math.nan):.4f}",
+                f"{f.get('linear_accuracy', math.nan):.4f}",
+                f"{r.get('online_probe_accuracy', math.nan):.4f}",
                 "" if r["epochs"] == 0 else f"{r['images_per_second']:.0f}",
                 "" if r["epochs"] == 0 else f"{r['augment_share']:.0%}",
                 " ".join(f"{c['precision_at_1']:.3f}" for c in r["p_at_1_per_epoch"]),
@@ -278,6 +305,8 @@ def main(argv=None) -> None:
         "R-prec",
         "MAP@R",
         "kNN",
+        "linear",
+        "probe",
         "img/s",
         "aug",
         "P@1 per epoch",

@@ -5,7 +5,8 @@
     metricssl embed --checkpoint PATH (--dataset NAME | --data PATH)
         (--output FILE.npy | --shards DIR [--shard-rows N] [--dtype float16]) [--json]
     metricssl export --checkpoint PATH --format safetensors|torchscript|onnx --out FILE [--json]
-    metricssl evaluate (--checkpoint PATH (--dataset NAME | --data PATH) | --embeddings FILE) [--json]
+    metricssl evaluate (--checkpoint PATH (--dataset NAME | --data PATH) | --embeddings FILE)
+        [--linear] [--json]
     metricssl plot (--checkpoint PATH (--dataset NAME | --data PATH) | --embeddings FILE)
         --output FILE.png [--json]
     metricssl index build (EMBEDDINGS | --checkpoint PATH (--dataset NAME | --data PATH))
@@ -73,6 +74,7 @@ metricssl.load_encoder(FILE) gives a module that embeds uint8 images of any size
 EVALUATE_EXAMPLES = """examples:
   metricssl evaluate --checkpoint runs/simclr/checkpoints/last.pt --dataset digits
   metricssl evaluate --checkpoint runs/simclr/checkpoints/last.pt --dataset digits --json
+  metricssl evaluate --checkpoint runs/simclr/checkpoints/last.pt --dataset digits --linear
   metricssl evaluate --checkpoint runs/p/checkpoints/last.pt --data ~/photos
   metricssl evaluate --embeddings q.npy --labels ql.npy \\
       --reference-embeddings r.npy --reference-labels rl.npy
@@ -80,6 +82,10 @@ EVALUATE_EXAMPLES = """examples:
 With --dataset, test images are the queries and training images the references. With --data
 or --embeddings, the queries are scored against each other (each one's own entry left out),
 or against --reference-data / --reference-embeddings.
+
+--linear adds linear_accuracy: a softmax regression fitted on the training (reference)
+features, its L2 penalty chosen on a held-out part of them, scored on the queries
+(metricssl.eval.linear; docs/evaluation.md), and the penalty chosen (linear_weight_decay).
 """
 
 PLOT_EXAMPLES = """examples:
@@ -327,6 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="embeddings searched by --embeddings (default: the queries themselves)",
     )
     evaluate.add_argument("--reference-labels", default=None, metavar="FILE")
+    evaluate.add_argument(
+        "--linear",
+        action="store_true",
+        help="also the linear-evaluation accuracy: a classifier fitted on the training "
+        "(reference) features, scored on the queries",
+    )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
 
     plot = _subparser(
@@ -435,6 +447,12 @@ def _add_train_arguments(train) -> None:
     train.add_argument("--knn-temperature", type=positive_float)
     train.add_argument("--knn-every", type=positive_int)
     train.add_argument("--knn-max-references", type=positive_int)
+    train.add_argument(
+        "--linear-probe",
+        action=argparse.BooleanOptionalAction,
+        help="an online linear classifier on the features when the data have labels "
+        "(default: on; --no-linear-probe saves its forward pass per step)",
+    )
     train.add_argument("--steps-per-epoch", type=positive_int, help="cap on steps per epoch")
     train.add_argument("--eval-batch-size", type=positive_int)
     resume = train.add_mutually_exclusive_group()
@@ -1051,6 +1069,15 @@ def run_evaluate_command(args) -> int:
         raise ValueError("--reference-embeddings and --reference-labels go with --embeddings")
     if args.reference_data is not None and args.data is None:
         raise ValueError("--reference-data goes with --data")
+    if args.linear and not (
+        args.dataset is not None
+        or args.reference_data is not None
+        or args.reference_embeddings is not None
+    ):
+        raise ValueError(
+            "--linear fits on training features: give --dataset, --reference-data or "
+            "--reference-embeddings"
+        )
     reference = reference_labels = None
     if args.embeddings is not None:
         query, query_labels = _embeddings_and_labels(
@@ -1079,12 +1106,20 @@ def run_evaluate_command(args) -> int:
     calculator = AccuracyCalculator(include=tuple(EVALUATE_METRICS), k="max_bin_count")
     scores = calculator.get_accuracy(query, query_labels, reference, reference_labels)
     result = {key: float(scores[name]) for name, key in EVALUATE_METRICS.items()}
+    if args.linear:
+        from .eval.linear import linear_evaluation
+
+        linear = linear_evaluation(
+            reference, reference_labels, query, query_labels, progress=not args.json
+        )
+        result.update(linear_accuracy=linear.accuracy, linear_weight_decay=linear.weight_decay)
     if args.json:
         print(json.dumps(result))
     else:
         width = max(map(len, result))
         for key, value in result.items():
-            print(f"{key:<{width}}  {value:.4f}")
+            fmt = ".4g" if key == "linear_weight_decay" else ".4f"  # 1e-05, not 0.0000
+            print(f"{key:<{width}}  {value:{fmt}}")
     return 0
 
 

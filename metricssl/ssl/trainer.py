@@ -14,14 +14,16 @@ schedule (:func:`~metricssl.ssl.builders.build_optimizer`,
 
 What one epoch does, in order: train over a fresh permutation of the training images
 (augmented views made on the training device, AMP, gradient accumulation, learning-rate
-schedule, the method's momentum updates); then, on rank 0, a clean pass over a held-out
-labelled split for the weighted-kNN score and over the same images for the collapse
-diagnostics; then a checkpoint (``OUT/checkpoints/last.pt``, written atomically) and the CSV
-log (``OUT/log.csv``, rewritten from the history stored in the checkpoint, so the two never
+schedule, the method's momentum updates, the online linear probe when there are labels);
+then, on rank 0, a clean pass over a held-out labelled split for the weighted-kNN score and
+the probe's accuracy, and over the same images for the collapse diagnostics; then a
+checkpoint (``OUT/checkpoints/last.pt``, written atomically) and the CSV log
+(``OUT/log.csv``, rewritten from the history stored in the checkpoint, so the two never
 disagree).
 
 Exact resume: the checkpoint holds the model (momentum encoders and queues included, as
-registered parameters and buffers), the optimizer, the schedule, the AMP scaler, the epoch
+registered parameters and buffers), the optimizer, the schedule, the online linear probe
+(:mod:`~metricssl.ssl.linear_probe`: weights, optimizer, schedule), the AMP scaler, the epoch
 and step counters, every random generator (Python, NumPy, torch CPU and CUDA, the
 augmentation generator of each rank) and the history. The data order of epoch ``e`` is a
 function of ``(seed, e)`` only. A run resumed from the checkpoint of epoch ``e`` therefore
@@ -77,6 +79,7 @@ from .checkpoint import (
 )
 from .datasets import ImageData, resolve_data
 from .embed import embed_dataset
+from .linear_probe import OnlineLinearProbe, ProbedMethod
 from .method import Batch, SSLMethod
 from .monitor import collapse_diagnostics, knn_accuracy, warn_if_collapsed
 from .registry import (
@@ -100,10 +103,12 @@ _SHOWN = (
     ("loss", "loss", ".4g"),
     ("lr", "lr", ".3g"),
     ("knn_accuracy", "knn", ".4f"),
+    ("probe_accuracy", "probe", ".4f"),
+    ("probe_train_accuracy", "probe_train", ".3f"),
     ("embedding_std", "std", ".3f"),
     ("effective_rank", "erank", ".1f"),
 )
-_CARRIED = ("knn_accuracy", "embedding_std", "effective_rank", "collapse")
+_CARRIED = ("knn_accuracy", "probe_accuracy", "embedding_std", "effective_rank", "collapse")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,6 +202,13 @@ class Trainer:
             after the last one).
         knn_max_references: labelled training images used as kNN references (a fixed
             stratified subset), to bound the per-epoch evaluation time.
+        linear_probe: train an online linear classifier on the detached evaluation features
+            alongside the method when the training data have labels (else nothing happens):
+            its running training accuracy (``probe_train_accuracy``) and its accuracy on the
+            held-out split (``probe_accuracy``) are logged each epoch and shown on the
+            progress bar. It never changes the method's training (see
+            :mod:`metricssl.ssl.linear_probe`); it costs one forward pass of the clean batch
+            per step.
         resume: ``"auto"`` continues from ``OUT/checkpoints/last.pt`` when it exists,
             ``True`` requires that file, ``False`` starts afresh (overwriting), a path
             resumes from that file. The checkpoint must be of the same method and model
@@ -251,6 +263,7 @@ class Trainer:
         knn_temperature: float = 0.1,
         knn_every: int = 1,
         knn_max_references: int = 10_000,
+        linear_probe: bool = True,
         resume: bool | str | os.PathLike = "auto",
         allow_changed_settings: bool = False,
         progress: bool = True,
@@ -282,6 +295,7 @@ class Trainer:
         check_number("eval_batch_size", eval_batch_size, low=1, integer=True)
         check_bool("progress", progress)
         check_bool("download", download)
+        check_bool("linear_probe", linear_probe)
         check_bool("allow_changed_settings", allow_changed_settings)
         image_size = image_size_pair(image_size)
         if mode is not None:
@@ -365,6 +379,7 @@ class Trainer:
         self._plan_steps(steps_per_epoch)
         self.amp_dtype = self._amp_dtype(amp)
         self.memory_format = self._memory_format(memory_format)
+        self.probe = self._linear_probe(linear_probe)
         self._wrap_model()
 
         self.hyper = {
@@ -421,16 +436,28 @@ class Trainer:
         self.steps_per_epoch = min(self.full_steps_per_epoch, cap or self.full_steps_per_epoch)
         self.total_steps = self.steps_per_epoch * self.epochs
 
+    def _linear_probe(self, wanted: bool) -> OnlineLinearProbe | None:
+        """The online linear probe, when asked for and the training data have labels."""
+        if not wanted or self.num_classes is None:
+            return None
+        labels = self.train_data.labels
+        return OnlineLinearProbe.for_method(
+            self.method, labels, self.input_shape, self.total_steps, self.device
+        )
+
     def _wrap_model(self) -> None:
-        """Move to the device and memory format; under torch.distributed, SyncBatchNorm
-        (CUDA) and DDP."""
+        """Move to the device and memory format; with the probe, the method and the probe in
+        one module; under torch.distributed, SyncBatchNorm (CUDA) and DDP."""
         self.method.to(self.device, memory_format=self.memory_format)
-        self.model: nn.Module = self.method
-        if not is_distributed():
-            return
-        if self.device.type == "cuda" and self.method.sync_batchnorm:
+        distributed = is_distributed()
+        if distributed and self.device.type == "cuda" and self.method.sync_batchnorm:
             # SyncBatchNorm needs CUDA; on CPU (gloo) each rank normalises its own batch.
             self.method = nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
+        self.model: nn.Module = self.method
+        if self.probe is not None:
+            self.model = ProbedMethod(self.method, self.probe.module)
+        if not distributed:
+            return
         # Buffers are not broadcast: queues are filled identically on every rank from
         # gathered keys, and broadcasting them every step would cost a copy of the queue.
         with warnings.catch_warnings():
@@ -438,7 +465,7 @@ class Trainer:
             # at init and does not exist before; the argument still works as documented.
             warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated", FutureWarning)
             self.model = nn.parallel.DistributedDataParallel(
-                self.method,
+                self.model,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 broadcast_buffers=False,
             )
@@ -564,6 +591,7 @@ class Trainer:
             "history": self.history,
             "rng": all_rng,
             "data_order": {"seed": self.seed, "epoch": self.epoch},
+            **({} if self.probe is None else {"linear_probe": self.probe.state_dict()}),
         }
 
     def load_state(
@@ -617,6 +645,7 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as err:
             raise CheckpointError(f"{source}: does not fit this model: {err}") from err
+        self._load_probe(state.get("linear_probe"), source)
         self.scheduler.load_state_dict(state["scheduler"])
         if state["scaler"] or not self.scaler.is_enabled():
             # A run without fp16 saved an empty scaler: an fp16 continuation (e.g. a CPU or
@@ -637,6 +666,19 @@ class Trainer:
             self._restore_rng(rngs[rank()], source)
         self.resumed = Resumed(str(source), self.epoch, self.step, self.epochs, tuple(changes))
         return self.resumed
+
+    def _load_probe(self, saved: dict | None, source) -> None:
+        """The probe's weights, optimiser and schedule; a checkpoint without them (written
+        before the probe existed, or without it) leaves a fresh probe, said in the log."""
+        if self.probe is None:
+            return
+        if saved is None:
+            c_f.LOGGER.info("%s has no linear probe: the probe starts afresh", source)
+            return
+        try:
+            self.probe.load_state_dict(saved)
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise CheckpointError(f"{source}: the linear probe does not fit: {err}") from err
 
     def _with_this_runs_rates(self, state: dict, source) -> dict:
         """``state`` with this run's learning rates and weight decays: the saved optimizer
@@ -811,7 +853,8 @@ class Trainer:
                 torch.cuda.synchronize(self.device)
             t1 = time.perf_counter()
             indices = batches[micro].to(self.device, non_blocking=True)
-            out = self._forward_backward(Batch(views, labels, indices), micro, check=timing)
+            batch = Batch(views, labels, indices)
+            out = self._forward_backward(batch, micro, check=timing, images=images)
             if timing:
                 if cuda:
                     torch.cuda.synchronize(self.device)
@@ -824,6 +867,9 @@ class Trainer:
                 bar.update(1)
                 if self.progress and (self.step % 10 == 0 or micro + 1 == len(batches)):
                     shown = {"loss": float(out["loss"]), "lr": self._lr()}
+                    if "probe_train_accuracy" in sums:  # the epoch's running accuracy
+                        running = sums["probe_train_accuracy"] / (micro + 1)
+                        shown["probe_train_accuracy"] = float(running)
                     if self.history:
                         shown.update({k: self.history[-1].get(k) for k in _CARRIED})
                     bar.set_postfix_str(self._postfix(shown))
@@ -858,8 +904,16 @@ class Trainer:
             row["momentum"] = momentum(self.step, self.total_steps)
         return row
 
-    def _forward_backward(self, batch: Batch, micro: int, check: bool) -> dict:
+    def _forward_backward(
+        self, batch: Batch, micro: int, check: bool, images: torch.Tensor | None = None
+    ) -> dict:
+        """One micro-batch: forward, backward, and after the last micro-batch of a step the
+        optimizer steps. ``images``: the batch's clean images, for the linear probe (None:
+        the probe sits this one out)."""
         last = (micro + 1) % self.accumulate_steps == 0
+        inputs = (batch,)
+        if self.probe is not None and images is not None:
+            inputs = (batch, images.contiguous(memory_format=self.memory_format))
         # Under DDP, gradients are all-reduced only on the last micro-batch of a step.
         context = self.model.no_sync() if is_distributed() and not last else nullcontext()
         with context:
@@ -868,16 +922,21 @@ class Trainer:
                 dtype=self.amp_dtype or torch.float32,
                 enabled=self.amp_dtype is not None,
             ):
-                out = self.model(batch)
+                out = self.model(*inputs)
             loss = out["loss"]
             if check and not bool(torch.isfinite(loss.detach())):
                 raise FloatingPointError(
                     f"{self.method_name}: the loss is {float(loss)} at step {self.step + 1}; "
                     f"lower the learning rate, or use amp='off'"
                 )
-            self.scaler.scale(loss / self.accumulate_steps).backward()
+            # One backward pass for DDP; the probe's input is detached, so the method's
+            # parameters get the gradient of the method's loss alone.
+            total = loss + out["probe_loss"] if "probe_loss" in out else loss
+            self.scaler.scale(total / self.accumulate_steps).backward()
         if last:
             self.scaler.step(self.optimizer)
+            if self.probe is not None:
+                self.probe.step(self.scaler)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
@@ -895,7 +954,8 @@ class Trainer:
     # -- evaluation ---------------------------------------------------------------------------
 
     def evaluate(self) -> dict[str, float]:
-        """kNN accuracy on the held-out split (with labels) and collapse diagnostics.
+        """kNN and linear-probe accuracy on the held-out split (with labels) and collapse
+        diagnostics.
 
         Runs on rank 0 (other ranks return an empty dict); the method is in eval mode during
         the clean pass and goes back to training mode after it.
@@ -914,6 +974,8 @@ class Trainer:
                 self.knn_k,
                 self.knn_temperature,
             )
+            if self.probe is not None:
+                metrics["probe_accuracy"] = self.probe.accuracy(query, self.val_data.labels)
         else:
             n = min(len(self.train_data), _DIAGNOSTIC_IMAGES)
             query = self._features(self.train_data.subset(torch.arange(n)))
