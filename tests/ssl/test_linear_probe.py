@@ -3,6 +3,7 @@ DDP, absent without labels, and refuses bad input naming it."""
 
 import logging
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from metricssl.ssl.method import Batch
 from metricssl.ssl.simclr import SimCLR
 from metricssl.ssl.trainer import Trainer
 from tests.gloo import WORLD, run_ranks
+from tests.host_reads import host_read_sites
 
 
 def tiny_data(n=96, classes=4, seed=0, labelled=True):
@@ -92,6 +94,25 @@ def test_a_run_with_the_probe_trains_the_method_exactly_as_without(tmp_path):
     assert {"probe_loss", "probe_train_accuracy", "probe_accuracy"} <= set(with_probe.history[-1])
     assert not any(k.startswith("probe") for k in without.history[-1])
     assert "probe=" in Trainer._postfix(with_probe.history[-1])
+
+
+def test_a_step_with_the_probe_does_not_wait_for_the_device(tmp_path, monkeypatch):
+    """On a GPU each read of a value on the host waits for the queued kernels: the probe's
+    features, loss, accuracy and optimizer step read none."""
+    trainer = make(tmp_path, epochs=1)
+    order = trainer._epoch_batches(0)
+    steps = []
+    for micro in range(2):
+        images, labels = next(iter(trainer.train_data.batches(order[micro], trainer.batch_size)))
+        views = trainer.method.make_views(images, trainer.augment_generator)
+        steps.append((Batch(views, labels, order[micro]), images))
+    trainer.model.train()
+    with host_read_sites(monkeypatch) as reads:
+        for micro, (batch, images) in enumerate(steps):
+            out = trainer._forward_backward(batch, micro, check=False, images=images)
+    assert "probe_train_accuracy" in out and trainer.step == 2
+    ssl_package = str(Path(Trainer.__module__.replace(".", "/")).parent)
+    assert [r for r in reads if ssl_package in r[1]] == []
 
 
 def test_the_probe_learns_a_separable_problem():
