@@ -133,6 +133,31 @@ def test_the_probe_learns_a_separable_problem():
     assert online.accuracy(features[500:], unseen) <= 0.5 + 1e-9
 
 
+def test_the_probe_steps_through_the_methods_gradient_scaler():
+    """fp16 training scales the summed loss: the probe's step unscales its gradients (the same
+    step as without scaling), and a step in which the probe did not run moves nothing."""
+    features, labels = torch.randn(6, 3), torch.tensor([0, 1, 0, 1, 1, 0])
+    main = nn.Parameter(torch.ones(2))
+    main_optimizer = torch.optim.SGD([main], lr=0.1)
+    probes = {}
+    for enabled in (False, True):
+        scaler = torch.amp.GradScaler("cpu", enabled=enabled, init_scale=1024.0)
+        online = OnlineLinearProbe(LinearProbe(3, torch.arange(2)), total_steps=4)
+        scaler.scale(main.sum()).backward()  # the probe sat this step out
+        scaler.step(main_optimizer)
+        online.step(scaler)
+        scaler.update()
+        assert torch.count_nonzero(online.module.linear.weight) == 0
+        loss, _ = online.module.loss_and_accuracy(features, labels)
+        scaler.scale(main.sum() + loss).backward()
+        scaler.step(main_optimizer)
+        online.step(scaler)
+        scaler.update()
+        probes[enabled] = online.module.linear.weight.detach()
+    assert torch.count_nonzero(probes[True]) > 0
+    torch.testing.assert_close(probes[True], probes[False])
+
+
 def test_resume_restores_the_probe_and_its_optimiser_exactly(tmp_path):
     straight = make(tmp_path / "a")
     straight.fit()
