@@ -35,9 +35,9 @@ from ..models.zoo import SPEC_FORMS, build_from_spec, is_backbone_spec, parse_ba
 from .amp import AMP_MODES
 from .barlow_twins import BarlowTwins, BarlowTwinsConfig
 from .byol import BYOL, BYOLConfig
+from .dcl import DCL, DCLConfig
 from .deepcluster import DeepCluster, DeepClusterConfig, deepcluster_heads, deepcluster_views
 from .denoising_autoencoder import DenoisingAutoencoder, DenoisingAutoencoderConfig
-from .dcl import DCL, DCLConfig
 from .dino import DINO, DINOConfig, dino_heads, dino_views
 from .inpainting import ContextEncoder, ContextEncoderConfig
 from .jigsaw import Jigsaw, JigsawConfig, jigsaw_heads, jigsaw_views
@@ -217,14 +217,16 @@ METHODS: dict[str, MethodSpec] = {
         reconstruction_heads,
     ),
     "vae": MethodSpec(VAE, VAEConfig, reconstruction_views, reconstruction_heads),
-    # The paper's recipe (AdamW, base lr 1.5e-4 per 256 images, weight decay 0.05, warmup
-    # 40 of 800 epochs) with the lr raised for runs of tens of epochs, not hundreds.
+    # The paper's recipe (AdamW, base lr 1.5e-4 per 256 images, weight decay 0.05) with a
+    # warmup of 1 of the default 10 epochs (the paper's 40 of 800). On sklearn digits (8
+    # epochs, 2 px patches) lr 1.5e-3 was no better by kNN (0.399 vs 0.406) and left the class
+    # token's features narrower (effective rank 2.4 vs 7.2).
     "mae": MethodSpec(
         MAE,
         MAEConfig,
         mae_views,
         mae_heads,
-        TrainingDefaults(lr=1.5e-3, weight_decay=0.05, warmup_epochs=1.0),
+        TrainingDefaults(lr=1.5e-4, weight_decay=0.05, warmup_epochs=1.0),
         backbone="vit_tiny",
     ),
     "supervised": MethodSpec(
