@@ -180,9 +180,9 @@ class MAE(SSLMethod):
     recipe normalises). The masks come from torch's default generator of the images'
     device, which the Trainer checkpoints, so a resumed run draws the same masks.
     :meth:`embed` (kNN monitoring, evaluation, indexing) is the backbone's usual pass over
-    the whole image, its class token; MAE's features are known to be much weaker under kNN
-    than under a linear probe or fine-tuning (the paper's Table 9 and its discussion of
-    linear probing), so judge them with the linear probe.
+    the whole image, its class token. MAE's features are known to be weaker under kNN than
+    under a linear probe, and weaker under a linear probe than after fine-tuning (the paper
+    discusses it), so judge them with the linear probe.
 
     Args:
         backbone: a :class:`~metricssl.models.vit.VisionTransformer` (``vit_tiny``,
