@@ -12,7 +12,15 @@ from .embedder import Embedder, infer_num_features
 from .heads import PredictionHead, ProjectionHead, PrototypesHead
 from .resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet50
 from .small_cnn import SmallCNN
-from .vit import VisionTransformer, vit_small, vit_tiny
+from .vit import (
+    TransformerBlock,
+    VisionTransformer,
+    patchify,
+    sincos_position_embedding,
+    unpatchify,
+    vit_small,
+    vit_tiny,
+)
 from .zoo import BackboneImportError, build_from_spec
 
 __all__ = [
@@ -25,12 +33,16 @@ __all__ = [
     "PrototypesHead",
     "ResNet",
     "SmallCNN",
+    "TransformerBlock",
     "VisionTransformer",
     "build_from_spec",
     "frozen_running_stats",
     "infer_num_features",
+    "patchify",
     "resnet18",
     "resnet50",
+    "sincos_position_embedding",
+    "unpatchify",
     "vit_small",
     "vit_tiny",
 ]
