@@ -156,6 +156,22 @@ def test_the_encoder_sees_only_the_visible_patches():
     assert not torch.allclose(step(perturbed(shown))[0], base[0])
 
 
+def test_the_step_gives_the_decoder_mask_tokens_at_the_hidden_patches():
+    method = build(side=8, patch=2)
+    seen = []
+    method.decoder.blocks.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    images = torch.randn(3, 1, 8, 8)
+    torch.manual_seed(2)
+    method.training_step(Batch([images]))
+    torch.manual_seed(2)
+    _, restore = method.random_order(torch.empty(3, 16, 4))
+    masked = restore >= method.visible_patches(16)
+    pos = sincos_position_embedding(16, (4, 4))[0, 1:]
+    tokens = seen[0][:, 1:]
+    is_mask_token = (tokens - pos).sub(method.decoder.mask_token[0]).abs().amax(-1) < 1e-6
+    assert torch.equal(is_mask_token, masked)
+
+
 def test_decoder_puts_tokens_back_in_grid_order():
     torch.manual_seed(0)
     decoder = MAEDecoder(encoder_width=8, patch_dim=4, width=8, depth=1, heads=2)
