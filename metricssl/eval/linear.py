@@ -35,7 +35,7 @@ from ..core.validation import check_bool, check_number
 from .inputs import as_embeddings, as_labels, resolve_device
 
 # The L2 penalties tried (on the mean cross-entropy, as weight_decay / 2 * |W|^2).
-WEIGHT_DECAYS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+WEIGHT_DECAYS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
 
 @dataclasses.dataclass(frozen=True)
