@@ -62,7 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--minutes", type=float, default=20.0, help="training budget per method")
     p.add_argument("--max-epochs", type=int, default=200)
     p.add_argument("--epochs", type=int, default=None, help="fixed epochs (skips calibration)")
-    p.add_argument("--backbone", default="small_cnn")
+    p.add_argument(
+        "--backbone", default=None, help="default: the method's (small_cnn; mae: vit_tiny)"
+    )
     p.add_argument("--batch-size", type=int, default=None, help="default: the method's")
     p.add_argument("--lr", type=float, default=None, help="default: the method's")
     p.add_argument("--device", default="auto")
