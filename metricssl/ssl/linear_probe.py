@@ -114,9 +114,10 @@ class LinearProbe(nn.Module):
     @torch.no_grad()
     def accuracy(self, features: torch.Tensor, labels: torch.Tensor) -> float:
         """Top-1 accuracy on ``features`` (row chunks within the memory budget)."""
-        if features.ndim != 2 or features.shape[0] != labels.shape[0]:
+        width = self.linear.in_features
+        if features.ndim != 2 or features.shape[1] != width or len(features) != len(labels):
             raise ValueError(
-                f"features must be (N, {self.linear.in_features}) with one label per row, got "
+                f"features must be (N, {width}) with one label per row, got "
                 f"{tuple(features.shape)} and {tuple(labels.shape)} labels"
             )
         if features.shape[0] == 0:

@@ -221,6 +221,8 @@ def test_bad_input_is_refused_naming_it(tmp_path):
         LinearProbe(4, torch.tensor([], dtype=torch.long))
     with pytest.raises(ValueError, match="feature_dim"):
         LinearProbe(0, torch.arange(3))
+    with pytest.raises(ValueError, match=r"features must be \(N, 4\)"):
+        LinearProbe(4, torch.arange(3)).accuracy(torch.randn(5, 3), torch.zeros(5))
     with pytest.raises(ValueError, match="labels"):
         probed()(Batch(probe_batch()[0].views, None), probe_batch()[1])
 
