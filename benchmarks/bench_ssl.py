@@ -30,6 +30,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -64,6 +65,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=None, help="fixed epochs (skips calibration)")
     p.add_argument(
         "--backbone", default=None, help="default: the method's (small_cnn; mae: vit_tiny)"
+    )
+    p.add_argument(
+        "--backbone-kwargs",
+        type=json.loads,
+        default=None,
+        help='JSON arguments of the named backbone, e.g. \'{"depth": 6, "patch_size": 7}\'',
     )
     p.add_argument("--batch-size", type=int, default=None, help="default: the method's")
     p.add_argument("--lr", type=float, default=None, help="default: the method's")
@@ -144,6 +151,7 @@ def trainer_args(args, method, train, out, epochs, steps_per_epoch) -> dict:
         method=method,
         dataset=train,
         backbone=args.backbone,
+        backbone_kwargs=args.backbone_kwargs,
         batch_size=args.batch_size,
         lr=args.lr,
         epochs=epochs,
