@@ -217,7 +217,7 @@ def test_bad_values_exit_2_with_one_line(argv, message, capsys):
 @pytest.mark.parametrize(
     "argv",
     [
-        ["train", "--method", "mae", "--dataset", "digits"],
+        ["train", "--method", "no_such_method", "--dataset", "digits"],
         ["train", "--method", "simclr", "--dataset", "imagenet"],
         ["train", "--method", "simclr", "--dataset", "digits", "--lr", "-1"],
         ["train", "--method", "simclr", "--dataset", "digits", "--num-workers", "-1"],

@@ -23,7 +23,7 @@ def test_features_are_gathered_on_the_requested_device():
     assert elsewhere.device.type == "meta" and elsewhere.shape == on_cpu.shape
 
 
-def test_trainer_keeps_evaluation_features_on_its_device(monkeypatch):
+def test_trainer_keeps_evaluation_features_on_its_device(monkeypatch, tmp_path):
     from metricssl.ssl import trainer as trainer_module
 
     seen = {}
@@ -35,7 +35,7 @@ def test_trainer_keeps_evaluation_features_on_its_device(monkeypatch):
     monkeypatch.setattr(trainer_module, "embed_dataset", spy)
     images, labels = load_digits("test")
     trainer = trainer_module.Trainer(
-        method="simclr", dataset=(images[:32], labels[:32]), epochs=1, batch_size=16
+        method="simclr", dataset=(images[:32], labels[:32]), epochs=1, batch_size=16, out=tmp_path
     )
     trainer._features(trainer.train_data)
     assert seen["out_device"] is None
