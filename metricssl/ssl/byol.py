@@ -8,14 +8,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..core.validation import check_number
 from ..losses.negative_cosine_loss import NegativeCosineSimilarityLoss
-from .method import Batch, MethodConfig, SSLMethod, ema_update, momentum_copy, param
-from .schedule import cosine_momentum
+from .method import (
+    Batch,
+    MethodConfig,
+    MomentumConfigMixin,
+    MomentumTargets,
+    SSLMethod,
+    param,
+)
 
 
 @dataclass(frozen=True)
-class BYOLConfig(MethodConfig):
+class BYOLConfig(MomentumConfigMixin, MethodConfig):
     """BYOL's hyper-parameters: head widths and the target encoder's momentum schedule.
 
     Example:
@@ -30,15 +35,8 @@ class BYOLConfig(MethodConfig):
     momentum: float = param(0.99, low=0, high=1)
     final_momentum: float = param(1.0, low=0, high=1)
 
-    @classmethod
-    def check(cls, **values) -> None:
-        super().check(**values)
-        if "momentum" in values and "final_momentum" in values:
-            low = values["momentum"]
-            check_number("final_momentum", values["final_momentum"], low=low, high=1)
 
-
-class BYOL(SSLMethod):
+class BYOL(MomentumTargets, SSLMethod):
     """BYOL: online backbone + projector + predictor against a momentum target.
 
     Grill et al., "Bootstrap Your Own Latent: A New Approach to Self-Supervised Learning",
@@ -71,6 +69,7 @@ class BYOL(SSLMethod):
     """
 
     name = "byol"
+    momentum_targets = {"target_backbone": "backbone", "target_projection_head": "projection_head"}
     min_batch_size = 2
 
     def __init__(
@@ -89,10 +88,7 @@ class BYOL(SSLMethod):
         BYOLConfig.check(momentum=momentum, final_momentum=final_momentum)
         self.projection_head = projection_head
         self.prediction_head = prediction_head
-        self.target_backbone = momentum_copy(backbone)
-        self.target_projection_head = momentum_copy(projection_head)
-        self.base_momentum = float(momentum)
-        self.final_momentum = float(final_momentum)
+        self.init_momentum_targets(momentum, final_momentum)
         self.criterion = NegativeCosineSimilarityLoss()
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -103,11 +99,3 @@ class BYOL(SSLMethod):
             t1, t2 = self.target_projection_head(self.target_backbone(v)).chunk(2)
         loss = 0.5 * (self.criterion(p1, t2) + self.criterion(p2, t1))
         return {"loss": loss}
-
-    def current_momentum(self, step: int, total_steps: int) -> float:
-        return cosine_momentum(step, total_steps, self.base_momentum, self.final_momentum)
-
-    def on_step_end(self, step: int, total_steps: int) -> None:
-        m = self.current_momentum(step, total_steps)
-        ema_update(self.target_backbone, self.backbone, m)
-        ema_update(self.target_projection_head, self.projection_head, m)

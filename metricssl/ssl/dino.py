@@ -17,14 +17,13 @@ from ..losses.dino_loss import DINOLoss
 from .method import (
     Batch,
     MethodConfig,
+    MomentumConfigMixin,
+    MomentumTargets,
     SSLMethod,
     check_multi_crop_views,
-    ema_update,
     features_by_size,
-    momentum_copy,
     param,
 )
-from .schedule import cosine_momentum
 
 
 def dino_views(
@@ -231,7 +230,7 @@ def dino_heads(feature_dim: int, hparams: dict) -> dict[str, nn.Module]:
 
 
 @dataclass(frozen=True)
-class DINOConfig(MethodConfig):
+class DINOConfig(MomentumConfigMixin, MethodConfig):
     """DINO's hyper-parameters: the head, the temperatures, centring and the teacher.
 
     ``momentum`` is the paper's 0.996 (the registry said 0.99 before; pass 0.99 for a short run
@@ -260,15 +259,8 @@ class DINOConfig(MethodConfig):
     final_momentum: float = param(1.0, low=0, high=1)
     freeze_last_layer_iters: int = param(200, low=0, integer=True)
 
-    @classmethod
-    def check(cls, **values) -> None:
-        super().check(**values)
-        if "momentum" in values and "final_momentum" in values:
-            low = values["momentum"]
-            check_number("final_momentum", values["final_momentum"], low=low, high=1)
 
-
-class DINO(SSLMethod):
+class DINO(MomentumTargets, SSLMethod):
     """DINO: self-distillation with no labels, a student against a momentum teacher.
 
     Caron, Touvron, Misra, Jegou, Mairal, Bojanowski and Joulin, "Emerging Properties in
@@ -333,6 +325,7 @@ class DINO(SSLMethod):
     """
 
     name = "dino"
+    momentum_targets = {"teacher_backbone": "backbone", "teacher_head": "dino_head"}
     min_batch_size = 2
     num_views = 2
     num_global = 2
@@ -388,19 +381,12 @@ class DINO(SSLMethod):
         )
         check_multi_crop_views(views, self.input_shape, self.num_global)
         self.dino_head = dino_head
-        self.teacher_backbone = momentum_copy(backbone)
-        self.teacher_head = momentum_copy(dino_head)
+        self.init_momentum_targets(momentum, final_momentum)
         self.output_dim = int(output_dim)
-        self.base_momentum = float(momentum)
-        self.final_momentum = float(final_momentum)
         self.freeze_last_layer_iters = int(freeze_last_layer_iters)
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.int64))
 
     # -- schedules ------------------------------------------------------------------------------
-
-    def current_momentum(self, step: int, total_steps: int) -> float:
-        """The teacher momentum after optimizer step ``step`` of ``total_steps``."""
-        return cosine_momentum(step, total_steps, self.base_momentum, self.final_momentum)
 
     def teacher_temperature(self, step: int | torch.Tensor | None = None) -> float | torch.Tensor:
         """The teacher temperature at ``step`` (default: the steps done so far)."""
@@ -408,9 +394,7 @@ class DINO(SSLMethod):
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         self.steps_done.fill_(step)
-        m = self.current_momentum(step, total_steps)
-        ema_update(self.teacher_backbone, self.backbone, m)
-        ema_update(self.teacher_head, self.dino_head, m)
+        super().on_step_end(step, total_steps)  # the teacher's EMA update
 
     # -- training -------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from ..augment.multi_crop import MultiCrop
 from ..core.common import adopt_stored_shapes  # noqa: F401 (moco, deepcluster use it from here)
 from ..core.validation import check_bool, check_choice, check_module, check_number
 from .datasets import ImageData
+from .schedule import cosine_momentum
 
 
 def param(
@@ -136,6 +137,75 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     if len(t) != len(o):
         raise ValueError("target and online modules have different parameters")
     torch._foreach_lerp_(t, o, 1.0 - momentum)
+
+
+class MomentumConfigMixin:
+    """A :class:`MethodConfig` mixin for a momentum schedule's two fields, ``momentum`` and
+    ``final_momentum`` (each declared by the config, with its own default): ``final_momentum``
+    must lie in ``[momentum, 1]``. ``momentum=None`` (no momentum encoder) skips the check.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass(frozen=True)
+        ... class Config(MomentumConfigMixin, MethodConfig):
+        ...     momentum: float = param(0.99, low=0, high=1)
+        ...     final_momentum: float = param(1.0, low=0, high=1)
+        >>> Config(momentum=0.9, final_momentum=0.5)
+        Traceback (most recent call last):
+        ...
+        metricssl.core.validation.ArgumentError: final_momentum must be >= 0.9, got 0.5
+    """
+
+    @classmethod
+    def check(cls, **values) -> None:
+        super().check(**values)
+        if values.get("momentum") is not None and "final_momentum" in values:
+            low = values["momentum"]
+            check_number("final_momentum", values["final_momentum"], low=low, high=1)
+
+
+class MomentumTargets:
+    """An :class:`SSLMethod` mixin for momentum targets (BYOL's target, MoCo v3's key encoder,
+    DINO's teacher): frozen copies of some of the method's modules that follow them, after
+    every optimizer step, as an exponential moving average whose momentum rises on a cosine
+    from ``base_momentum`` to ``final_momentum`` over training
+    (:func:`~metricssl.ssl.schedule.cosine_momentum`).
+
+    ``momentum_targets`` maps each target's attribute to the attribute of the online module it
+    follows; :meth:`init_momentum_targets` makes the copies (in that order, which is their
+    order in the state dict).
+
+    Example:
+        >>> from torch import nn
+        >>> class Method(MomentumTargets, SSLMethod):
+        ...     momentum_targets = {"target_backbone": "backbone"}
+        ...     def __init__(self, backbone):
+        ...         super().__init__(backbone, feature_dim=4)
+        ...         self.init_momentum_targets(momentum=0.9, final_momentum=1.0)
+        >>> method = Method(nn.Linear(4, 4))
+        >>> method.current_momentum(0, 10), method.current_momentum(10, 10)
+        (0.9, 1.0)
+        >>> method.on_step_end(1, 10)  # the EMA update of target_backbone
+    """
+
+    #: target attribute -> the attribute of the online module it follows.
+    momentum_targets: ClassVar[dict[str, str]] = {}
+
+    def init_momentum_targets(self, momentum: float, final_momentum: float) -> None:
+        """Copy each online module into its target and keep the momentum schedule's ends."""
+        for target, online in self.momentum_targets.items():
+            setattr(self, target, momentum_copy(getattr(self, online)))
+        self.base_momentum = float(momentum)
+        self.final_momentum = float(final_momentum)
+
+    def current_momentum(self, step: int, total_steps: int) -> float:
+        """The targets' momentum after optimizer step ``step`` of ``total_steps``."""
+        return cosine_momentum(step, total_steps, self.base_momentum, self.final_momentum)
+
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        m = self.current_momentum(step, total_steps)
+        for target, online in self.momentum_targets.items():
+            ema_update(getattr(self, target), getattr(self, online), m)
 
 
 def check_multi_crop_views(views, input_shape, n_global: int = 2) -> None:

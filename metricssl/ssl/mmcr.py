@@ -15,13 +15,12 @@ from ..losses.mmcr_loss import MMCRLoss
 from .method import (
     Batch,
     MethodConfig,
+    MomentumConfigMixin,
+    MomentumTargets,
     SSLMethod,
-    ema_update,
     features_by_size,
-    momentum_copy,
     param,
 )
-from .schedule import cosine_momentum
 
 
 def mmcr_views(
@@ -52,7 +51,7 @@ def mmcr_views(
 
 
 @dataclass(frozen=True)
-class MMCRConfig(MethodConfig):
+class MMCRConfig(MomentumConfigMixin, MethodConfig):
     """MMCR's hyper-parameters: head widths, the loss's ``lmda`` and the optional momentum
     encoder (``momentum=None``: none, the authors' CIFAR setup).
 
@@ -68,15 +67,8 @@ class MMCRConfig(MethodConfig):
     momentum: float | None = param(None, low=0, high=1, allow_none=True)
     final_momentum: float = param(1.0, low=0, high=1)
 
-    @classmethod
-    def check(cls, **values) -> None:
-        super().check(**values)
-        if values.get("momentum") is not None and "final_momentum" in values:
-            low = values["momentum"]
-            check_number("final_momentum", values["final_momentum"], low=low, high=1)
 
-
-class MMCR(SSLMethod):
+class MMCR(MomentumTargets, SSLMethod):
     """MMCR: backbone + projector on ``k`` views per image, :class:`~metricssl.losses.MMCRLoss`.
 
     Yerxa, Kuang, Simoncelli and Chung, "Learning Efficient Coding of Natural Images with
@@ -116,6 +108,7 @@ class MMCR(SSLMethod):
     """
 
     name = "mmcr"
+    momentum_targets = {"target_backbone": "backbone", "target_projection_head": "projection_head"}
     min_batch_size = 2
     num_views = 2
 
@@ -134,15 +127,13 @@ class MMCR(SSLMethod):
         super().__init__(backbone, feature_dim, views, preprocess, input_shape)
         MMCRConfig.check(lmda=lmda, momentum=momentum, final_momentum=final_momentum)
         self.projection_head = projection_head
-        self.base_momentum = None if momentum is None else float(momentum)
-        self.final_momentum = float(final_momentum)
-        if self.base_momentum is None:
+        if momentum is None:
+            self.base_momentum, self.final_momentum = None, float(final_momentum)
             self.target_backbone = self.target_projection_head = None
             # No momentum to log: the Trainer logs a method's current_momentum when it has one.
             self.current_momentum = None
         else:
-            self.target_backbone = momentum_copy(backbone)
-            self.target_projection_head = momentum_copy(projection_head)
+            self.init_momentum_targets(momentum, final_momentum)
         self.criterion = MMCRLoss(lmda=lmda, gather_distributed=True)
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -162,12 +153,6 @@ class MMCR(SSLMethod):
         z = head(features_by_size(backbone, views))
         return z.reshape(len(views), views[0].shape[0], -1).transpose(0, 1)
 
-    def current_momentum(self, step: int, total_steps: int) -> float:
-        return cosine_momentum(step, total_steps, self.base_momentum, self.final_momentum)
-
     def on_step_end(self, step: int, total_steps: int) -> None:
-        if self.target_backbone is None:
-            return
-        m = self.current_momentum(step, total_steps)
-        ema_update(self.target_backbone, self.backbone, m)
-        ema_update(self.target_projection_head, self.projection_head, m)
+        if self.target_backbone is not None:
+            super().on_step_end(step, total_steps)

@@ -8,14 +8,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..core.validation import check_number
 from ..losses.infonce import info_nce
-from .method import Batch, MethodConfig, SSLMethod, ema_update, momentum_copy, param
-from .schedule import cosine_momentum
+from .method import (
+    Batch,
+    MethodConfig,
+    MomentumConfigMixin,
+    MomentumTargets,
+    SSLMethod,
+    param,
+)
 
 
 @dataclass(frozen=True)
-class MoCoV3Config(MethodConfig):
+class MoCoV3Config(MomentumConfigMixin, MethodConfig):
     """MoCo v3's hyper-parameters: head widths, the temperature and the momentum schedule.
 
     Example:
@@ -31,15 +36,8 @@ class MoCoV3Config(MethodConfig):
     momentum: float = param(0.99, low=0, high=1)
     final_momentum: float = param(1.0, low=0, high=1)
 
-    @classmethod
-    def check(cls, **values) -> None:
-        super().check(**values)
-        if "momentum" in values and "final_momentum" in values:
-            low = values["momentum"]
-            check_number("final_momentum", values["final_momentum"], low=low, high=1)
 
-
-class MoCoV3(SSLMethod):
+class MoCoV3(MomentumTargets, SSLMethod):
     """MoCo v3: each view's prediction against the other view's momentum keys of the global
     batch.
 
@@ -78,6 +76,10 @@ class MoCoV3(SSLMethod):
     """
 
     name = "moco_v3"
+    momentum_targets = {
+        "momentum_backbone": "backbone",
+        "momentum_projection_head": "projection_head",
+    }
     min_batch_size = 2
 
     def __init__(
@@ -99,11 +101,8 @@ class MoCoV3(SSLMethod):
         )
         self.projection_head = projection_head
         self.prediction_head = prediction_head
-        self.momentum_backbone = momentum_copy(backbone)
-        self.momentum_projection_head = momentum_copy(projection_head)
+        self.init_momentum_targets(momentum, final_momentum)
         self.temperature = float(temperature)
-        self.base_momentum = float(momentum)
-        self.final_momentum = float(final_momentum)
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.check_batch(batch)
@@ -120,14 +119,6 @@ class MoCoV3(SSLMethod):
         (its own image's key the positive), times ``2 * temperature``."""
         loss = info_nce(queries, keys, temperature=self.temperature, gather=True, normalize=True)
         return 2 * self.temperature * loss
-
-    def current_momentum(self, step: int, total_steps: int) -> float:
-        return cosine_momentum(step, total_steps, self.base_momentum, self.final_momentum)
-
-    def on_step_end(self, step: int, total_steps: int) -> None:
-        m = self.current_momentum(step, total_steps)
-        ema_update(self.momentum_backbone, self.backbone, m)
-        ema_update(self.momentum_projection_head, self.projection_head, m)
 
 
 __all__ = ["MoCoV3", "MoCoV3Config"]

@@ -8,14 +8,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..core.validation import check_number
 from ..losses.tico_loss import TiCoLoss
-from .method import Batch, MethodConfig, SSLMethod, ema_update, momentum_copy, param
-from .schedule import cosine_momentum
+from .method import (
+    Batch,
+    MethodConfig,
+    MomentumConfigMixin,
+    MomentumTargets,
+    SSLMethod,
+    param,
+)
 
 
 @dataclass(frozen=True)
-class TiCoConfig(MethodConfig):
+class TiCoConfig(MomentumConfigMixin, MethodConfig):
     """TiCo's hyper-parameters: head widths, the loss's ``beta`` and ``rho`` and the target
     encoder's momentum schedule.
 
@@ -32,15 +37,8 @@ class TiCoConfig(MethodConfig):
     momentum: float = param(0.99, low=0, high=1)
     final_momentum: float = param(1.0, low=0, high=1)
 
-    @classmethod
-    def check(cls, **values) -> None:
-        super().check(**values)
-        if "momentum" in values and "final_momentum" in values:
-            low = values["momentum"]
-            check_number("final_momentum", values["final_momentum"], low=low, high=1)
 
-
-class TiCo(SSLMethod):
+class TiCo(MomentumTargets, SSLMethod):
     """TiCo: an online backbone + projector against a momentum target, :class:`~metricssl.
     losses.TiCoLoss`.
 
@@ -79,6 +77,7 @@ class TiCo(SSLMethod):
     """
 
     name = "tico"
+    momentum_targets = {"target_backbone": "backbone", "target_projection_head": "projection_head"}
     min_batch_size = 2
 
     def __init__(
@@ -97,10 +96,7 @@ class TiCo(SSLMethod):
         super().__init__(backbone, feature_dim, views, preprocess, input_shape)
         TiCoConfig.check(beta=beta, rho=rho, momentum=momentum, final_momentum=final_momentum)
         self.projection_head = projection_head
-        self.target_backbone = momentum_copy(backbone)
-        self.target_projection_head = momentum_copy(projection_head)
-        self.base_momentum = float(momentum)
-        self.final_momentum = float(final_momentum)
+        self.init_momentum_targets(momentum, final_momentum)
         self.criterion = TiCoLoss(beta=beta, rho=rho, gather_distributed=True)
 
     def training_step(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -109,11 +105,3 @@ class TiCo(SSLMethod):
         with torch.no_grad():
             z_b = self.target_projection_head(self.target_backbone(batch.views[1]))
         return {"loss": self.criterion(z_a, z_b)}
-
-    def current_momentum(self, step: int, total_steps: int) -> float:
-        return cosine_momentum(step, total_steps, self.base_momentum, self.final_momentum)
-
-    def on_step_end(self, step: int, total_steps: int) -> None:
-        m = self.current_momentum(step, total_steps)
-        ema_update(self.target_backbone, self.backbone, m)
-        ema_update(self.target_projection_head, self.projection_head, m)
