@@ -21,6 +21,7 @@ from .method import (
     momentum_copy,
     param,
 )
+from .queue import ring_enqueue
 
 
 @dataclass(frozen=True)
@@ -157,12 +158,7 @@ class MoCo(HostCounters, SSLMethod):
         keys = gather_with_grad(keys.detach().float())
         if self.queue.ndim != 2:
             self.queue = keys.new_zeros(self.queue_size, keys.shape[1])
-        keys = keys[-self.queue_size :]
-        n, ptr = keys.shape[0], self.counter("queue_ptr")
-        idx = (torch.arange(n, device=keys.device) + ptr) % self.queue_size
-        self.queue[idx] = keys
-        self.set_counter("queue_ptr", (ptr + n) % self.queue_size)
-        self.set_counter("queue_filled", min(self.queue_size, self.counter("queue_filled") + n))
+        ring_enqueue(self, self.queue, keys)
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         ema_update(self.key_backbone, self.backbone, self.momentum)

@@ -14,6 +14,7 @@ from ..core.distributed import gather_with_grad
 from ..losses.infonce import info_nce
 from .counters import HostCounters
 from .method import Batch, MethodConfig, SSLMethod, adopt_stored_shapes, param
+from .queue import ring_enqueue
 
 
 @dataclass(frozen=True)
@@ -164,12 +165,7 @@ class NNCLR(HostCounters, SSLMethod):
         z = gather_with_grad(z)
         if self.queue.ndim != 2:
             self.queue = z.new_zeros(self.queue_size, z.shape[1])
-        z = z[-self.queue_size :]
-        n, ptr = z.shape[0], self.counter("queue_ptr")
-        rows = (torch.arange(n, device=z.device) + ptr) % self.queue_size
-        self.queue[rows] = z
-        self.set_counter("queue_ptr", (ptr + n) % self.queue_size)
-        self.set_counter("queue_filled", min(self.queue_size, self.counter("queue_filled") + n))
+        ring_enqueue(self, self.queue, z)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # The support set's width is known only after the first batch: take the stored shape.

@@ -19,6 +19,7 @@ from ..losses.swav_loss import SwAVLoss
 from ..models.heads import ProjectionHead, PrototypesHead
 from .counters import HostCounters
 from .method import Batch, MethodConfig, SSLMethod, check_multi_crop_views, features_by_size, param
+from .queue import ring_enqueue
 
 
 def swav_views(
@@ -351,12 +352,7 @@ class SwAV(HostCounters, SSLMethod):
         # Rank order: every rank writes the same rows, so the queues stay identical.
         rows = gather_with_grad(z.transpose(0, 1).reshape(z.shape[1], -1))
         z = rows.reshape(rows.shape[0], self.num_global, -1).transpose(0, 1)
-        z = z[:, -self.queue_length :]
-        n, ptr = z.shape[1], self.counter("queue_ptr")
-        idx = (torch.arange(n, device=z.device) + ptr) % self.queue_length
-        self.queue[:, idx] = z.to(self.queue.dtype)
-        self.set_counter("queue_ptr", (ptr + n) % self.queue_length)
-        self.set_counter("queue_filled", min(self.queue_length, self.counter("queue_filled") + n))
+        ring_enqueue(self, self.queue, z, dim=1)
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         self.set_counter("steps_done", step)
