@@ -17,8 +17,8 @@ from metricssl.models.zoo import (
 )
 from metricssl.ssl.checkpoint import CheckpointError, load_checkpoint
 from metricssl.ssl.registry import build_backbone, build_method, check_backbone
-from metricssl.ssl.trainer import Trainer
 from tests import zoo_nets
+from tests.ssl.tiny_runs import tiny_images, tiny_trainer
 
 # -- stand-ins for timm and torchvision (tests/zoo_nets.py) ---------------------------------
 
@@ -233,19 +233,14 @@ quiet_collapse = pytest.mark.filterwarnings("ignore::metricssl.ssl.monitor.Colla
 
 
 def train(out, backbone, **kw):
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8, generator=g)
-    trainer = Trainer(
-        method="simclr",
-        dataset=(images, torch.arange(64) % 4),
+    trainer = tiny_trainer(
+        out,
+        "simclr",
+        dataset=tiny_images(64, (1, 8, 8)),
         backbone=backbone,
         hparams={"proj_hidden_dim": 16, "proj_output_dim": 8},
         epochs=1,
-        batch_size=16,
         steps_per_epoch=2,
-        out=out,
-        progress=False,
-        knn_k=5,
         **kw,
     )
     trainer.fit()

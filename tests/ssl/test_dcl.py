@@ -12,8 +12,8 @@ from metricssl.models.heads import ProjectionHead
 from metricssl.ssl.dcl import DCL, DCLConfig
 from metricssl.ssl.method import Batch
 from metricssl.ssl.registry import METHODS, build_method
-from metricssl.ssl.trainer import Trainer
 from tests.gloo import check_half_batches_match_the_whole_batch
+from tests.ssl.tiny_runs import assert_refused_by_name, tiny_trainer
 
 
 def linear_method(**kwargs):
@@ -82,10 +82,11 @@ def test_loss_falls_on_a_fixed_batch():
 )
 def test_bad_arguments_are_refused_with_their_name(kwargs, name):
     backbone = nn.Sequential(nn.Flatten(), nn.Linear(64, 16))
-    with pytest.raises((ValueError, TypeError), match=name):
-        DCL(backbone, nn.Linear(16, 8), **kwargs)
-    with pytest.raises((ValueError, TypeError), match=name):
-        DCLConfig(**kwargs)
+    assert_refused_by_name(
+        name,
+        lambda: DCL(backbone, nn.Linear(16, 8), **kwargs),
+        lambda: DCLConfig(**kwargs),
+    )
 
 
 def test_a_module_is_required_and_a_batch_of_one_is_refused():
@@ -106,19 +107,13 @@ def test_the_registry_builds_simclrs_recipe_and_dclw_by_hparam():
 
 
 def test_the_trainer_trains_it(tmp_path):
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (48, 1, 16, 16), dtype=torch.uint8, generator=g)
-    trainer = Trainer(
-        method="dcl",
-        dataset=(images, torch.arange(48) % 4),
+    trainer = tiny_trainer(
+        tmp_path,
+        "dcl",
         backbone_kwargs={"embedding_dim": 16, "width": 4},
         hparams={"proj_hidden_dim": 32, "proj_output_dim": 16},
         epochs=2,
-        batch_size=16,
         steps_per_epoch=2,
-        out=tmp_path,
-        progress=False,
-        knn_k=5,
     )
     final = trainer.fit()
     assert math.isfinite(final["loss"]) and trainer.step == 4

@@ -16,29 +16,18 @@ from metricssl.ssl.simclr import SimCLR
 from metricssl.ssl.trainer import Trainer
 from tests.gloo import WORLD, run_ranks
 from tests.host_reads import host_read_sites
-
-
-def tiny_data(n=96, classes=4, seed=0, labelled=True):
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=g)
-    return images, (torch.arange(n) % classes if labelled else None)
+from tests.ssl.tiny_runs import tiny_images, tiny_trainer
 
 
 def make(out, **kw):
     args = dict(
-        method="simclr",
-        dataset=tiny_data(),
+        dataset=tiny_images(96, (1, 8, 8)),
         backbone_kwargs={"embedding_dim": 16, "width": 4},
         hparams={"proj_hidden_dim": 16, "proj_output_dim": 8},
         epochs=3,
-        batch_size=16,
         steps_per_epoch=2,
-        out=out,
-        progress=False,
-        knn_k=5,
     )
-    args.update(kw)
-    return Trainer(**args)
+    return tiny_trainer(out, "simclr", **{**args, **kw})
 
 
 def no_batchnorm_simclr():
@@ -206,7 +195,7 @@ def test_a_probe_of_other_classes_is_a_checkpoint_error(tmp_path):
 
 
 def test_unlabelled_data_train_without_a_probe(tmp_path):
-    trainer = make(tmp_path, dataset=tiny_data(labelled=False))
+    trainer = make(tmp_path, dataset=tiny_images(96, (1, 8, 8), labelled=False))
     assert trainer.probe is None
     final = trainer.fit()
     assert not any(k.startswith("probe") for k in final)

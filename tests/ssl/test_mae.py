@@ -18,6 +18,7 @@ from metricssl.ssl.method import Batch
 from metricssl.ssl.registry import METHODS
 from metricssl.ssl.trainer import Trainer
 from tests.gloo import check_half_batches_match_the_whole_batch
+from tests.ssl.tiny_runs import tiny_trainer
 
 SMALL = {"decoder_width": 16, "decoder_depth": 1, "decoder_heads": 2}
 TINY_VIT = {"width": 16, "depth": 1, "heads": 2}
@@ -234,19 +235,7 @@ def test_registry_defaults_and_weight_decay_groups(tmp_path):
     spec = METHODS["mae"]
     assert spec.backbone == "vit_tiny" and spec.config is MAEConfig
     assert (spec.training.optimizer, spec.training.weight_decay) == ("adamw", 0.05)
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (48, 1, 16, 16), dtype=torch.uint8, generator=g)
-    trainer = Trainer(
-        method="mae",
-        dataset=(images, torch.arange(48) % 4),
-        backbone_kwargs=TINY_VIT,
-        hparams=SMALL,
-        epochs=1,
-        batch_size=16,
-        out=tmp_path,
-        progress=False,
-        knn_k=5,
-    )
+    trainer = tiny_trainer(tmp_path, "mae", backbone_kwargs=TINY_VIT, hparams=SMALL, epochs=1)
     assert isinstance(trainer.method.backbone, VisionTransformer)  # no backbone named
     assert trainer.build_config["backbone"] == "vit_tiny"
     decayed, free = trainer.optimizer.param_groups

@@ -9,6 +9,7 @@ from metricssl.losses import MMCRLoss
 from metricssl.ssl.method import Batch
 from metricssl.ssl.mmcr import MMCR, MMCRConfig, mmcr_views
 from tests.gloo import check_half_batches_match_the_whole_batch
+from tests.ssl.tiny_runs import assert_refused_by_name, tiny_images, tiny_trainer
 
 
 def small_method(**kwargs):
@@ -104,22 +105,16 @@ def test_the_recipe_makes_n_views_without_blur():
 
 def test_the_trainer_trains_it_with_four_views(tmp_path):
     from metricssl.ssl.registry import build_method
-    from metricssl.ssl.trainer import Trainer
 
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8, generator=g)
     hp = {"proj_hidden_dim": 32, "proj_output_dim": 16}
     method = build_method("mmcr", (1, 8, 8), backbone_kwargs={"width": 4}, hparams=hp)
     assert method.views.n_views == 4
-    trainer = Trainer(
-        method=method,
-        dataset=(images, torch.arange(64) % 4),
+    trainer = tiny_trainer(
+        tmp_path / "run",
+        method,
+        dataset=tiny_images(64, (1, 8, 8)),
         epochs=1,
-        batch_size=16,
         steps_per_epoch=3,
-        out=tmp_path / "run",
-        progress=False,
-        knn_k=5,
         amp="off",
     )
     trainer.fit()
@@ -148,10 +143,9 @@ def test_the_registry_entry_and_its_momentum_option():
     ],
 )
 def test_bad_arguments_are_refused_by_name(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        small_method(**kwargs)
-    with pytest.raises(ValueError, match=match):
-        MMCRConfig(**kwargs)
+    assert_refused_by_name(
+        match, lambda: small_method(**kwargs), lambda: MMCRConfig(**kwargs), errors=ValueError
+    )
 
 
 def test_too_few_views_or_images_are_refused():
