@@ -9,14 +9,7 @@ import torch
 from torch import nn
 
 from ..losses.negative_cosine_loss import NegativeCosineSimilarityLoss
-from .method import (
-    Batch,
-    MethodConfig,
-    MomentumConfigMixin,
-    MomentumTargets,
-    SSLMethod,
-    param,
-)
+from .method import Batch, MethodConfig, MomentumConfigMixin, MomentumTargets, SSLMethod, param
 
 
 @dataclass(frozen=True)

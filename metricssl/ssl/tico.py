@@ -9,14 +9,7 @@ import torch
 from torch import nn
 
 from ..losses.tico_loss import TiCoLoss
-from .method import (
-    Batch,
-    MethodConfig,
-    MomentumConfigMixin,
-    MomentumTargets,
-    SSLMethod,
-    param,
-)
+from .method import Batch, MethodConfig, MomentumConfigMixin, MomentumTargets, SSLMethod, param
 
 
 @dataclass(frozen=True)

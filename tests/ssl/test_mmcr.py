@@ -9,7 +9,7 @@ from metricssl.losses import MMCRLoss
 from metricssl.ssl.method import Batch
 from metricssl.ssl.mmcr import MMCR, MMCRConfig, mmcr_views
 from tests.gloo import check_half_batches_match_the_whole_batch
-from tests.ssl.tiny_runs import assert_refused_by_name, tiny_images, tiny_trainer
+from tests.ssl.tiny_runs import BAD_MOMENTUM, assert_refused_by_name, tiny_images, tiny_trainer
 
 
 def small_method(**kwargs):
@@ -138,8 +138,7 @@ def test_the_registry_entry_and_its_momentum_option():
     "kwargs, match",
     [
         (dict(lmda=-0.5), "lmda"),
-        (dict(momentum=1.5), "momentum"),
-        (dict(momentum=0.99, final_momentum=0.9), "final_momentum"),
+        *BAD_MOMENTUM,
     ],
 )
 def test_bad_arguments_are_refused_by_name(kwargs, match):

@@ -8,13 +8,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metricssl.models.heads import PredictionHead, ProjectionHead
 from metricssl.models.vit import VisionTransformer
 from metricssl.ssl.method import Batch
 from metricssl.ssl.moco_v3 import MoCoV3, MoCoV3Config
-from metricssl.ssl.registry import METHODS, build_method
 from tests.gloo import check_half_batches_match_the_whole_batch
-from tests.ssl.tiny_runs import CNN_AND_VIT, assert_refused_by_name, tiny_trainer
+from tests.ssl.tiny_runs import (
+    BAD_MOMENTUM,
+    CNN_AND_VIT,
+    assert_refused_by_name,
+    byol_style_method,
+    tiny_trainer,
+)
 
 SMALL = {"proj_hidden_dim": 32, "proj_output_dim": 16, "pred_hidden_dim": 32}
 
@@ -108,9 +112,7 @@ def test_loss_falls_on_a_fixed_batch():
     [
         ({"temperature": 0}, "temperature"),
         ({"temperature": -1.0}, "temperature"),
-        ({"momentum": 1.5}, "momentum"),
-        ({"momentum": 0.99, "final_momentum": 0.9}, "final_momentum"),
-        ({"final_momentum": 2.0}, "final_momentum"),
+        *BAD_MOMENTUM,
     ],
 )
 def test_bad_arguments_are_refused_with_their_name(kwargs, name):
@@ -131,13 +133,8 @@ def test_a_module_is_required_and_a_batch_of_one_is_refused():
 
 
 def test_the_registry_builds_the_papers_heads_and_byol_views():
-    method = build_method("moco_v3", (1, 28, 28))
-    assert isinstance(method, MoCoV3) and METHODS["moco_v3"].cls is MoCoV3
-    assert isinstance(method.projection_head, ProjectionHead)
-    assert method.projection_head.num_layers == 3
-    assert isinstance(method.prediction_head, PredictionHead)
+    method = byol_style_method("moco_v3", MoCoV3)
     assert method.temperature == 0.2 and method.base_momentum == 0.99
-    assert len(method.make_views(torch.zeros(2, 1, 28, 28, dtype=torch.uint8))) == 2
 
 
 @CNN_AND_VIT

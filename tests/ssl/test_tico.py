@@ -9,7 +9,7 @@ from metricssl.losses import TiCoLoss
 from metricssl.ssl.method import Batch
 from metricssl.ssl.tico import TiCo, TiCoConfig
 from tests.gloo import check_half_batches_match_the_whole_batch
-from tests.ssl.tiny_runs import assert_refused_by_name, tiny_images, tiny_trainer
+from tests.ssl.tiny_runs import BAD_MOMENTUM, assert_refused_by_name, tiny_images, tiny_trainer
 
 
 def small_method(**kwargs):
@@ -103,8 +103,7 @@ def test_the_registry_entry_uses_byol_views_and_the_paper_settings():
     [
         (dict(beta=1.2), "beta"),
         (dict(rho=-1.0), "rho"),
-        (dict(momentum=1.5), "momentum"),
-        (dict(momentum=0.99, final_momentum=0.9), "final_momentum"),
+        *BAD_MOMENTUM,
     ],
 )
 def test_bad_arguments_are_refused_by_name(kwargs, match):

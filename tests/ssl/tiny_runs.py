@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from metricssl.models.heads import PredictionHead, ProjectionHead
+from metricssl.ssl.registry import METHODS, build_method
 from metricssl.ssl.trainer import Trainer
 
 # A small CNN and a one-block ViT: the methods that must train either backbone.
@@ -15,6 +17,13 @@ CNN_AND_VIT = pytest.mark.parametrize(
         ("vit_tiny", {"depth": 1, "width": 16, "heads": 2}),
     ],
 )
+
+# (arguments, the name the error must give) for a momentum schedule's two fields.
+BAD_MOMENTUM = [
+    ({"momentum": 1.5}, "momentum"),
+    ({"momentum": 0.99, "final_momentum": 0.9}, "final_momentum"),
+    ({"final_momentum": 2.0}, "final_momentum"),
+]
 
 
 def tiny_images(n=48, shape=(1, 16, 16), *, classes=4, seed=0, labelled=True):
@@ -47,3 +56,15 @@ def assert_refused_by_name(name, *attempts, errors=(ValueError, TypeError)) -> N
     for attempt in attempts:
         with pytest.raises(errors, match=name):
             attempt()
+
+
+def byol_style_method(name, cls):
+    """The registry's ``name`` at its defaults, checked to be a ``cls`` with BYOL's heads (a
+    3-layer :class:`ProjectionHead` and a :class:`PredictionHead`) and two views."""
+    method = build_method(name, (1, 28, 28))
+    assert isinstance(method, cls) and METHODS[name].cls is cls
+    assert isinstance(method.projection_head, ProjectionHead)
+    assert method.projection_head.num_layers == 3
+    assert isinstance(method.prediction_head, PredictionHead)
+    assert len(method.make_views(torch.zeros(2, 1, 28, 28, dtype=torch.uint8))) == 2
+    return method
