@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..core.chunking import row_chunks, rows_per_chunk
+from ..core.chunking import budget_for, row_chunks, rows_per_chunk
 from ..core.validation import check_choice, check_number
 from .inputs import as_embeddings, resolve_device
 
@@ -82,6 +82,8 @@ _MAX_REFERENCES = 1 << (_LOW_BITS - 1)
 _FAISS_MAX_K = 64
 # Progress bars only for searches that take a noticeable time (queries x references).
 _PROGRESS_MIN_WORK = 200_000_000
+# Smallest chunk of a mirrored self-search (_SelfBlocks): smaller ones multiply inefficiently.
+_MIN_MIRRORED_ROWS = 256
 
 
 def sortable_keys(
@@ -167,23 +169,30 @@ class ReferenceSet:
     def size(self) -> int:
         return self.vectors.shape[0]
 
-    def distances(self, queries: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    def distances(
+        self,
+        queries: torch.Tensor,
+        out: torch.Tensor | None = None,
+        columns: slice = slice(None),
+    ) -> torch.Tensor:
         """(len(queries), size) float32 block; smaller means closer.
 
         ``out``: a (len(queries), size) float32 buffer to write into. A chunked search reuses
         one: a fresh block of hundreds of MB per chunk costs the kernel's page faults on every
-        first touch (as much as the matrix product itself at d = 64).
+        first touch (as much as the matrix product itself at d = 64). ``columns``: only those
+        references' columns (``out`` then has their number of columns).
         """
+        vectors = self.vectors[columns]
         if self.metric == "l2":
             # FAISS's formula and order of operations: (|q|^2 + |r|^2) - 2 q.r, then clamp at 0
             # (identical vectors can round to a tiny negative value).
             q_norms = squared_norms(queries, "query")[:, None]
-            block = torch.add(q_norms, self.sq_norms[None, :], out=out)
-            return block.addmm_(queries, self.vectors.T, alpha=-2).clamp_(min=0)
+            block = torch.add(q_norms, self.sq_norms[None, columns], out=out)
+            return block.addmm_(queries, vectors.T, alpha=-2).clamp_(min=0)
         if self.metric == "ip":
-            return torch.mm(queries, self.vectors.T, out=out).neg_()
+            return torch.mm(queries, vectors.T, out=out).neg_()
         q = F.normalize(queries, dim=1)
-        return torch.mm(q, self.vectors.T, out=out).mul_(self._neg_inv_norms[None, :])
+        return torch.mm(q, vectors.T, out=out).mul_(self._neg_inv_norms[None, columns])
 
     def uses_faiss(self, k: int, n_queries: int) -> bool:
         """Whether :meth:`faiss_nearest` serves ``k`` neighbours of ``n_queries`` queries.
@@ -487,6 +496,10 @@ def group_ranks(
     sizes = [bounds[g + 1] - bounds[g] for g in set(row_group) if g >= 0]
     ranks = np.zeros((rows, max(sizes, default=0)), dtype=np.int64)
     counts = np.zeros(rows, dtype=np.int64)
+    steps = np.arange(1, ranks.shape[1] + 2, dtype=np.int64)
+    column_group = np.empty(n, dtype=np.int64)
+    column_group[order] = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
+    own_group = [column_group[c] if c >= 0 else -1 for c in own]
 
     def rank_rows(row_numbers: range) -> None:
         for i in row_numbers:
@@ -494,28 +507,34 @@ def group_ranks(
             if g < 0:
                 continue
             row, cols = values[i], order[bounds[g] : bounds[g + 1]]
-            if own[i] >= 0:
-                cols = cols[cols != own[i]]
-            m = cols.size
+            mine = row[cols]
+            mine.sort()
+            if own[i] >= 0 and own_group[i] == g:
+                # The own entry is +inf, so sorted last among the members: leave it out.
+                mine = mine[:-1]
+            m = mine.size
             if m == 0:
                 continue
-            mine = np.sort(row[cols])
             everything = np.sort(row)
             below = np.searchsorted(everything, mine)  # entries of smaller value
-            # Members of equal value take consecutive ranks (their order among themselves
-            # changes no relevance): below counts the equal members before the run, so the
-            # rank adds the member's place in the run.
-            starts = np.flatnonzero(np.r_[True, mine[1:] != mine[:-1]])
-            lengths = np.diff(np.r_[starts, m])
-            first_equal = np.repeat(starts, lengths)
+            if (mine[1:] == mine[:-1]).any():
+                # Members of equal value take consecutive ranks (their order among themselves
+                # changes no relevance): below counts the equal members before the run, so
+                # the rank adds the member's place in the run.
+                starts = np.flatnonzero(np.r_[True, mine[1:] != mine[:-1]])
+                lengths = np.diff(np.r_[starts, m])
+                ranks[i, :m] = below + (steps[:m] - np.repeat(starts, lengths))
+                after_run = below + np.repeat(lengths, lengths)
+            else:
+                after_run = below + 1
+                ranks[i, :m] = after_run
             # A non-member of equal value sits right after the run's copies in ``everything``:
             # then the index order decides, which only the exact keys know.
-            after_run = below + np.repeat(lengths, lengths)
-            tied = after_run < n
-            tied[tied] = everything[after_run[tied]] == mine[tied]
-            ranks[i, :m] = below + (np.arange(m) - first_equal) + 1
+            tied = (everything.take(after_run, mode="clip") == mine) & (after_run < n)
             if tied.any():
-                ranks[i, np.flatnonzero(tied)] = _tied_ranks(row, cols, mine[tied], everything)
+                ranks[i, np.flatnonzero(tied)] = _tied_ranks(
+                    row, cols[cols != own[i]], mine[tied], everything
+                )
             counts[i] = m
 
     _run_threads(rank_rows, rows)
@@ -605,6 +624,34 @@ def balanced_chunks(n_rows: int, max_rows: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+class _SelfBlocks:
+    """Distance blocks of a set against itself, each pair of chunks multiplied once.
+
+    When the queries are the references the block is symmetric: chunk ``r``'s columns of an
+    earlier chunk ``p`` are chunk ``p``'s block at chunk ``r``'s columns, transposed. Those
+    pieces are kept from ``p`` until ``r`` uses them (at most about ``n**2`` bytes, a quarter of
+    the float32 matrix, halfway through), so the chunks multiply only the columns from their
+    own first row on: ``(N + 1) / (2 N)`` of the product for ``N`` chunks.
+    """
+
+    def __init__(self, reference: ReferenceSet, chunks: Sequence[slice]):
+        self.reference, self.chunks = reference, list(chunks)
+        self.kept: dict[tuple[int, int], torch.Tensor] = {}
+
+    @staticmethod
+    def fits(n: int, device: torch.device) -> bool:
+        return n * n <= budget_for(device)
+
+    def block(self, r: int, queries: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        start = self.chunks[r].start
+        for p in range(r):
+            out[:, self.chunks[p]] = self.kept.pop((p, r)).T
+        self.reference.distances(queries, out=out[:, start:], columns=slice(start, None))
+        for later in range(r + 1, len(self.chunks)):
+            self.kept[(r, later)] = out[:, self.chunks[later]].clone()
+        return out
+
+
 def iter_neighbors(
     query: torch.Tensor,
     searches: Sequence[Search | GroupSearch],
@@ -638,7 +685,22 @@ def iter_neighbors(
         # twice its BLAS minimum so that every balanced chunk takes the BLAS path.
         block = max(faiss.cvar.distance_compute_blas_query_bs, 2 * faiss_min_rows(query.shape[1]))
         max_rows = min(max_rows, block)
+    # Queries that are the references: symmetric blocks, each pair of chunks multiplied once
+    # (_SelfBlocks), in at least 8 chunks so that about half of the product is left out.
+    mirrored = [
+        exclude_self
+        and s.reference.vectors is query
+        # Not cosine: its block scales rows and columns differently, so (i, j) and (j, i)
+        # round apart, and exactly equal similarities would no longer tie.
+        and s.reference.metric != "cosine"
+        and not (isinstance(s, Search) and s.reference.uses_faiss(s.k, n_q))
+        and _SelfBlocks.fits(n_ref, query.device)
+        for s in searches
+    ]
+    if any(mirrored):
+        max_rows = min(max_rows, max(_MIN_MIRRORED_ROWS, -(-n_q // 8)))
     chunks = balanced_chunks(n_q, max_rows)
+    selves = [_SelfBlocks(s.reference, chunks) if m else None for s, m in zip(searches, mirrored)]
     # One distance buffer per search, made on first use and reused by every chunk after it
     # (see ReferenceSet.distances).
     largest_chunk = max((c.stop - c.start for c in chunks), default=0)
@@ -646,7 +708,7 @@ def iter_neighbors(
     show = progress if progress is not None else (n_q * n_ref >= _PROGRESS_MIN_WORK)
     bar = tqdm(total=n_q, desc=desc, unit="query", disable=not show or len(chunks) < 2)
     try:
-        for rows in chunks:
+        for chunk, rows in enumerate(chunks):
             q = query[rows]
             self_cols = (
                 torch.arange(rows.start, rows.stop, device=query.device) if exclude_self else None
@@ -658,7 +720,11 @@ def iter_neighbors(
                     continue
                 if buffers[i] is None:
                     buffers[i] = torch.empty(largest_chunk, n_ref, device=query.device)
-                block = s.reference.distances(q, out=buffers[i][: q.shape[0]])
+                out = buffers[i][: q.shape[0]]
+                if selves[i] is not None:
+                    block = selves[i].block(chunk, q, out)
+                else:
+                    block = s.reference.distances(q, out=out)
                 if isinstance(s, GroupSearch):
                     results.append(group_ranks(block, s.groups, s.query_groups[rows], self_cols))
                     continue

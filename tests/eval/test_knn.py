@@ -10,6 +10,7 @@ import torch
 from pytorch_metric_learning.utils.inference import FaissKNN
 
 from metricssl.core import chunking
+from metricssl.eval import AccuracyCalculator
 from metricssl.eval.knn import (
     ColumnGroups,
     ExactKNN,
@@ -275,3 +276,48 @@ def test_sortable_keys_order_like_value_then_column():
 def test_errors(call, error, match):
     with pytest.raises(error, match=match):
         call(torch.randn(10, 3))
+
+
+@pytest.fixture
+def products(monkeypatch):
+    """The query x reference products the search multiplies, mirrored in chunks of 64+."""
+    monkeypatch.setattr(knn_module, "_MIN_MIRRORED_ROWS", 64)
+    sizes = []
+    original = knn_module.ReferenceSet.distances
+
+    def counted(self, queries, out=None, columns=slice(None)):
+        sizes.append(queries.shape[0] * self.vectors[columns].shape[0])
+        return original(self, queries, out, columns)
+
+    monkeypatch.setattr(knn_module.ReferenceSet, "distances", counted)
+    return sizes
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+@pytest.mark.parametrize("k", [7, 699])
+def test_a_set_searching_itself_multiplies_each_pair_of_chunks_once(products, metric, k):
+    # Integer coordinates make every distance exact, so the mirrored blocks must give the
+    # same neighbours, ties and values as the unmirrored search of a copy of the set.
+    x = torch.randint(-3, 4, (700, 3)).float()
+    mirrored = knn(x, k=k, metric=metric)
+    assert sum(products) < 0.6 * 700 * 700
+    products.clear()
+    plain = knn(x, x.clone(), k=k, metric=metric, exclude_self=True)
+    assert sum(products) == 700 * 700
+    torch.testing.assert_close(mirrored[0], plain[0], rtol=0, atol=1e-6)
+    assert torch.equal(mirrored[1], plain[1])
+
+
+def test_cosine_self_search_is_not_mirrored(products):
+    # Its (i, j) and (j, i) round apart: mirroring would break ties between equal similarities.
+    knn(torch.randint(-3, 4, (300, 3)).float(), k=5, metric="cosine")
+    assert sum(products) == 300 * 300
+
+
+def test_full_rankings_of_a_set_against_itself_are_unchanged_by_mirroring(products):
+    x = torch.randint(0, 3, (600, 2)).float()  # many ties across classes
+    labels = torch.randint(0, 4, (600,))
+    calc = AccuracyCalculator(k=None, include=("mean_average_precision", "r_precision"))
+    alone = calc.get_accuracy(x, labels)
+    assert sum(products) < 0.6 * 600 * 600
+    assert alone == calc.get_accuracy(x, labels, x.clone(), labels, ref_includes_query=True)
