@@ -72,6 +72,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         help='JSON arguments of the named backbone, e.g. \'{"depth": 6, "patch_size": 7}\'',
     )
+    p.add_argument(
+        "--hparams",
+        type=json.loads,
+        default=None,
+        help="JSON hyper-parameters of the method, e.g. '{\"weighted\": true}' for DCLW",
+    )
     p.add_argument("--batch-size", type=int, default=None, help="default: the method's")
     p.add_argument("--lr", type=float, default=None, help="default: the method's")
     p.add_argument("--device", default="auto")
@@ -152,6 +158,7 @@ def trainer_args(args, method, train, out, epochs, steps_per_epoch) -> dict:
         dataset=train,
         backbone=args.backbone,
         backbone_kwargs=args.backbone_kwargs,
+        hparams=args.hparams,
         batch_size=args.batch_size,
         lr=args.lr,
         epochs=epochs,
